@@ -1,0 +1,67 @@
+"""The unit of data every domain produces, and the rule that splits prompts into train and eval."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from dataclasses import dataclass
+
+DOMAINS = ("general", "math", "code", "tool_use", "safety")
+SPLITS = ("train", "eval")
+
+# Special tokens of the tokenizer. They appear only in tool_use SFT/RL data, never in
+# pre-/mid-training documents, so the base model has never seen them.
+TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
+
+# A prompt is in the eval split when the first byte of its sha256 is below this value
+# (26 / 256 ~ 10%). Deciding by the prompt text alone means train and eval can never
+# share a prompt, whatever n and seed the caller asks for.
+_EVAL_BYTE_THRESHOLD = 26
+
+
+@dataclass(frozen=True)
+class Example:
+    """One chat turn with everything a verifier needs to score an answer to it."""
+
+    domain: str
+    prompt: str  # the user message (tool_use: includes the tool schemas as JSON text)
+    response: str  # the reference assistant message (SFT target)
+    check: dict  # JSON-serialisable input of the domain's verifier
+
+    def to_json(self) -> dict:
+        return {
+            "domain": self.domain,
+            "prompt": self.prompt,
+            "response": self.response,
+            "check": copy.deepcopy(self.check),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Example:
+        if not isinstance(obj, dict):
+            raise ValueError(f"Example.from_json expects an object, got {type(obj).__name__}")
+        expected = {"domain": str, "prompt": str, "response": str, "check": dict}
+        for key, kind in expected.items():
+            if not isinstance(obj.get(key), kind):
+                raise ValueError(
+                    f"Example.from_json: key {key!r} must be a {kind.__name__}, "
+                    f"got {type(obj.get(key)).__name__}"
+                )
+        return cls(obj["domain"], obj["prompt"], obj["response"], copy.deepcopy(obj["check"]))
+
+
+def is_eval_prompt(prompt: str) -> bool:
+    """The split of a prompt: a stable hash of its text (independent of PYTHONHASHSEED)."""
+    return hashlib.sha256(prompt.encode("utf-8")).digest()[0] < _EVAL_BYTE_THRESHOLD
+
+
+def split_of(prompt: str) -> str:
+    return "eval" if is_eval_prompt(prompt) else "train"
+
+
+def derived_rng(*parts: object) -> random.Random:
+    """A generator seeded from a readable key, so each (purpose, domain, split, seed) gets
+    its own stream; sha256 keeps it identical across processes and Python hash seeds."""
+    key = "/".join(str(part) for part in parts).encode("utf-8")
+    return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))

@@ -1,0 +1,62 @@
+"""The model: a Megatron-Core GPT (local layer spec) of a `ModelSpec`, dense or MoE.
+
+RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings, float32.
+Architecture only: how it is parallelised lives in `bar.parallel`, how it trains in `bar.train`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bar.specs import ModelSpec
+
+
+def transformer_config(arch: ModelSpec, tp_size: int, num_experts: int | None = None,
+                       topk: int | None = None, z_loss: float = 0.0):
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    moe = {}
+    if num_experts:
+        moe = dict(num_moe_experts=num_experts, moe_router_topk=topk or num_experts,
+                   moe_token_dispatcher_type="allgather", moe_router_load_balancing_type="none",
+                   moe_aux_loss_coeff=0.0, moe_z_loss_coeff=z_loss or None, moe_grouped_gemm=False,
+                   moe_router_dtype="fp32", moe_ffn_hidden_size=arch.ffn_hidden_size)
+    return TransformerConfig(
+        num_layers=arch.num_layers, hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
+        ffn_hidden_size=arch.ffn_hidden_size, kv_channels=arch.head_dim,
+        normalization="RMSNorm", layernorm_epsilon=arch.norm_eps,
+        gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False,
+        hidden_dropout=0.0, attention_dropout=0.0, init_method_std=arch.init_std,
+        tensor_model_parallel_size=tp_size, sequence_parallel=False,
+        use_cpu_initialization=True, params_dtype=torch.float32, pipeline_dtype=torch.float32,
+        # Fused kernels are CUDA-only.
+        bias_activation_fusion=False, bias_dropout_fusion=False, masked_softmax_fusion=False,
+        apply_rope_fusion=False, gradient_accumulation_fusion=False, persist_layer_norm=False,
+        **moe,
+    )
+
+
+def layer_spec(num_experts: int | None = None):
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    from bar.model.attention import SDPAttention
+
+    spec = get_gpt_layer_local_spec(num_experts=num_experts, moe_grouped_gemm=False,
+                                    normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+def build(arch: ModelSpec, tp_size: int = 1, num_experts: int | None = None,
+          topk: int | None = None, z_loss: float = 0.0):
+    """A GPTModel on this rank (call `bar.parallel.init` first)."""
+    from megatron.core.models.gpt import GPTModel
+
+    config = transformer_config(arch, tp_size, num_experts, topk, z_loss)
+    return GPTModel(config=config, transformer_layer_spec=layer_spec(num_experts),
+                    vocab_size=arch.vocab_size, max_sequence_length=arch.seq_length,
+                    pre_process=True, post_process=True, parallel_output=True,
+                    share_embeddings_and_output_weights=False, position_embedding_type="rope",
+                    rotary_base=int(arch.rope_base))

@@ -1,0 +1,44 @@
+"""Core attention through `torch.nn.functional.scaled_dot_product_attention`.
+
+Megatron-Core's local `DotProductAttention` materialises the score matrix with baddbmm and a
+separate softmax, and builds its default causal mask on a CUDA device. On CPU this module is
+both faster (SDPA's fused kernels; same results within float tolerance) and device-free. It
+is a drop-in `core_attention` submodule of the local layer spec.
+
+Masks follow Megatron's convention: `attention_mask` is boolean, True = masked out,
+broadcastable to [batch, heads, q, k]. Without a mask, attention is causal when queries
+and keys cover the same positions, and unmasked when a single new query attends to a
+key/value cache.
+"""
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.module import MegatronModule
+
+
+class SDPAttention(MegatronModule):
+    def __init__(self, config, layer_number, attn_mask_type, attention_type, attention_dropout=None,
+                 softmax_scale=None, cp_comm_type=None, pg_collection=None):
+        super().__init__(config=config)
+        tp_size = (pg_collection.tp.size() if pg_collection is not None
+                   else parallel_state.get_tensor_model_parallel_world_size())
+        self.num_heads = config.num_attention_heads // tp_size
+        self.num_groups = config.num_query_groups // tp_size
+        self.attn_mask_type = attn_mask_type
+        self.softmax_scale = softmax_scale
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        assert attention_bias is None and packed_seq_params is None
+        # [s, b, heads, head_dim] -> [b, heads, s, head_dim]
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+        mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
+        is_causal = attention_mask is None and mask_type == AttnMaskType.causal and q.size(2) == k.size(2)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if attention_mask is None else ~attention_mask,
+            is_causal=is_causal, scale=self.softmax_scale, enable_gqa=self.num_heads != self.num_groups)
+        # [b, heads, s, head_dim] -> [s, b, heads * head_dim]
+        s, b = out.size(2), out.size(0)
+        return out.permute(2, 0, 1, 3).reshape(s, b, -1)

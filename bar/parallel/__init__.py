@@ -1,0 +1,140 @@
+"""How the model is parallelised and launched: process groups, tensor-parallel shards.
+
+Everything here works on tensors by their Megatron-Core tensor-parallel attributes
+(`tensor_model_parallel`, `partition_dim`, `partition_stride`), so the model code never
+needs to know about ranks, and checkpoints hold full (unsharded) tensors that load at any
+tensor-parallel size.
+"""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init(tp_size: int, seed: int) -> None:
+    """Start the process group and Megatron-Core's model-parallel state in a torchrun worker."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    from bar.parallel import cpu
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size != tp_size:
+        raise RuntimeError(f"launched {world_size} processes for tp_size={tp_size}: launch with "
+                           f"`torchrun --nproc-per-node {tp_size}` (bar.launch does this)")
+    cpu.apply()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if "RANK" in os.environ:
+            dist.init_process_group(backend)
+        else:  # a plain process (tests, tools): a group of one
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
+                                    world_size=1, rank=0)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        # The 2 cores are shared by the ranks on this machine: one thread per core in total.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp_size)
+    # No dropout and CPU initialisation: the no-op RNG tracker is all Megatron needs.
+    tensor_parallel.model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True)
+    # Every rank seeds its CPU generator alike so the master weights it builds (and then
+    # slices its shard from) are the same on every rank and at every tp_size.
+    torch.manual_seed(seed)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shutdown() -> None:
+    from megatron.core import parallel_state
+
+    parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _tp():
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        return None, 0, 1
+    group = parallel_state.get_tensor_model_parallel_group()
+    return group, dist.get_rank(group), dist.get_world_size(group)
+
+
+def is_sharded(param: torch.Tensor) -> bool:
+    return bool(getattr(param, "tensor_model_parallel", False)) and _tp()[2] > 1
+
+
+def full_tensor(param: torch.Tensor, local: torch.Tensor | None = None) -> torch.Tensor:
+    """The unsharded value of `local` (default: the parameter itself), a tensor sharded like `param`.
+
+    A shard with partition_stride s holds s interleaved chunks (e.g. SwiGLU's fc1 holds
+    [gate_r; up_r]), so the full tensor is chunk j of every rank, for j in 0..s-1.
+    """
+    local = (param if local is None else local).detach()
+    if not is_sharded(param):
+        return local.clone()
+    group, _, size = _tp()
+    parts = [torch.empty_like(local) for _ in range(size)]
+    dist.all_gather(parts, local.contiguous(), group=group)
+    dim, stride = param.partition_dim, param.partition_stride
+    chunks = [p.chunk(stride, dim) for p in parts]
+    return torch.cat([chunks[r][j] for j in range(stride) for r in range(size)], dim)
+
+
+def local_shard(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of `full`, the inverse of `full_tensor`."""
+    if not is_sharded(param):
+        return full
+    _, tp_rank, size = _tp()
+    dim, stride = param.partition_dim, param.partition_stride
+    chunks = full.chunk(stride * size, dim)
+    return torch.cat([chunks[j * size + tp_rank] for j in range(stride)], dim).contiguous()
+
+
+def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the gradients, counting each tensor-parallel shard once."""
+    sharded = torch.zeros((), dtype=torch.float64)
+    replicated = torch.zeros((), dtype=torch.float64)
+    for p in params:
+        if p.grad is None:
+            continue
+        sq = p.grad.detach().double().pow(2).sum()
+        if is_sharded(p):
+            sharded += sq
+        else:
+            replicated += sq
+    group, _, size = _tp()
+    if size > 1:
+        dist.all_reduce(sharded, group=group)
+    return (sharded + replicated).sqrt()
+
+
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
+    norm = grad_norm(params)
+    if max_norm > 0:
+        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0).to(torch.float32)
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(scale)
+    return float(norm)
+
+
+def broadcast_object(obj):
+    """Rank 0's value of a picklable object, on every rank."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,335 @@
+"""The YAML specs, validated at the boundary.
+
+`specs/*.yaml` are hand-written; `params.yaml` is the pipeline index DVC reads. A preset
+(`params.yaml: preset`) overlays `specs/presets/<preset>.yaml` on the spec files, section by
+section, so the `tiny` test run is the default run scaled down, not a second set of specs.
+
+Every model forbids unknown keys and is frozen. A bad spec raises `SpecError` with one line
+naming the file, the key path, the value and what is allowed, before any work starts.
+This module imports nothing heavier than pydantic and yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DOMAINS = ("general", "math", "code", "tool_use", "safety")
+Domain = Literal["general", "math", "code", "tool_use", "safety"]
+PositiveInt = Field(gt=0)
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used: the message names file, key path, value and the fix."""
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- specs/model.yaml -------------------------------------------------------------------
+
+
+class ModelSpec(Spec):
+    """The dense architecture every model of the pipeline shares (experts add FFN slots)."""
+
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_query_groups: int = Field(gt=0, description="key/value heads (grouped-query attention)")
+    ffn_hidden_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0, description="embedding rows; the tokenizer is trained to at most this")
+    seq_length: int = Field(gt=0)
+    rope_base: float = Field(10000.0, gt=0)
+    norm_eps: float = Field(1e-5, gt=0)
+    init_std: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelSpec:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"num_attention_heads={self.num_attention_heads} must divide "
+                             f"hidden_size={self.hidden_size}")
+        if self.num_attention_heads % self.num_query_groups:
+            raise ValueError(f"num_query_groups={self.num_query_groups} must divide "
+                             f"num_attention_heads={self.num_attention_heads}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+# --- specs/tokenizer.yaml ---------------------------------------------------------------
+
+
+class TokenizerSpec(Spec):
+    """Byte-level BPE trained on the prepared corpus; its size is ModelSpec.vocab_size."""
+
+    min_frequency: int = Field(2, gt=0)
+    num_reserved_tokens: int = Field(8, ge=0, description="<|reserved_i|> tokens for later use")
+
+
+# --- specs/data.yaml --------------------------------------------------------------------
+
+
+class DomainDataSpec(Spec):
+    """How many items of each split a domain's generator makes, or user files that replace them."""
+
+    midtrain: int = Field(0, ge=0, description="plain-text documents for mid-training")
+    sft: int = Field(0, ge=0, description="prompt/response pairs")
+    rl: int = Field(0, ge=0, description="prompts with a verifier, for RLVR")
+    eval: int = Field(gt=0, description="held-out prompts, never in any training split")
+    files: dict[Literal["midtrain", "sft", "rl", "eval"], str] = Field(
+        default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split")
+    skip_bad_rows: bool = False
+
+
+class DataSpec(Spec):
+    seed: int = Field(ge=0)
+    pretrain: dict[Domain, int] = Field(description="documents per domain in the pre-training corpus")
+    domains: dict[Domain, DomainDataSpec]
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DataSpec:
+        if any(n < 0 for n in self.pretrain.values()) or sum(self.pretrain.values()) == 0:
+            raise ValueError("pretrain needs a positive number of documents (counts are >= 0)")
+        if "general" not in self.domains:
+            raise ValueError("domains must include 'general' (the anchor's chat data)")
+        return self
+
+
+# --- specs/train.yaml -------------------------------------------------------------------
+
+
+class OptimSpec(Spec):
+    lr: float = Field(gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm, 0 = off")
+
+    @model_validator(mode="after")
+    def _lrs(self) -> OptimSpec:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas={self.betas} must be in [0, 1)")
+        return self
+
+
+class TrainSpec(Spec):
+    """One training stage: how long, how big a batch, which optimiser, how parallel."""
+
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0, description="sequences of model.seq_length tokens per step")
+    optim: OptimSpec
+    tp_size: int = Field(1, gt=0, description="tensor-parallel processes (torchrun --nproc-per-node)")
+    checkpoint_every: int = Field(50, gt=0, description="steps between resumable checkpoints")
+
+
+class TrainStagesSpec(Spec):
+    pretrain: TrainSpec
+    anchor: TrainSpec
+
+
+# --- specs/eval.yaml --------------------------------------------------------------------
+
+
+class EvalSpec(Spec):
+    """How held-out prompts are answered (greedy) and scored."""
+
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0, description="prompts decoded together")
+    num_examples: int | None = Field(None, gt=0, description="first N of each eval split; null = all")
+
+
+# --- params.yaml ------------------------------------------------------------------------
+
+
+class ParamsSpec(Spec):
+    """The pipeline index DVC reads: which preset, which experts, the training seed."""
+
+    preset: str = Field(pattern=r"^[a-z0-9_]+$")
+    seed: int = Field(ge=0)
+    experts: list[str] = Field(default_factory=list)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+SPEC_FILES = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec,
+              "train": TrainStagesSpec, "eval": EvalSpec}
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found (expected a YAML spec here)") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def _has_path(tree: Any, loc: tuple) -> bool:
+    for key in loc:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the model allows in the mapping that holds `loc`'s last key."""
+    fields = model.model_fields
+    for key in loc[:-1]:
+        field = fields.get(key) if isinstance(key, str) else None
+        ann = getattr(field, "annotation", None)
+        args = getattr(ann, "__args__", ())
+        sub = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None and isinstance(key, str) and args:  # dict[str, Model]: the key is a name
+            sub = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            if not isinstance(key, str) or field is None:
+                continue
+            return []
+        fields = sub.model_fields
+    return list(fields)
+
+
+def validate(model: type[Spec], data: Any, path: Path, preset_path: Path | None = None,
+             preset_data: Any = None, prefix: tuple = ()) -> Spec:
+    """`model` of `data`, or SpecError naming the file (the preset's if it set the key)."""
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as e:
+        # An unknown key (a typo) usually explains a missing one: report it first.
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        err = errors[0]
+        loc = tuple(err["loc"])
+        in_preset = preset_path is not None and bool(loc) and _has_path(preset_data, loc)
+        where = preset_path if in_preset else path
+        key = ".".join(str(k) for k in (prefix if in_preset else ()) + loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        allowed = ", ".join(_fields_at(model, loc))
+        value = f" = {json.dumps(err.get('input'), default=str)}"
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed keys here: {allowed}"
+        elif err["type"] == "missing":
+            msg, value = f"required key is missing; keys here: {allowed}", ""
+        elif isinstance(err.get("input"), dict):
+            value = ""  # a check across several keys: the message names them
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise SpecError(f"{where}: {key}{value}: {msg}{more}") from None
+
+
+class Specs:
+    """The validated specs of one repository checkout, loaded on first use.
+
+    `Specs(root).train.anchor` reads `params.yaml`, `specs/train.yaml` and the preset's
+    `train` section, and validates them; later accesses reuse the result.
+    """
+
+    def __init__(self, root: Path | str = "."):
+        self.root = Path(root).resolve()
+        self._cache: dict[str, Spec] = {}
+
+    def path(self, name: str) -> Path:
+        return self.root / "specs" / f"{name}.yaml"
+
+    @property
+    def params(self) -> ParamsSpec:
+        if "params" not in self._cache:
+            path = self.root / "params.yaml"
+            self._cache["params"] = validate(ParamsSpec, read_yaml(path), path)
+        return self._cache["params"]
+
+    @property
+    def preset_path(self) -> Path:
+        return self.root / "specs" / "presets" / f"{self.params.preset}.yaml"
+
+    def _preset(self) -> dict:
+        if "preset" not in self._cache:
+            path = self.preset_path
+            if not path.exists():
+                known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+                raise SpecError(f"{self.root / 'params.yaml'}: preset = {self.params.preset!r}: "
+                                f"no file {path.relative_to(self.root)}; known presets: {', '.join(known)}")
+            data = read_yaml(path) or {}
+            missing = [s for s in SPEC_FILES if s not in data]
+            unknown = [s for s in data if s not in SPEC_FILES]
+            if not isinstance(data, dict) or missing or unknown:
+                raise SpecError(f"{path}: a preset has one section per spec file "
+                                f"({', '.join(SPEC_FILES)}; empty is {{}}): missing {missing}, unknown {unknown}")
+            self._cache["preset"] = data
+        return self._cache["preset"]
+
+    def _load(self, name: str) -> Spec:
+        if name not in self._cache:
+            path = self.path(name)
+            over = self._preset()[name] or {}
+            data = _merge(read_yaml(path), over)
+            self._cache[name] = validate(SPEC_FILES[name], data, path, self.preset_path, over,
+                                         prefix=(name,))
+        return self._cache[name]
+
+    @property
+    def model(self) -> ModelSpec:
+        return self._load("model")
+
+    @property
+    def tokenizer(self) -> TokenizerSpec:
+        return self._load("tokenizer")
+
+    @property
+    def data(self) -> DataSpec:
+        return self._load("data")
+
+    @property
+    def train(self) -> TrainStagesSpec:
+        spec = self._load("train")
+        for section in ("pretrain", "anchor"):
+            check_parallel(self.model, getattr(spec, section).tp_size,
+                           f"{self.path('train')}: {section}.tp_size")
+        return spec
+
+    @property
+    def eval(self) -> EvalSpec:
+        return self._load("eval")
+
+    def validate_all(self) -> None:
+        for name in SPEC_FILES:
+            getattr(self, name)
+
+
+def check_parallel(model: ModelSpec, tp_size: int, where: str) -> None:
+    """Tensor parallelism splits heads, key/value groups, FFN and vocabulary over tp_size ranks."""
+    sizes = {"num_attention_heads": model.num_attention_heads,
+             "num_query_groups": model.num_query_groups,
+             "ffn_hidden_size": model.ffn_hidden_size, "vocab_size": model.vocab_size}
+    bad = [f"{k}={v}" for k, v in sizes.items() if v % tp_size]
+    if bad:
+        ok = [t for t in range(1, 9) if all(v % t == 0 for v in sizes.values())]
+        raise SpecError(f"{where} = {tp_size}: must divide model {', '.join(bad)}; "
+                        f"allowed tp_size: {ok}")
+
+
+def spec_hash(spec: Spec | dict) -> str:
+    """A short content hash of a resolved spec (the lineage tag `spec_hash`)."""
+    data = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,44 @@
+"""Stage pretrain_base: language modelling on the general pre-training corpus, from scratch."""
+
+from __future__ import annotations
+
+import sys
+
+from bar.specs import Specs, spec_hash
+from bar.stages import output, read_jsonl
+from bar.stages import _training
+
+STAGE = "pretrain_base"
+
+
+def resolved(specs: Specs) -> dict:
+    return {"model": specs.model.model_dump(mode="json"), "train": specs.train.pretrain.model_dump(mode="json"),
+            "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
+
+
+def inputs() -> list:
+    return [output("prepare_data", "pretrain.jsonl"), output("tokenizer")]
+
+
+def worker(specs: Specs) -> None:
+    from bar import tokenizer
+
+    tok = tokenizer.load(output("tokenizer"))
+    items = [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(output("prepare_data", "pretrain.jsonl"))]
+    _training.run_worker(STAGE, arch=specs.model, train=specs.train.pretrain, seed=specs.params.seed,
+                         items=items, init=None, eval_domains=["general"], eval_spec=specs.eval,
+                         fingerprint=_training.fingerprint(resolved(specs), inputs()))
+
+
+def main() -> None:
+    from bar import tracking
+
+    specs = Specs()
+    spec = resolved(specs)
+    _training.run_parent(STAGE, train=specs.train.pretrain, resolved=spec, tags={
+        "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
+        "tokenizer_hash": tracking.dvc_md5("outputs/tokenizer")})
+
+
+if __name__ == "__main__":
+    worker(Specs()) if "--worker" in sys.argv else main()

@@ -1,0 +1,46 @@
+"""Stage tokenizer: train the byte-level BPE on the prepared corpus; save it as a transformers tokenizer.
+
+The corpus is every document and every chat example of every domain (so domain words get
+merges), but the tool-call markers are special tokens, not learned merges.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bar.specs import Specs
+from bar.stages import atomic_dir, output, read_jsonl, write_metrics
+
+STAGE = "tokenizer"
+
+
+def corpus(data_dir: Path):
+    yield from (r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl"))
+    for split in sorted(data_dir.glob("*/*.jsonl")):
+        for r in read_jsonl(split):
+            yield r["text"] if "text" in r else f"{r['prompt']}\n{r['response']}"
+
+
+def main() -> None:
+    from bar import tokenizer, tracking
+    from bar.specs import spec_hash
+
+    specs = Specs()
+    spec, vocab_size = specs.tokenizer, specs.model.vocab_size
+    resolved = {"tokenizer": spec.model_dump(mode="json"), "vocab_size": vocab_size}
+    data_dir = output("prepare_data")
+    with tracking.stage_run(STAGE, spec=resolved, tags={
+            "spec_hash": spec_hash(resolved), "data_hash": tracking.dvc_md5(str(data_dir))}) as run:
+        tok = tokenizer.train(corpus(data_dir), vocab_size, spec.min_frequency, spec.num_reserved_tokens)
+        with atomic_dir(output(STAGE)) as out:
+            tok.save_pretrained(out)
+        docs = [r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl")[:1000]]
+        lengths = [len(tok.encode(d, add_special_tokens=False)) for d in docs]
+        metrics = {"vocab_size": len(tok), "tokens_per_document": sum(lengths) / max(1, len(lengths)),
+                   "chars_per_token": sum(map(len, docs)) / max(1, sum(lengths))}
+        run.log_metrics(metrics)
+        write_metrics(STAGE, metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Stage train_anchor: supervised fine-tuning of the base on general chat (assistant tokens only)."""
+
+from __future__ import annotations
+
+import sys
+
+from bar.specs import Specs, spec_hash
+from bar.stages import output
+from bar.stages import _training
+
+STAGE = "train_anchor"
+
+
+def resolved(specs: Specs) -> dict:
+    return {"model": specs.model.model_dump(mode="json"), "train": specs.train.anchor.model_dump(mode="json"),
+            "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
+
+
+def inputs() -> list:
+    return [output("prepare_data", "general", "sft.jsonl"), output("tokenizer"),
+            output("pretrain_base", "model.safetensors")]
+
+
+def worker(specs: Specs) -> None:
+    from bar import tokenizer
+
+    tok = tokenizer.load(output("tokenizer"))
+    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for e in _training.load_examples("general", "sft")]
+    _training.run_worker(STAGE, arch=specs.model, train=specs.train.anchor, seed=specs.params.seed,
+                         items=items, init=output("pretrain_base"), eval_domains=["general"],
+                         eval_spec=specs.eval, fingerprint=_training.fingerprint(resolved(specs), inputs()))
+
+
+def main() -> None:
+    from bar import tracking
+
+    specs = Specs()
+    spec = resolved(specs)
+    _training.run_parent(STAGE, train=specs.train.anchor, resolved=spec, tags={
+        "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
+        "base_hash": tracking.dvc_md5("outputs/pretrain_base")})
+
+
+if __name__ == "__main__":
+    worker(Specs()) if "--worker" in sys.argv else main()

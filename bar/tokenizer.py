@@ -1,0 +1,89 @@
+"""The tokenizer: a byte-level BPE trained with HF `tokenizers`, saved as a `transformers` tokenizer.
+
+Digits are split one per token (as in Llama) so arithmetic stays learnable at toy scale.
+The chat format is ChatML. `<tool_call>`/`</tool_call>` are special tokens from the start,
+but the base and anchor data never contain them: the tool-use expert must learn them (the
+reason BAR unfreezes embeddings in SFT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+END_OF_TEXT = "<|endoftext|>"
+PAD = "<|pad|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def special_tokens(num_reserved: int) -> list[str]:
+    return [END_OF_TEXT, PAD, IM_START, IM_END, TOOL_CALL_START, TOOL_CALL_END] + [
+        f"<|reserved_{i}|>" for i in range(num_reserved)]
+
+
+def train(texts: Iterable[str], vocab_size: int, min_frequency: int, num_reserved: int):
+    """A `PreTrainedTokenizerFast` of at most `vocab_size` tokens (special tokens included)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = special_tokens(num_reserved)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=PAD)
+    fast.add_special_tokens({"additional_special_tokens": specials})
+    fast.chat_template = CHAT_TEMPLATE
+    if len(fast) > vocab_size:
+        raise ValueError(f"tokenizer has {len(fast)} tokens, more than vocab_size={vocab_size}")
+    return fast
+
+
+def load(path: str | Path):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(path))
+
+
+def prompt_ids(tok, prompt: str) -> list[int]:
+    """Token ids of a user turn followed by the assistant header: what the model continues."""
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                   add_generation_prompt=True)
+    return tok.encode(text, add_special_tokens=False)
+
+
+def chat_ids(tok, prompt: str, response: str) -> tuple[list[int], list[bool]]:
+    """A supervised chat example: ids and which of them are trained (the assistant's)."""
+    head = prompt_ids(tok, prompt)
+    tail = tok.encode(response, add_special_tokens=False) + [tok.convert_tokens_to_ids(IM_END)]
+    return head + tail, [False] * len(head) + [True] * len(tail)
+
+
+def document_ids(tok, text: str) -> tuple[list[int], list[bool]]:
+    """A language-modelling document: every token is trained, ended by <|endoftext|>."""
+    ids = tok.encode(text, add_special_tokens=False) + [tok.convert_tokens_to_ids(END_OF_TEXT)]
+    return ids, [True] * len(ids)
+
+
+def stop_ids(tok) -> set[int]:
+    return {tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(END_OF_TEXT)}
+
+
+def decode_response(tok, ids: list[int]) -> str:
+    """The assistant's text: special tokens kept (tool calls are special), the end marker dropped."""
+    stops = stop_ids(tok)
+    return tok.decode([i for i in ids if i not in stops], skip_special_tokens=False)

@@ -1,0 +1,91 @@
+"""The training loop: build, step, log, checkpoint. Runs in every torchrun worker."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from bar import parallel
+from bar.specs import OptimSpec, TrainSpec
+from bar.train.batches import Batches
+from bar.train.checkpoint import Resumable
+
+
+def lr_at(step: int, optim: OptimSpec, total: int) -> float:
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant":
+        return optim.lr
+    progress = (step - optim.warmup_steps) / max(1, total - optim.warmup_steps)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if optim.schedule == "cosine" else 1 - progress
+    return optim.min_lr + (optim.lr - optim.min_lr) * shape
+
+
+def optimizer(params: list[torch.nn.Parameter], optim: OptimSpec) -> torch.optim.AdamW:
+    # Weight decay on matrices only (not on norms), as in GPT-2/Llama recipes.
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": optim.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.lr, betas=optim.betas)
+
+
+class Log:
+    """Per-step records: in memory, and appended to a JSONL file (rank 0) as they happen."""
+
+    def __init__(self, path: Path, records: list[dict]):
+        self.path, self.records = Path(path), list(records)
+        if parallel.rank() == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        if parallel.rank() == 0:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def progress(total: int, initial: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=parallel.rank() != 0,
+                dynamic_ncols=True, mininterval=1.0)
+
+
+def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) -> list[dict]:
+    """Train the parameters of `model` that require grad for `spec.steps` steps (resuming if a
+    matching checkpoint exists); returns the per-step log."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer(params, spec.optim)
+    meta = ckpt.restore(model, opt)
+    start = saved = meta["step"] if meta else 0
+    log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
+    model.train()
+    bar = progress(spec.steps, start, desc)
+    for step in range(start, spec.steps):
+        lr = lr_at(step, spec.optim, spec.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = batches.get(step)
+        per_token = model(batch["tokens"], None, batch["attention_mask"], labels=batch["labels"])
+        num_tokens = batch["loss_mask"].sum()
+        loss = (per_token * batch["loss_mask"]).sum() / num_tokens.clamp(min=1)
+        if not torch.isfinite(loss):
+            last = f"step {saved} in {ckpt.root}" if saved else "none (nothing saved yet)"
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step + 1}; "
+                                     f"last good checkpoint: {last}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = parallel.clip_grad_norm(params, spec.optim.grad_clip)
+        opt.step()
+        log.append({"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
+                    "tokens": int(num_tokens)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
+            ckpt.save(step + 1, model, opt, {"log": log.records})
+            saved = step + 1
+    bar.close()
+    return log.records

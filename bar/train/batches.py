@@ -1,0 +1,88 @@
+"""Packed training batches, a pure function of (items, seed, step).
+
+Items (token ids + which tokens are trained) are packed whole into rows of seq_length + 1
+tokens, in an order shuffled per epoch. Each row carries segment ids so attention never
+crosses from one item into another: a packed row trains exactly like its items would
+separately. Because a batch depends only on the step, a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+Item = tuple[list[int], list[bool]]
+
+
+def pack(items: list[Item], seq_length: int, pad_id: int) -> list[tuple[list[int], list[bool], list[int]]]:
+    """Rows of (tokens, trained, segment) of length seq_length + 1; segment 0 is padding."""
+    rows, cur = [], ([], [], [])
+    width = seq_length + 1
+
+    def flush():
+        if cur[0]:
+            n = width - len(cur[0])
+            rows.append((cur[0] + [pad_id] * n, cur[1] + [False] * n, cur[2] + [0] * n))
+
+    for ids, trained in items:
+        ids, trained = ids[:width], trained[:width]
+        if len(cur[0]) + len(ids) > width:
+            flush()
+            cur = ([], [], [])
+        seg = (cur[2][-1] if cur[2] else 0) + 1
+        cur[0].extend(ids), cur[1].extend(trained), cur[2].extend([seg] * len(ids))
+    flush()
+    return rows
+
+
+def attention_mask(segments: torch.Tensor) -> torch.Tensor:
+    """[b, 1, s, s] boolean, True = masked: causal and within one segment."""
+    s = segments.size(1)
+    same = segments[:, :, None] == segments[:, None, :]
+    causal = torch.ones(s, s, dtype=torch.bool).tril()
+    allowed = (same & causal) | torch.eye(s, dtype=torch.bool)  # a pad row still sees itself
+    return ~allowed[:, None]
+
+
+class Batches:
+    def __init__(self, items: list[Item], *, batch_size: int, seq_length: int, pad_id: int, seed: int):
+        if not items:
+            raise ValueError("no training items")
+        self.items, self.batch_size, self.seq_length = items, batch_size, seq_length
+        self.pad_id, self.seed = pad_id, seed
+        self._epochs: dict[int, list] = {}
+
+    def _epoch(self, epoch: int) -> list:
+        if epoch not in self._epochs:
+            order = list(range(len(self.items)))
+            random.Random(self.seed * 100_003 + epoch).shuffle(order)
+            # Keep two epochs: a batch may straddle an epoch boundary.
+            self._epochs = {e: r for e, r in self._epochs.items() if e == epoch - 1}
+            self._epochs[epoch] = pack([self.items[i] for i in order], self.seq_length, self.pad_id)
+        return self._epochs[epoch]
+
+    def num_tokens(self, step: int) -> int:
+        """Trained tokens in this step's batch."""
+        return int(self.get(step)["loss_mask"].sum())
+
+    def get(self, step: int) -> dict[str, torch.Tensor]:
+        rows, epoch, index = [], 0, step * self.batch_size
+        while len(rows) < self.batch_size:
+            packed = self._epoch(epoch)
+            if index >= len(packed):
+                index -= len(packed)
+                epoch += 1
+                continue
+            rows.append(packed[index])
+            index += 1
+        tokens = torch.tensor([r[0] for r in rows])
+        trained = torch.tensor([r[1] for r in rows])
+        segments = torch.tensor([r[2] for r in rows])
+        # Token t+1 is predicted from tokens <= t of its own segment only.
+        same = segments[:, 1:] == segments[:, :-1]
+        return {
+            "tokens": tokens[:, :-1], "labels": tokens[:, 1:],
+            "loss_mask": (trained[:, 1:] & same & (segments[:, 1:] > 0)).float(),
+            "attention_mask": attention_mask(segments[:, :-1]),
+        }

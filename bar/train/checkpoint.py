@@ -1,0 +1,147 @@
+"""Checkpoints: safetensors of full (unsharded) tensors + a JSON file that describes them.
+
+A checkpoint directory holds `model.safetensors`, optionally `optim.safetensors` (AdamW
+moments) and `checkpoint.json` (step, fingerprint of what is being trained, the log so far,
+RNG state, and the sha256 of each tensor file). It is written under a temporary name and
+renamed into place, and `checkpoint.json` is written last, so a directory without a valid
+manifest is never taken as complete. Tensors are full, so a checkpoint loads at any
+tensor-parallel size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bar import parallel
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def full_state(model) -> dict[str, torch.Tensor]:
+    """Every parameter of the model as a full tensor, on every rank (Megatron names)."""
+    return {name: parallel.full_tensor(p).contiguous() for name, p in model.named_parameters()}
+
+
+def load_state(model, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """Copy full tensors into this rank's shards of the model's parameters."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(state))
+    if strict and missing:
+        raise KeyError(f"checkpoint lacks {len(missing)} parameters, e.g. {missing[:3]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            if name in state:
+                shard = parallel.local_shard(p, state[name])
+                if shard.shape != p.shape:
+                    raise ValueError(f"{name}: checkpoint shape {tuple(state[name].shape)} does not fit "
+                                     f"{tuple(p.shape)} at this tensor-parallel size")
+                p.copy_(shard)
+
+
+def _optim_state(model, optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in model.named_parameters():
+        st = optimizer.state.get(p)
+        if st:
+            out[f"{name}.exp_avg"] = parallel.full_tensor(p, st["exp_avg"]).contiguous()
+            out[f"{name}.exp_avg_sq"] = parallel.full_tensor(p, st["exp_avg_sq"]).contiguous()
+            out[f"{name}.step"] = st["step"].detach().clone().reshape(1)
+    return out
+
+
+def _load_optim_state(model, optimizer, state: dict[str, torch.Tensor]) -> None:
+    for name, p in model.named_parameters():
+        if f"{name}.step" in state:
+            optimizer.state[p] = {
+                "step": state[f"{name}.step"].reshape(()).clone(),
+                "exp_avg": parallel.local_shard(p, state[f"{name}.exp_avg"]).clone(),
+                "exp_avg_sq": parallel.local_shard(p, state[f"{name}.exp_avg_sq"]).clone(),
+            }
+
+
+def write(path: Path, tensors: dict[str, dict[str, torch.Tensor]], meta: dict) -> None:
+    """Atomically create directory `path` with one safetensors file per entry and checkpoint.json."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {}
+    for stem, state in tensors.items():
+        save_file(state, tmp / f"{stem}.safetensors")
+        files[f"{stem}.safetensors"] = sha256(tmp / f"{stem}.safetensors")
+    (tmp / "checkpoint.json").write_text(json.dumps({**meta, "files": files}, indent=1))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def read_meta(path: Path) -> dict | None:
+    """The manifest of a complete checkpoint, or None if it is missing, partial or corrupt."""
+    try:
+        meta = json.loads((path / "checkpoint.json").read_text())
+        for name, digest in meta["files"].items():
+            if sha256(path / name) != digest:
+                return None
+        return meta
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class Resumable:
+    """The rolling checkpoint of one training run under `root` (kept: the newest complete one).
+
+    `fingerprint` identifies what is trained (resolved spec, inputs): a checkpoint with another
+    fingerprint belongs to another configuration and is never resumed.
+    """
+
+    def __init__(self, root: Path, fingerprint: str):
+        self.root, self.fingerprint = Path(root), fingerprint
+
+    def _steps(self) -> list[Path]:
+        return sorted(self.root.glob("step_*"), reverse=True) if self.root.exists() else []
+
+    def latest(self) -> tuple[Path, dict] | None:
+        for path in self._steps():
+            meta = read_meta(path)
+            if meta and meta.get("fingerprint") == self.fingerprint:
+                return path, meta
+        return None
+
+    def save(self, step: int, model, optimizer, extra: dict) -> None:
+        """Collective: every rank gathers, rank 0 writes."""
+        state, optim = full_state(model), _optim_state(model, optimizer)
+        if parallel.rank() == 0:
+            path = self.root / f"step_{step:07d}"
+            write(path, {"model": state, "optim": optim},
+                  {"step": step, "fingerprint": self.fingerprint, **extra})
+            for old in self._steps():
+                if old != path:
+                    shutil.rmtree(old, ignore_errors=True)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    def restore(self, model, optimizer) -> dict | None:
+        """Load the newest matching checkpoint into model and optimizer; its manifest, or None."""
+        found = parallel.broadcast_object(self.latest() if parallel.rank() == 0 else None)
+        if found is None:
+            return None
+        path, meta = found
+        load_state(model, load_file(path / "model.safetensors"))
+        _load_optim_state(model, optimizer, load_file(path / "optim.safetensors"))
+        return meta
+
+    def clear(self) -> None:
+        if parallel.rank() == 0:
+            shutil.rmtree(self.root, ignore_errors=True)

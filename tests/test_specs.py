@@ -1,0 +1,86 @@
+"""Every shipped spec validates; bad specs fail with one line naming file, key, value and fix."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bar.specs import SPEC_FILES, SpecError, Specs
+from conftest import ROOT, edit_yaml, set_params
+
+PRESETS = sorted(p.stem for p in (ROOT / "specs" / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_spec_validates(preset, tmp_path):
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    set_params(tmp_path, preset=preset)
+    specs = Specs(tmp_path)
+    specs.validate_all()
+    for section in ("pretrain", "anchor"):
+        assert getattr(specs.train, section).steps > 0
+
+
+def test_tiny_preset_is_smaller():
+    default = Specs(ROOT)
+    assert default.params.preset in PRESETS
+    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval"}
+
+
+@pytest.fixture
+def specs_copy(tmp_path) -> Path:
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    set_params(tmp_path, preset="default")
+    return tmp_path
+
+
+BAD = [
+    # file, key, value, expected fragments of the message
+    ("train", "anchor.optim.lr", -1, ["train.yaml", "anchor.optim.lr", "-1", "greater than 0"]),
+    ("train", "anchor.optim.lrr", 1, ["train.yaml", "anchor.optim.lrr", "unknown key", "lr, min_lr"]),
+    ("train", "pretrain.steps", "many", ["train.yaml", "pretrain.steps", '"many"', "integer"]),
+    ("train", "pretrain.tp_size", 3, ["train.yaml", "pretrain.tp_size = 3", "allowed tp_size: [1, 2]"]),
+    ("model", "num_query_groups", 3, ["model.yaml", "num_query_groups=3 must divide"]),
+    ("model", "hidden_size", -8, ["model.yaml", "hidden_size", "-8", "greater than 0"]),
+    ("data", "domains.maths", {"eval": 3}, ["data.yaml", "domains.maths", "'general', 'math'"]),
+    ("data", "domains.math.sft", -5, ["data.yaml", "domains.math.sft", "-5", "greater than or equal to 0"]),
+    ("eval", "batch", 3, ["eval.yaml", "batch", "unknown key", "max_new_tokens"]),
+]
+
+
+@pytest.mark.parametrize("name,key,value,expected", BAD, ids=[b[1] for b in BAD])
+def test_bad_spec_one_clear_line(specs_copy, name, key, value, expected):
+    edit_yaml(specs_copy / "specs" / f"{name}.yaml", key, value)
+    with pytest.raises(SpecError) as err:
+        specs = Specs(specs_copy)
+        specs.validate_all()
+        specs.train
+    msg = str(err.value)
+    assert "\n" not in msg
+    for fragment in expected:
+        assert fragment in msg, (fragment, msg)
+
+
+def test_preset_errors_name_the_preset_file(specs_copy):
+    set_params(specs_copy, preset="tiny")
+    edit_yaml(specs_copy / "specs" / "presets" / "tiny.yaml", "model.seq_length", "long")
+    with pytest.raises(SpecError, match=r"presets/tiny.yaml: model.seq_length = \"long\""):
+        Specs(specs_copy).model
+    set_params(specs_copy, preset="huge")
+    with pytest.raises(SpecError, match=r"preset = 'huge'.*known presets: default, tiny"):
+        Specs(specs_copy).model
+
+
+def test_cli_validate_fails_fast_without_heavy_imports(specs_copy):
+    edit_yaml(specs_copy / "specs" / "train.yaml", "anchor.optim.lr", 0)
+    code = ("import sys; from bar.cli import main; rc = main(['validate', '--root', sys.argv[1]]);"
+            "heavy = [m for m in ('torch', 'mlflow', 'megatron', 'transformers') if m in sys.modules];"
+            "print('HEAVY', heavy); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, str(specs_copy)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "anchor.optim.lr = 0" in out.stderr
+    assert "HEAVY []" in out.stdout
