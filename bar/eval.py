@@ -36,3 +36,33 @@ def score(model, tok, examples: list[data.Example], *, max_new_tokens: int,
     samples = [{"prompt": e.prompt, "response": r, "correct": c}
                for e, r, c in list(zip(examples, replies, ok))[:5]]
     return {"pass_rate": 100.0 * sum(ok) / len(ok), "num_examples": len(ok), "samples": samples}
+
+
+@torch.no_grad()
+def routing_shares(model, tok, examples: list[data.Example], batch_size: int = 16) -> list[list[float]]:
+    """Mean router probability of each expert, per layer ([layer][expert]), over the tokens of
+    the examples (prompt and reference reply, teacher-forced)."""
+    from bar.train.batches import attention_mask, pack
+
+    routers = [layer.mlp.router for layer in model.decoder.layers]
+    captured = {}
+    handles = [r.register_forward_hook(lambda m, args, out, i=i: captured.__setitem__(i, out[0].float()))
+               for i, r in enumerate(routers)]
+    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for e in examples]
+    rows = pack(items, max(len(ids) for ids, _ in items) - 1, tok.pad_token_id)
+    sums, count = torch.zeros(len(routers), model.config.num_moe_experts), 0
+    try:
+        model.eval()
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            tokens = torch.tensor([r[0] for r in chunk])
+            segments = torch.tensor([r[2] for r in chunk])
+            model(tokens, None, attention_mask(segments))
+            real = (segments > 0).t().reshape(-1)  # the router sees tokens sequence-major
+            for i in range(len(routers)):
+                sums[i] += captured[i][real].sum(0)
+            count += int(real.sum())
+    finally:
+        for h in handles:
+            h.remove()
+    return (sums / count).tolist()

@@ -139,6 +139,132 @@ class TrainStagesSpec(Spec):
     anchor: TrainSpec
 
 
+# --- specs/experts/<name>.yaml ----------------------------------------------------------
+
+Group = Literal["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"]
+GROUPS: tuple[str, ...] = Group.__args__
+# The published BAR recipe: progressive unfreezing from mid-training to RLVR. The anchor's
+# FFN (expert slot 0) is in no group: it never trains.
+RECIPE: dict[str, list[str]] = {
+    "midtrain": ["domain_ffn", "router"],
+    "sft": ["domain_ffn", "router", "embeddings", "lm_head"],
+    "rlvr": list(GROUPS),
+}
+EXPERT_STAGES = ("midtrain", "sft", "rlvr")
+
+
+class MixtureSpec(Spec):
+    """What mix_data@<expert> draws from the prepared domain pools."""
+
+    sources: dict[Domain, float] = Field(description="domain -> weight (normalised over sources)")
+    general_share: float = Field(0.0, ge=0, lt=1, description="share of general chat in the SFT mix")
+    sizes: dict[Literal["midtrain", "sft", "rl"], int] = Field(description="items per split")
+
+    @model_validator(mode="after")
+    def _check(self) -> MixtureSpec:
+        if not self.sources or any(w <= 0 for w in self.sources.values()):
+            raise ValueError("sources needs at least one domain, each with a weight > 0")
+        if any(n < 0 for n in self.sizes.values()):
+            raise ValueError(f"sizes must be >= 0, got {self.sizes}")
+        return self
+
+
+class ExpertStageSpec(Spec):
+    steps: int = Field(gt=0)
+    optim: OptimSpec
+    trainable: list[Group] = Field(min_length=1, description=f"parameter groups that train: {GROUPS}")
+    checkpoint_every: int = Field(50, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExpertStageSpec:
+        if len(set(self.trainable)) != len(self.trainable):
+            raise ValueError(f"trainable lists a group twice: {self.trainable}")
+        return self
+
+
+class LMStageSpec(ExpertStageSpec):
+    """midtrain (language modelling on domain text) or sft (assistant-token loss)."""
+
+    batch_size: int = Field(gt=0, description="packed sequences of model.seq_length tokens per step")
+
+
+class RLVRSpec(ExpertStageSpec):
+    """GRPO with the domain's verifier as the reward."""
+
+    prompts_per_step: int = Field(8, gt=0)
+    group_size: int = Field(8, gt=1, description="completions sampled per prompt")
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    clip_eps: float = Field(0.2, gt=0, description="PPO ratio clipping")
+    kl_coef: float = Field(0.0, ge=0, description="KL penalty to the policy at the start of RLVR")
+    updates_per_step: int = Field(1, gt=0, description="optimiser steps per rollout batch")
+
+
+class ExpertStagesSpec(Spec):
+    midtrain: LMStageSpec | None = None
+    sft: LMStageSpec | None = None
+    rlvr: RLVRSpec | None = None
+
+    def enabled(self) -> list[str]:
+        return [name for name in EXPERT_STAGES if getattr(self, name) is not None]
+
+
+class ExpertSpec(Spec):
+    """One domain expert: its data mixture and its adaptation stages (branched from the anchor)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    version: int = Field(ge=1)
+    domain: Domain = Field(description="the domain it is scored on; its verifier is the RL reward")
+    description: str = ""
+    tp_size: int = Field(1, gt=0)
+    mixture: MixtureSpec
+    stages: ExpertStagesSpec
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExpertSpec:
+        enabled = self.stages.enabled()
+        if not enabled:
+            raise ValueError(f"stages must enable at least one of {EXPERT_STAGES}")
+        for stage in enabled:
+            split = "rl" if stage == "rlvr" else stage
+            if not self.mixture.sizes.get(split):
+                raise ValueError(f"stage {stage} is enabled but mixture.sizes.{split} is not > 0")
+        return self
+
+
+# --- specs/merge.yaml and specs/router.yaml ---------------------------------------------
+
+
+class MergeSpec(Spec):
+    """How the experts' shared tensors (embeddings, attention, norms, LM head) are combined."""
+
+    strategy: Literal["mean", "weighted_mean", "base_plus_mean_delta"] = "mean"
+    weights: dict[str, float] = Field(default_factory=dict, description="expert -> weight (weighted_mean)")
+    delta_scale: float = Field(1.0, gt=0, description="base_plus_mean_delta: anchor + scale * mean delta")
+
+    @model_validator(mode="after")
+    def _weights(self) -> MergeSpec:
+        if self.strategy == "weighted_mean" and not self.weights:
+            raise ValueError("strategy weighted_mean needs weights: {expert: weight, ...}")
+        if any(w <= 0 for w in self.weights.values()):
+            raise ValueError(f"weights must be > 0, got {self.weights}")
+        return self
+
+
+class RouterSpec(Spec):
+    """Router fitting: only the router trains, on a stratified sample of the experts' SFT data."""
+
+    sample_fraction: float = Field(0.05, gt=0, le=1, description="share of each expert's SFT data")
+    topk: int | None = Field(None, gt=0, description="experts active per token; null = all")
+    z_loss: float = Field(1e-3, ge=0, description="router z-loss coefficient")
+    load_balancing: float = Field(0.0, ge=0, description="aux load-balancing coefficient (0 = off)")
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    optim: OptimSpec
+    tp_size: int = Field(1, gt=0)
+    checkpoint_every: int = Field(50, gt=0)
+
+
 # --- specs/eval.yaml --------------------------------------------------------------------
 
 
@@ -164,7 +290,9 @@ class ParamsSpec(Spec):
 # --- loading ----------------------------------------------------------------------------
 
 SPEC_FILES = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec,
-              "train": TrainStagesSpec, "eval": EvalSpec}
+              "train": TrainStagesSpec, "eval": EvalSpec, "merge": MergeSpec, "router": RouterSpec}
+# Preset sections: one per spec file, and `experts`, merged over every expert spec.
+PRESET_SECTIONS = (*SPEC_FILES, "experts")
 
 
 def read_yaml(path: Path) -> Any:
@@ -271,11 +399,11 @@ class Specs:
                 raise SpecError(f"{self.root / 'params.yaml'}: preset = {self.params.preset!r}: "
                                 f"no file {path.relative_to(self.root)}; known presets: {', '.join(known)}")
             data = read_yaml(path) or {}
-            missing = [s for s in SPEC_FILES if s not in data]
-            unknown = [s for s in data if s not in SPEC_FILES]
+            missing = [s for s in PRESET_SECTIONS if s not in data]
+            unknown = [s for s in data if s not in PRESET_SECTIONS]
             if not isinstance(data, dict) or missing or unknown:
-                raise SpecError(f"{path}: a preset has one section per spec file "
-                                f"({', '.join(SPEC_FILES)}; empty is {{}}): missing {missing}, unknown {unknown}")
+                raise SpecError(f"{path}: a preset has the sections {', '.join(PRESET_SECTIONS)} "
+                                f"(empty is {{}}): missing {missing}, unknown {unknown}")
             self._cache["preset"] = data
         return self._cache["preset"]
 
@@ -312,13 +440,65 @@ class Specs:
     def eval(self) -> EvalSpec:
         return self._load("eval")
 
+    @property
+    def merge(self) -> MergeSpec:
+        spec = self._load("merge")
+        unknown = sorted(set(spec.weights) - set(self.params.experts))
+        if unknown:
+            raise SpecError(f"{self.path('merge')}: weights names experts not in params.yaml "
+                            f"experts: {unknown}; known: {self.params.experts}")
+        return spec
+
+    @property
+    def router(self) -> RouterSpec:
+        spec = self._load("router")
+        check_parallel(self.model, spec.tp_size, f"{self.path('router')}: tp_size", moe=True)
+        if spec.topk is not None and spec.topk > len(self.params.experts) + 1:
+            raise SpecError(f"{self.path('router')}: topk = {spec.topk}: the merged model has "
+                            f"{len(self.params.experts) + 1} experts (anchor + params.yaml experts)")
+        return spec
+
+    def expert(self, name: str) -> ExpertSpec:
+        """specs/experts/<name>.yaml with the preset's `experts` section merged over it.
+
+        The preset's stage overrides apply to the stages the expert has (a preset that
+        shortens RLVR does not give the SFT-only experts an RLVR stage).
+        """
+        key = f"experts/{name}"
+        if key not in self._cache:
+            path = self.path(key)
+            if not path.exists():
+                known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+                raise SpecError(f"{path}: no spec for expert {name!r}; known experts: {', '.join(known)} "
+                                f"(add specs/experts/{name}.yaml or fix params.yaml: experts)")
+            data = read_yaml(path) or {}
+            over = dict(self._preset()["experts"] or {})
+            if isinstance(data, dict) and isinstance(over.get("stages"), dict):
+                mine = data.get("stages") or {}
+                over["stages"] = {k: v for k, v in over["stages"].items() if k in mine}
+            spec = validate(ExpertSpec, _merge(data, over), path, self.preset_path, over,
+                            prefix=("experts",))
+            if spec.name != name:
+                raise SpecError(f"{path}: name = {spec.name!r}: must be the file name, {name!r}")
+            check_parallel(self.model, spec.tp_size, f"{path}: tp_size", moe=True)
+            self._cache[key] = spec
+        return self._cache[key]
+
     def validate_all(self) -> None:
         for name in SPEC_FILES:
             getattr(self, name)
+        self.train
+        for name in self.params.experts:
+            self.expert(name)
 
 
-def check_parallel(model: ModelSpec, tp_size: int, where: str) -> None:
+def check_parallel(model: ModelSpec, tp_size: int, where: str, moe: bool = False) -> None:
     """Tensor parallelism splits heads, key/value groups, FFN and vocabulary over tp_size ranks."""
+    if moe and tp_size > 1:
+        # Megatron-Core's MoE layers need sequence parallelism under TP, which our training
+        # loop and KV-cache rollouts do not support yet.
+        raise SpecError(f"{where} = {tp_size}: MoE stages (experts, router) run with tp_size 1 for now; "
+                        f"set tp_size: 1 (dense stages support tp_size > 1)")
     sizes = {"num_attention_heads": model.num_attention_heads,
              "num_query_groups": model.num_query_groups,
              "ffn_hidden_size": model.ffn_hidden_size, "vocab_size": model.vocab_size}

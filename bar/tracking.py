@@ -122,6 +122,31 @@ class StageRun:
     def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), folder)
 
+    def register_model(self, name: str, folder: Path, tags: dict[str, str]) -> str:
+        """A new version of registered model `name` from `folder` (logged as this run's `model/`
+        artifact), tagged with `tags` and aliased `candidate`. Returns the version."""
+        client = self.mlflow.MlflowClient()
+        self.mlflow.log_artifacts(str(folder), "model")
+        if not client.search_registered_models(f"name = '{name}'"):
+            client.create_registered_model(name)
+        version = client.create_model_version(name, f"{self.run.info.artifact_uri}/model", run_id=self.run_id,
+                                              tags={k: str(v) for k, v in tags.items()}).version
+        client.set_registered_model_alias(name, CANDIDATE, version)
+        self.mlflow.set_tag("registered_model", f"{name}/{version}")
+        return version
+
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+def model_version_with(name: str, tag: str, value: str, cwd: Path | str = "."):
+    """The newest version of registered model `name` whose tag `tag` is `value` (or None)."""
+    client = _mlflow(cwd).MlflowClient()
+    if not client.search_registered_models(f"name = '{name}'"):
+        return None
+    found = client.search_model_versions(f"name = '{name}' and tags.{tag} = '{value}'")
+    return max(found, key=lambda v: int(v.version), default=None)
+
 
 @contextmanager
 def stage_run(stage: str, *, spec: dict, tags: dict[str, str], cwd: Path | str = "."):

@@ -91,3 +91,13 @@ def tiny_project(tiny_data, tmp_path) -> Path:
     dest = tmp_path / "project"
     shutil.copytree(tiny_data, dest, ignore=shutil.ignore_patterns("mlruns"))
     return dest
+
+
+@pytest.fixture(scope="module")
+def megatron():
+    """Megatron-Core's parallel state in this process (a group of one)."""
+    from bar import parallel
+
+    parallel.init(1, 0)
+    yield
+    parallel.shutdown()

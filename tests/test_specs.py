@@ -27,7 +27,7 @@ def test_every_spec_validates(preset, tmp_path):
 def test_tiny_preset_is_smaller():
     default = Specs(ROOT)
     assert default.params.preset in PRESETS
-    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval"}
+    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval", "merge", "router"}
 
 
 @pytest.fixture
@@ -49,6 +49,13 @@ BAD = [
     ("data", "domains.maths", {"eval": 3}, ["data.yaml", "domains.maths", "'general', 'math'"]),
     ("data", "domains.math.sft", -5, ["data.yaml", "domains.math.sft", "-5", "greater than or equal to 0"]),
     ("eval", "batch", 3, ["eval.yaml", "batch", "unknown key", "max_new_tokens"]),
+    ("experts/math", "tp_size", 2, ["experts/math.yaml", "tp_size = 2", "set tp_size: 1"]),
+    ("experts/math", "stages.sft.trainable", ["domain_ffn", "all"],
+     ["experts/math.yaml", "stages.sft.trainable.1", '"all"', "'domain_ffn', 'router'"]),
+    ("experts/math", "stages.dpo", {"steps": 3}, ["experts/math.yaml", "stages.dpo", "midtrain, sft, rlvr"]),
+    ("experts/code", "name", "kode", ["experts/code.yaml", "name = 'kode'", "'code'"]),
+    ("merge", "strategy", "median", ["merge.yaml", "strategy", '"median"', "'mean', 'weighted_mean'"]),
+    ("router", "sample_fraction", 1.5, ["router.yaml", "sample_fraction", "1.5", "less than or equal to 1"]),
 ]
 
 

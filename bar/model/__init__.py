@@ -13,14 +13,15 @@ from bar.specs import ModelSpec
 
 
 def transformer_config(arch: ModelSpec, tp_size: int, num_experts: int | None = None,
-                       topk: int | None = None, z_loss: float = 0.0):
+                       topk: int | None = None, z_loss: float = 0.0, load_balancing: float = 0.0):
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     moe = {}
     if num_experts:
         moe = dict(num_moe_experts=num_experts, moe_router_topk=topk or num_experts,
-                   moe_token_dispatcher_type="allgather", moe_router_load_balancing_type="none",
-                   moe_aux_loss_coeff=0.0, moe_z_loss_coeff=z_loss or None, moe_grouped_gemm=False,
+                   moe_token_dispatcher_type="allgather",
+                   moe_router_load_balancing_type="aux_loss" if load_balancing else "none",
+                   moe_aux_loss_coeff=load_balancing, moe_z_loss_coeff=z_loss or None, moe_grouped_gemm=False,
                    moe_router_dtype="fp32", moe_ffn_hidden_size=arch.ffn_hidden_size)
     return TransformerConfig(
         num_layers=arch.num_layers, hidden_size=arch.hidden_size,
@@ -50,11 +51,11 @@ def layer_spec(num_experts: int | None = None):
 
 
 def build(arch: ModelSpec, tp_size: int = 1, num_experts: int | None = None,
-          topk: int | None = None, z_loss: float = 0.0):
+          topk: int | None = None, z_loss: float = 0.0, load_balancing: float = 0.0):
     """A GPTModel on this rank (call `bar.parallel.init` first)."""
     from megatron.core.models.gpt import GPTModel
 
-    config = transformer_config(arch, tp_size, num_experts, topk, z_loss)
+    config = transformer_config(arch, tp_size, num_experts, topk, z_loss, load_balancing)
     return GPTModel(config=config, transformer_layer_spec=layer_spec(num_experts),
                     vocab_size=arch.vocab_size, max_sequence_length=arch.seq_length,
                     pre_process=True, post_process=True, parallel_output=True,

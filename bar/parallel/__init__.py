@@ -6,7 +6,10 @@ needs to know about ranks, and checkpoints hold full (unsharded) tensors that lo
 tensor-parallel size.
 """
 
+import ctypes
 import os
+import signal
+import sys
 
 import torch
 import torch.distributed as dist
@@ -18,6 +21,7 @@ def init(tp_size: int, seed: int) -> None:
 
     from bar.parallel import cpu
 
+    _die_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size != tp_size:
         raise RuntimeError(f"launched {world_size} processes for tp_size={tp_size}: launch with "
@@ -41,6 +45,18 @@ def init(tp_size: int, seed: int) -> None:
     # Every rank seeds its CPU generator alike so the master weights it builds (and then
     # slices its shard from) are the same on every rank and at every tp_size.
     torch.manual_seed(seed)
+
+
+def _die_with_launcher() -> None:
+    """torchrun starts each worker in a session of its own, so killing the launcher (or the
+    `dvc repro` above it) would leave workers training on, and writing checkpoints, as
+    orphans. Ask Linux to kill this worker when its launcher dies."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    launcher = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != launcher:  # it died before the request took effect
+        os._exit(1)
 
 
 def _free_port() -> int:

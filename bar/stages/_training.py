@@ -1,12 +1,12 @@
 """What the training stages share.
 
-A training stage runs twice over: `python -m bar.stages.<stage>` (the parent) validates the
-specs, opens the MLflow run and starts `torchrun` with one worker per tensor-parallel rank,
-each running `python -m bar.stages.<stage> --worker`. The workers train (resuming from
-`checkpoints/<stage>/` if a matching checkpoint is there), score the result on held-out
-data, and rank 0 writes `checkpoints/<stage>/final`. The parent then publishes
-`outputs/<stage>/` (weights, config, training log, scores, Hugging Face export) in one
-rename, writes `metrics/<stage>.json` and records everything in MLflow.
+A training stage runs twice over: `python -m bar.stages.<stage> [item]` (the parent)
+validates the specs, opens the MLflow run and starts `torchrun` with one worker per
+tensor-parallel rank, each running the same module with `--worker`. The workers train
+(resuming from `checkpoints/<stage>[/<item>]/` if a matching checkpoint is there), score
+the result on held-out data, and rank 0 writes `final` there. The parent then publishes
+`outputs/<stage>[/<item>]/` (weights, config, training logs, scores, Hugging Face export)
+in one rename, writes `metrics/<stage>[/<item>].json` and records everything in MLflow.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
-from bar.specs import ModelSpec, TrainSpec
-from bar.stages import CHECKPOINTS, METRICS, atomic_dir, output, read_jsonl, write_json, write_metrics
+from bar.specs import EvalSpec, ModelSpec
+from bar.stages import CHECKPOINTS, atomic_dir, output, read_jsonl, write_json, write_metrics
 
 
 def file_digest(*paths: Path) -> str:
@@ -35,33 +35,59 @@ def fingerprint(resolved: dict, inputs: list[Path]) -> str:
     return hashlib.sha256((json.dumps(resolved, sort_keys=True) + file_digest(*inputs)).encode()).hexdigest()[:16]
 
 
-def load_examples(domain: str, split: str) -> list:
+def load_examples(path: Path) -> list:
     from bar.data import Example
 
-    return [Example.from_json(r) for r in read_jsonl(output("prepare_data", domain, f"{split}.jsonl"))]
+    return [Example.from_json(r) for r in read_jsonl(path)]
+
+
+def eval_examples(domain: str, spec: EvalSpec) -> list:
+    return load_examples(output("prepare_data", domain, "eval.jsonl"))[: spec.num_examples]
 
 
 # --- worker side -------------------------------------------------------------------------
 
 
-def run_worker(stage: str, *, arch: ModelSpec, train: TrainSpec, seed: int, items: list,
-               init: Path | None, eval_domains: list[str], eval_spec, fingerprint: str) -> None:
-    """Train a dense model on `items` from `init` (or from scratch), score it, write `final`."""
+def score_all(model, tok, domains: list[str], spec: EvalSpec) -> dict:
+    """Greedy pass rate on each domain's held-out split."""
     import torch
-    from safetensors.torch import load_file
 
     from bar import eval as evaluation
+
+    model.eval()
+    with torch.no_grad():
+        return {d: evaluation.score(model, tok, eval_examples(d, spec), batch_size=spec.batch_size,
+                                    max_new_tokens=spec.max_new_tokens) for d in domains}
+
+
+def finish_worker(root: Path, model, meta: dict) -> None:
+    """Rank 0 writes `<root>/final`: the model and what the parent publishes with it."""
+    import torch
+
+    from bar import parallel
+    from bar.train.checkpoint import full_state, write
+
+    state = full_state(model)
+    if parallel.rank() == 0:
+        write(root / "final", {"model": state}, meta)
+    torch.distributed.barrier()
+
+
+def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: list,
+                     init: Path | None, eval_domains: list[str], eval_spec: EvalSpec,
+                     fingerprint: str) -> None:
+    """Train a dense model on `items` from `init` (or from scratch), score it, write `final`."""
+    from safetensors.torch import load_file
+
     from bar import parallel, tokenizer
     from bar.model import build
     from bar.train import train as train_loop
     from bar.train.batches import Batches
-    from bar.train.checkpoint import Resumable, full_state, load_state, read_meta, write
+    from bar.train.checkpoint import Resumable, load_state
 
     parallel.init(train.tp_size, seed)
     ckpt = Resumable(CHECKPOINTS / stage, fingerprint)
-    final = ckpt.root / "final"
-    done = parallel.broadcast_object(read_meta(final) if parallel.rank() == 0 else None)
-    if done and done.get("fingerprint") == fingerprint:
+    if ckpt.finished():
         parallel.shutdown()
         return
     tok = tokenizer.load(output("tokenizer"))
@@ -71,73 +97,101 @@ def run_worker(stage: str, *, arch: ModelSpec, train: TrainSpec, seed: int, item
     batches = Batches(items, batch_size=train.batch_size, seq_length=arch.seq_length,
                       pad_id=tok.pad_token_id, seed=seed)
     log = train_loop(model, batches, train, ckpt, desc=stage)
-    model.eval()
-    scores = {}
-    with torch.no_grad():
-        for domain in eval_domains:
-            examples = load_examples(domain, "eval")[: eval_spec.num_examples]
-            scores[domain] = evaluation.score(model, tok, examples, batch_size=eval_spec.batch_size,
-                                              max_new_tokens=eval_spec.max_new_tokens)
-    state = full_state(model)
-    if parallel.rank() == 0:
-        config = {"kind": "dense", "stage": stage, "arch": arch.model_dump(), "vocab": len(tok)}
-        write(final, {"model": state}, {"fingerprint": fingerprint, "log": log, "eval": scores,
-                                        "config": config})
-    torch.distributed.barrier()
+    scores = score_all(model, tok, eval_domains, eval_spec)
+    config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
+    finish_worker(ckpt.root, model, {"fingerprint": fingerprint, "logs": {"train": log},
+                                     "eval": scores, "config": config})
     parallel.shutdown()
 
 
 # --- parent side -------------------------------------------------------------------------
 
 
-def plot_curve(records: list[dict], key: str, path: Path, title: str) -> None:
+def plot_logs(logs: dict[str, list[dict]], path: Path, title: str) -> None:
+    """One panel per training phase: loss, and reward for RLVR."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in records], [r[key] for r in records])
-    ax.set(xlabel="step", ylabel=key, title=title)
-    ax.grid(alpha=0.3)
+    panels = [(phase, key) for phase, records in logs.items() if records
+              for key in ("loss", "reward_mean") if key in records[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (phase, key) in zip(axes[0], panels):
+        records = logs[phase]
+        ax.plot([r["step"] for r in records], [r[key] for r in records])
+        ax.set(xlabel="step", ylabel=key, title=f"{phase}: {key}")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def run_parent(stage: str, *, train: TrainSpec, resolved: dict, tags: dict[str, str]) -> None:
+def log_partial_histories(run, root: Path) -> None:
+    """Per-step logs of every training phase under `root`, finished or not, into MLflow."""
+    for log in sorted(root.rglob("log.jsonl")):
+        phase = log.parent.name if log.parent != root else "train"
+        run.log_history(read_jsonl(log), prefix=f"{phase}/")
+
+
+def summary(logs: dict[str, list[dict]]) -> dict[str, float]:
+    metrics = {}
+    for phase, records in logs.items():
+        if not records:
+            continue
+        tail = records[-max(1, len(records) // 10):]
+        metrics[f"{phase}/final_loss"] = sum(r["loss"] for r in tail) / len(tail)
+        metrics[f"{phase}/tokens"] = sum(r["tokens"] for r in records)
+        metrics[f"{phase}/steps"] = len(records)
+        if "reward_mean" in records[0]:
+            head = records[: max(1, len(records) // 10)]
+            metrics[f"{phase}/reward_first10"] = sum(r["reward_mean"] for r in head) / len(head)
+            metrics[f"{phase}/reward_last10"] = sum(r["reward_mean"] for r in tail) / len(tail)
+    return metrics
+
+
+def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: dict,
+               tags: dict[str, str], extra_metrics=None, register=None) -> None:
+    """Launch the workers of `stage` (for `item`), then publish, record and clean up.
+
+    `register(run, out)`, if given, adds the published model to the MLflow model registry."""
+    from safetensors.torch import load_file
+
     from bar import launch, tracking
     from bar.model.hf import export
     from bar.tokenizer import load as load_tokenizer
     from bar.train.checkpoint import read_meta
-    from safetensors.torch import load_file
 
-    root = CHECKPOINTS / stage
-    with tracking.stage_run(stage, spec=resolved, tags=tags) as run:
+    parts = (stage, item) if item else (stage,)
+    name = f"{stage}@{item}" if item else stage
+    root = CHECKPOINTS.joinpath(*parts)
+    with tracking.stage_run(name, spec=resolved, tags=tags) as run:
         try:
-            launch.torchrun(f"bar.stages.{stage}", train.tp_size, ["--worker"])
+            launch.torchrun(f"bar.stages.{stage}", tp_size, [*parts[1:], "--worker"])
         finally:
-            if (root / "log.jsonl").exists():
-                run.log_history(read_jsonl(root / "log.jsonl"))
+            log_partial_histories(run, root)
         meta = read_meta(root / "final")
         if meta is None:
-            raise SystemExit(f"{stage}: workers exited without a complete {root / 'final'}")
+            raise SystemExit(f"{name}: workers exited without a complete {root / 'final'}")
         config = meta["config"]
-        with atomic_dir(output(stage)) as out:
+        with atomic_dir(output(*parts)) as out:
             shutil.copy(root / "final" / "model.safetensors", out / "model.safetensors")
             write_json(out / "config.json", {**config, "spec": resolved})
-            write_json(out / "train_log.json", meta["log"])
+            write_json(out / "train_log.json", [{"phase": phase, **r} for phase, records in meta["logs"].items()
+                                                for r in records])
             write_json(out / "eval.json", meta["eval"])
-            plot_curve(meta["log"], "loss", out / "loss.png", f"{stage}: training loss")
+            plot_logs(meta["logs"], out / "training.png", name)
             export(load_file(out / "model.safetensors"), ModelSpec(**config["arch"]),
-                   load_tokenizer(output("tokenizer")), out / "hf")
-        log = meta["log"]
-        tail = log[-max(1, len(log) // 10):]
-        metrics = {"final_loss": sum(r["loss"] for r in tail) / len(tail),
-                   "tokens_trained": sum(r["tokens"] for r in log), "steps": len(log)}
-        metrics |= {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
-        write_metrics(stage, metrics)
+                   load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
+                   config.get("topk"))
+        metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
+        if extra_metrics:
+            metrics |= extra_metrics(meta)
+        write_metrics("/".join(parts), metrics)
         run.log_metrics(metrics)
-        run.log_artifact(output(stage, "loss.png"))
+        run.log_artifact(output(*parts, "training.png"))
         run.log_dict(meta["eval"], "eval.json")
+        if register:
+            register(run, output(*parts))
         shutil.rmtree(root)

@@ -25,7 +25,7 @@ def worker(specs: Specs) -> None:
 
     tok = tokenizer.load(output("tokenizer"))
     items = [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(output("prepare_data", "pretrain.jsonl"))]
-    _training.run_worker(STAGE, arch=specs.model, train=specs.train.pretrain, seed=specs.params.seed,
+    _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.pretrain, seed=specs.params.seed,
                          items=items, init=None, eval_domains=["general"], eval_spec=specs.eval,
                          fingerprint=_training.fingerprint(resolved(specs), inputs()))
 
@@ -35,7 +35,7 @@ def main() -> None:
 
     specs = Specs()
     spec = resolved(specs)
-    _training.run_parent(STAGE, train=specs.train.pretrain, resolved=spec, tags={
+    _training.run_parent(STAGE, tp_size=specs.train.pretrain.tp_size, resolved=spec, tags={
         "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
         "tokenizer_hash": tracking.dvc_md5("outputs/tokenizer")})
 

@@ -18,16 +18,17 @@ def resolved(specs: Specs) -> dict:
 
 def inputs() -> list:
     return [output("prepare_data", "general", "sft.jsonl"), output("tokenizer"),
-            output("pretrain_base", "model.safetensors")]
+            output("pretrain_base", "model.safetensors"), *sorted(output("prepare_data").glob("*/eval.jsonl"))]
 
 
 def worker(specs: Specs) -> None:
     from bar import tokenizer
 
     tok = tokenizer.load(output("tokenizer"))
-    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for e in _training.load_examples("general", "sft")]
-    _training.run_worker(STAGE, arch=specs.model, train=specs.train.anchor, seed=specs.params.seed,
-                         items=items, init=output("pretrain_base"), eval_domains=["general"],
+    items = [tokenizer.chat_ids(tok, e.prompt, e.response)
+             for e in _training.load_examples(output("prepare_data", "general", "sft.jsonl"))]
+    _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.anchor, seed=specs.params.seed,
+                         items=items, init=output("pretrain_base"), eval_domains=sorted(specs.data.domains),
                          eval_spec=specs.eval, fingerprint=_training.fingerprint(resolved(specs), inputs()))
 
 
@@ -36,7 +37,7 @@ def main() -> None:
 
     specs = Specs()
     spec = resolved(specs)
-    _training.run_parent(STAGE, train=specs.train.anchor, resolved=spec, tags={
+    _training.run_parent(STAGE, tp_size=specs.train.anchor.tp_size, resolved=spec, tags={
         "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
         "base_hash": tracking.dvc_md5("outputs/pretrain_base")})
 

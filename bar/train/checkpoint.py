@@ -142,6 +142,23 @@ class Resumable:
         _load_optim_state(model, optimizer, load_file(path / "optim.safetensors"))
         return meta
 
+    def finish(self, model, extra: dict) -> None:
+        """Collective: record the finished model in `<root>/final` (what a re-run skips to)."""
+        state = full_state(model)
+        if parallel.rank() == 0:
+            write(self.root / "final", {"model": state}, {"fingerprint": self.fingerprint, **extra})
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    def finished(self) -> dict | None:
+        """The manifest of this run's `final` if it is complete and matches the fingerprint."""
+        meta = read_meta(self.root / "final") if parallel.rank() == 0 else None
+        meta = parallel.broadcast_object(meta)
+        return meta if meta and meta.get("fingerprint") == self.fingerprint else None
+
+    def load_finished(self, model) -> None:
+        load_state(model, load_file(self.root / "final" / "model.safetensors"))
+
     def clear(self) -> None:
         if parallel.rank() == 0:
             shutil.rmtree(self.root, ignore_errors=True)

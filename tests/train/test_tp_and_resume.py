@@ -49,8 +49,8 @@ def test_tp2_matches_tp1(tiny_project, tmp_path):
     finish(torchrun(tiny_project, 1))
     finish(torchrun(other, 2))
     (meta1, w1), (meta2, w2) = final(tiny_project), final(other)
-    loss1 = [r["loss"] for r in meta1["log"]]
-    loss2 = [r["loss"] for r in meta2["log"]]
+    loss1 = [r["loss"] for r in meta1["logs"]["train"]]
+    loss2 = [r["loss"] for r in meta2["logs"]["train"]]
     assert len(loss1) == len(loss2) == 20
     diff = max(abs(a - b) for a, b in zip(loss1, loss2))
     print(f"TP=2 vs TP=1 over 20 steps: max |loss diff| = {diff:.2e}")
@@ -84,8 +84,8 @@ def test_killed_training_resumes_to_the_same_weights(tiny_project, tmp_path):
 
     finish(torchrun(tiny_project, 1))
     (meta, weights), (ref_meta, ref_weights) = final(tiny_project), final(reference)
-    assert [r["step"] for r in meta["log"]] == list(range(1, 61))
-    assert [r["loss"] for r in meta["log"]] == [r["loss"] for r in ref_meta["log"]]
+    assert [r["step"] for r in meta["logs"]["train"]] == list(range(1, 61))
+    assert [r["loss"] for r in meta["logs"]["train"]] == [r["loss"] for r in ref_meta["logs"]["train"]]
     assert weights.keys() == ref_weights.keys()
     for name in weights:
         assert (weights[name] == ref_weights[name]).all(), name

@@ -1,0 +1,126 @@
+"""Stage evaluate: every model on every domain's held-out split, and where the router sends tokens.
+
+Models: the anchor, each expert alone, the merged MoE before router fitting, and the routed
+MoE. The anchor's and experts' scores are the ones their own stages measured with the same
+code and `specs/eval.yaml` (DVC re-runs those stages when the eval spec changes); the merged
+and routed models are scored here. Writes metrics/eval.json (DVC metrics),
+outputs/evaluate/{scores.csv, routing.csv} (DVC plots), PNG plots and report.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from bar.specs import Specs, spec_hash
+from bar.stages import atomic_dir, output, write_json, write_metrics
+
+STAGE = "evaluate"
+
+
+def with_overall(scores: dict[str, float], domains: list[str]) -> dict[str, float]:
+    out = {d: scores[d] for d in domains}
+    out["overall"] = sum(out.values()) / len(domains)
+    return out
+
+
+def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[float]]],
+           experts: list[str], domains: list[str]) -> str:
+    cols = domains + ["overall"]
+    lines = ["# Evaluation", "", "Pass rate (0-100) of greedy replies on each domain's held-out prompts.", "",
+             "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for model, scores in table.items():
+        lines.append(f"| {model} | " + " | ".join(f"{scores[c]:.1f}" for c in cols) + " |")
+    slots = ["anchor", *experts]
+    lines += ["", "## Routing", "", "Share of router probability per expert (mean over layers and tokens), "
+              "by the domain of the input.", "",
+              "| domain | " + " | ".join(slots) + " |", "|---" * (len(slots) + 1) + "|"]
+    for domain, layers in routing.items():
+        mean = [sum(layer[e] for layer in layers) / len(layers) for e in range(len(slots))]
+        lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table, routing, experts, domains, out) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(table)
+    for i, (model, scores) in enumerate(table.items()):
+        ax.bar(np.arange(len(domains) + 1) + i * width, [scores[d] for d in domains + ["overall"]], width,
+               label=model)
+    ax.set_xticks(np.arange(len(domains) + 1) + 0.4 - width / 2, domains + ["overall"])
+    ax.set(ylabel="pass rate", ylim=(0, 100), title="held-out pass rate per domain")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=100)
+    plt.close(fig)
+
+    slots = ["anchor", *experts]
+    fig, axes = plt.subplots(1, len(routing), figsize=(3.2 * len(routing), 3), squeeze=False)
+    for ax, (domain, layers) in zip(axes[0], routing.items()):
+        ax.imshow(np.array(layers).T, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set(title=domain, xlabel="layer", yticks=range(len(slots)), yticklabels=slots)
+    fig.suptitle("routed model: router probability per expert and layer")
+    fig.tight_layout()
+    fig.savefig(out / "routing.png", dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    from safetensors.torch import load_file
+
+    from bar import parallel, tokenizer, tracking
+    from bar import eval as evaluation
+    from bar.model import build
+    from bar.stages._training import eval_examples, score_all
+    from bar.train.checkpoint import load_state
+
+    specs = Specs()
+    experts, domains = specs.params.experts, sorted(specs.data.domains)
+    resolved = {"eval": specs.eval.model_dump(mode="json"), "experts": experts}
+    with tracking.stage_run(STAGE, spec=resolved, tags={
+            "spec_hash": spec_hash(resolved), "routed_hash": tracking.dvc_md5("outputs/fit_router")}) as run:
+        table = {"anchor": json.loads(output("train_anchor", "eval.json").read_text())}
+        for e in experts:
+            table[f"expert:{e}"] = json.loads(output("train_expert", e, "eval.json").read_text())
+        parallel.init(1, specs.params.seed)
+        tok = tokenizer.load(output("tokenizer"))
+        routing = {}
+        for name, stage in (("merged", "merge_experts"), ("routed", "fit_router")):
+            config = json.loads(output(stage, "config.json").read_text())
+            model = build(specs.model, 1, num_experts=config["num_experts"], topk=config.get("topk"))
+            load_state(model, load_file(output(stage, "model.safetensors")))
+            table[name] = score_all(model, tok, domains, specs.eval)
+            if name == "routed":
+                routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}
+        parallel.shutdown()
+        samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
+        table = {m: with_overall({d: s[d]["pass_rate"] for d in domains}, domains) for m, s in table.items()}
+
+        with atomic_dir(output(STAGE)) as out:
+            with open(out / "scores.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["model", "domain", "pass_rate"])
+                w.writerows([m, d, round(s[d], 2)] for m, s in table.items() for d in domains + ["overall"])
+            with open(out / "routing.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["domain", "layer", "expert", "share"])
+                w.writerows([d, i, (["anchor", *experts])[e], round(p, 4)] for d, layers in routing.items()
+                            for i, layer in enumerate(layers) for e, p in enumerate(layer))
+            write_json(out / "routing.json", routing)
+            write_json(out / "samples.json", samples)
+            (out / "report.md").write_text(report(table, routing, experts, domains))
+            plot(table, routing, experts, domains, out)
+        write_metrics(STAGE, table)
+        run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
+        for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv"):
+            run.log_artifact(output(STAGE, name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The merge on small synthetic experts: layout, strategies and the errors users see."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bar.merge import MergeError, check_compatible, merge
+
+FC1 = "decoder.layers.0.mlp.experts.local_experts.{}.linear_fc1.weight"
+ROUTER = "decoder.layers.0.mlp.router.weight"
+EMB = "embedding.word_embeddings.weight"
+CONFIG = {"kind": "moe", "num_experts": 2, "arch": {"hidden_size": 4}, "vocab": 10,
+          "anchor_sha256": "a", "tokenizer_sha256": "t"}
+
+
+def expert(root, name, seed, anchor_ffn, **config):
+    g = torch.Generator().manual_seed(seed)
+    state = {FC1.format(0): anchor_ffn, FC1.format(1): torch.randn(6, 4, generator=g),
+             ROUTER: torch.cat([torch.zeros(1, 4), torch.randn(1, 4, generator=g)]),
+             EMB: torch.randn(10, 4, generator=g)}
+    path = root / name
+    path.mkdir()
+    save_file(state, path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps({**CONFIG, **config}))
+    return path, state
+
+
+@pytest.fixture
+def experts(tmp_path):
+    anchor_ffn = torch.randn(6, 4)
+    made = {n: expert(tmp_path, n, i, anchor_ffn) for i, n in enumerate(["math", "code", "safety"])}
+    return {n: p for n, (p, _) in made.items()}, {n: s for n, (_, s) in made.items()}, anchor_ffn
+
+
+def test_slots_rows_and_mean(experts):
+    paths, states, anchor_ffn = experts
+    out = merge(paths)
+    assert torch.equal(out[FC1.format(0)], anchor_ffn)
+    for i, name in enumerate(paths, start=1):
+        assert torch.equal(out[FC1.format(i)], states[name][FC1.format(1)])
+        assert torch.equal(out[ROUTER][i], states[name][ROUTER][1])
+    assert out[ROUTER].shape == (4, 4)
+    mean = sum(s[EMB].double() for s in states.values()) / 3
+    assert torch.allclose(out[EMB], mean.float())
+
+
+def test_weighted_mean_and_base_plus_mean_delta(experts, tmp_path):
+    paths, states, _ = experts
+    out = merge(paths, "weighted_mean", {"math": 2, "code": 1, "safety": 1})
+    expected = (2 * states["math"][EMB] + states["code"][EMB] + states["safety"][EMB]) / 4
+    assert torch.allclose(out[EMB], expected, atol=1e-6)
+    anchor = tmp_path / "anchor"
+    anchor.mkdir()
+    base = torch.randn(10, 4)
+    save_file({EMB: base}, anchor / "model.safetensors")
+    out = merge(paths, "base_plus_mean_delta", delta_scale=2.0, anchor=anchor)
+    mean = sum(s[EMB] for s in states.values()) / 3
+    assert torch.allclose(out[EMB], base + 2 * (mean - base), atol=1e-5)
+    with pytest.raises(MergeError, match="missing: \\['safety'\\]"):
+        merge(paths, "weighted_mean", {"math": 1, "code": 1})
+
+
+def test_experts_from_another_anchor_are_named(experts, tmp_path):
+    paths, _, _ = experts
+    other, _ = expert(tmp_path, "tool_use", 9, torch.randn(6, 4))
+    with pytest.raises(MergeError, match=f"expert 'tool_use': anchor FFN tensor {FC1.format(0)} differs"):
+        merge({**paths, "tool_use": other})
+
+
+def test_incompatible_configs_are_named(experts, tmp_path):
+    paths, _, anchor_ffn = experts
+    other, _ = expert(tmp_path, "tool_use", 9, anchor_ffn, tokenizer_sha256="other")
+    with pytest.raises(MergeError, match="expert 'tool_use' has a different tokenizer_sha256 than 'math'"):
+        check_compatible({**paths, "tool_use": other})
+    dense, _ = expert(tmp_path, "dense", 9, anchor_ffn, kind="dense", num_experts=None)
+    with pytest.raises(MergeError, match="expert 'dense' is not a 2-slot expert"):
+        check_compatible({**paths, "dense": dense})
