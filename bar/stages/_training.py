@@ -159,6 +159,7 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
     from safetensors.torch import load_file
 
     from bar import launch, tracking
+    from bar.cost import training_flops
     from bar.model.hf import export
     from bar.tokenizer import load as load_tokenizer
     from bar.train.checkpoint import read_meta
@@ -186,6 +187,9 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
                    load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
                    config.get("topk"))
         metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
+        tokens = {phase: sum(r["tokens"] for r in records) for phase, records in meta["logs"].items()}
+        metrics |= {"cost/tokens": sum(tokens.values()), "cost/flops": training_flops(
+            ModelSpec(**config["arch"]), tokens, config.get("num_experts"))}
         if extra_metrics:
             metrics |= extra_metrics(meta)
         write_metrics("/".join(parts), metrics)
