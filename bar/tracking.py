@@ -116,6 +116,9 @@ class StageRun:
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
     def log_dict(self, data: dict, name: str) -> None:
         self.mlflow.log_dict(data, name)
 
@@ -137,6 +140,39 @@ class StageRun:
 
 
 CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+def file_sha256(path: Path) -> str:
+    from bar.train.checkpoint import sha256
+
+    return sha256(path)
+
+
+def tag_model_version(name: str, version: str, tags: dict[str, str], cwd: Path | str = ".") -> None:
+    client = _mlflow(cwd).MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(name, str(version), k, str(v))
+
+
+def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
+    """Every finished run of expert `name`, oldest first: params, metrics, and the scores of the
+    routed models (`bar-moe` versions) built from it."""
+    mlflow = _mlflow(cwd)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    query = f"tags.dvc_stage = 'train_expert@{name}' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time ASC"])
+    moe = client.search_model_versions("name = 'bar-moe'") if client.search_registered_models(
+        "name = 'bar-moe'") else []
+    out = []
+    for run in runs:
+        built = [v for v in moe if v.tags.get(f"expert.{name}.run_id") == run.info.run_id]
+        routed = {k.removeprefix("eval."): float(v) for m in sorted(built, key=lambda v: int(v.version))[-1:]
+                  for k, v in m.tags.items() if k.startswith("eval.")}
+        out.append({"run_id": run.info.run_id, "version": run.data.tags.get("expert_version", "?"),
+                    "params": run.data.params, "metrics": run.data.metrics, "routed": routed,
+                    "moe_versions": sorted(int(v.version) for v in built)})
+    return out
 
 
 def model_version_with(name: str, tag: str, value: str, cwd: Path | str = "."):

@@ -120,6 +120,13 @@ def main() -> None:
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
         for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv"):
             run.log_artifact(output(STAGE, name))
+        # The registry's routed model carries its scores (what `bar compare` and promotion read).
+        moe = tracking.model_version_with("bar-moe", "sha256",
+                                          tracking.file_sha256(output("fit_router", "model.safetensors")))
+        if moe is not None:
+            tracking.tag_model_version("bar-moe", moe.version, {f"eval.{d}": round(v, 2)
+                                                                for d, v in table["routed"].items()})
+            run.set_tags({"moe_version": moe.version})
 
 
 if __name__ == "__main__":

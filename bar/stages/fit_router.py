@@ -98,6 +98,7 @@ def register(run, out) -> None:
         tags |= {f"expert.{c['name']}.version": c["version"],
                  f"expert.{c['name']}.model_version": expert.version if expert else "unregistered",
                  f"expert.{c['name']}.run_id": expert.run_id if expert else "unregistered"}
+    tags["sha256"] = tracking.file_sha256(out / "model.safetensors")
     tags["components"] = ",".join(f"{c['name']}:v{c['version']}" for c in
                                   json.loads((out / "config.json").read_text())["components"])
     run.register_model("bar-moe", out / "hf", tags)

@@ -271,6 +271,14 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     moe = client.get_model_version_by_alias("bar-moe", "candidate")
     assert moe.version == 2 and moe.tags["expert.code.model_version"] == "2"
     assert moe.tags["expert.math.model_version"] == "1"
+    assert {k for k in moe.tags if k.startswith("eval.")} == {f"eval.{d}" for d in ["general", *EXPERTS, "overall"]}
+    # `bar compare` puts both code runs side by side, from MLflow.
+    table = run([sys.executable, "-m", "bar.cli", "compare", "code"], project).stdout
+    print(table)
+    spec_row = next(line for line in table.splitlines() if line.startswith("spec mixture.general_share"))
+    assert spec_row.split()[-2:] == ["0.1", "0.2"]
+    assert any(line.startswith("routed code") for line in table.splitlines())
+    assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
 
 
 def test_anchor_lr_edit_reruns_train_anchor_only(project):
