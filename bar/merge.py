@@ -22,7 +22,6 @@ import torch
 from safetensors import safe_open
 
 from bar.model.moe import ANCHOR_SLOT, _EXPERT, _ROUTER, expert_name, router_name
-from bar.train.checkpoint import sha256  # noqa: F401  (the content hash merges record)
 
 
 class MergeError(ValueError):

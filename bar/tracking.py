@@ -142,12 +142,6 @@ class StageRun:
 CANDIDATE, CHAMPION = "candidate", "champion"
 
 
-def file_sha256(path: Path) -> str:
-    from bar.train.checkpoint import sha256
-
-    return sha256(path)
-
-
 def tag_model_version(name: str, version: str, tags: dict[str, str], cwd: Path | str = ".") -> None:
     client = _mlflow(cwd).MlflowClient()
     for k, v in tags.items():

@@ -60,19 +60,6 @@ def score_all(model, tok, domains: list[str], spec: EvalSpec) -> dict:
                                     max_new_tokens=spec.max_new_tokens) for d in domains}
 
 
-def finish_worker(root: Path, model, meta: dict) -> None:
-    """Rank 0 writes `<root>/final`: the model and what the parent publishes with it."""
-    import torch
-
-    from bar import parallel
-    from bar.train.checkpoint import full_state, write
-
-    state = full_state(model)
-    if parallel.rank() == 0:
-        write(root / "final", {"model": state}, meta)
-    torch.distributed.barrier()
-
-
 def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: list,
                      init: Path | None, eval_domains: list[str], eval_spec: EvalSpec,
                      fingerprint: str) -> None:
@@ -99,8 +86,7 @@ def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: li
     log = train_loop(model, batches, train, ckpt, desc=stage)
     scores = score_all(model, tok, eval_domains, eval_spec)
     config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
-    finish_worker(ckpt.root, model, {"fingerprint": fingerprint, "logs": {"train": log},
-                                     "eval": scores, "config": config})
+    ckpt.finish(model, {"logs": {"train": log}, "eval": scores, "config": config})
     parallel.shutdown()
 
 
@@ -187,7 +173,7 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
                    load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
                    config.get("topk"))
         metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
-        tokens = {phase: sum(r["tokens"] for r in records) for phase, records in meta["logs"].items()}
+        tokens = {phase: metrics[f"{phase}/tokens"] for phase, records in meta["logs"].items() if records}
         metrics |= {"cost/tokens": sum(tokens.values()), "cost/flops": training_flops(
             ModelSpec(**config["arch"]), tokens, config.get("num_experts"))}
         if extra_metrics:

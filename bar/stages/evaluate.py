@@ -78,7 +78,7 @@ def main() -> None:
     from bar import eval as evaluation
     from bar.model import build
     from bar.stages._training import eval_examples, score_all
-    from bar.train.checkpoint import load_state
+    from bar.train.checkpoint import load_state, sha256
 
     specs = Specs()
     experts, domains = specs.params.experts, sorted(specs.data.domains)
@@ -122,7 +122,7 @@ def main() -> None:
             run.log_artifact(output(STAGE, name))
         # The registry's routed model carries its scores (what `bar compare` and promotion read).
         moe = tracking.model_version_with("bar-moe", "sha256",
-                                          tracking.file_sha256(output("fit_router", "model.safetensors")))
+                                          sha256(output("fit_router", "model.safetensors")))
         if moe is not None:
             tracking.tag_model_version("bar-moe", moe.version, {f"eval.{d}": round(v, 2)
                                                                 for d, v in table["routed"].items()})

@@ -70,8 +70,7 @@ def worker(specs: Specs) -> None:
 
     config = json.loads(output("merge_experts", "config.json").read_text())
     config |= {"topk": spec.topk or len(experts) + 1, "router_examples": len(items)}
-    _training.finish_worker(ckpt.root, model, {"fingerprint": fp, "logs": {"train": log}, "eval": {},
-                                               "config": config, "router_examples": len(items)})
+    ckpt.finish(model, {"logs": {"train": log}, "eval": {}, "config": config, "router_examples": len(items)})
     parallel.shutdown()
 
 
@@ -91,16 +90,17 @@ def register(run, out) -> None:
     import json
 
     from bar import tracking
+    from bar.train.checkpoint import sha256
 
+    components = json.loads((out / "config.json").read_text())["components"]
     tags = {}
-    for c in json.loads((out / "config.json").read_text())["components"]:
+    for c in components:
         expert = tracking.model_version_with(f"bar-expert-{c['name']}", "sha256", c["sha256"])
         tags |= {f"expert.{c['name']}.version": c["version"],
                  f"expert.{c['name']}.model_version": expert.version if expert else "unregistered",
                  f"expert.{c['name']}.run_id": expert.run_id if expert else "unregistered"}
-    tags["sha256"] = tracking.file_sha256(out / "model.safetensors")
-    tags["components"] = ",".join(f"{c['name']}:v{c['version']}" for c in
-                                  json.loads((out / "config.json").read_text())["components"])
+    tags["sha256"] = sha256(out / "model.safetensors")
+    tags["components"] = ",".join(f"{c['name']}:v{c['version']}" for c in components)
     run.register_model("bar-moe", out / "hf", tags)
 
 

@@ -18,7 +18,8 @@ def main() -> None:
     from safetensors.torch import save_file
 
     from bar import tracking
-    from bar.merge import check_compatible, merge, sha256
+    from bar.merge import check_compatible, merge
+    from bar.train.checkpoint import sha256
     from bar.model.hf import export
     from bar.specs import ModelSpec
     from bar.tokenizer import load as load_tokenizer

@@ -60,7 +60,8 @@ def worker(specs: Specs, name: str) -> None:
     fp = _training.fingerprint(resolved(specs, name), inputs(name))
     parallel.init(spec.tp_size, seed)
     root = CHECKPOINTS / STAGE / name
-    if Resumable(root, fp).finished():
+    expert = Resumable(root, fp)
+    if expert.finished():
         parallel.shutdown()
         return
     tok = tokenizer.load(output("tokenizer"))
@@ -103,8 +104,7 @@ def worker(specs: Specs, name: str) -> None:
               # What merging checks: experts must share their anchor and tokenizer.
               "anchor_sha256": _training.file_digest(output("train_anchor", "model.safetensors")),
               "tokenizer_sha256": _training.file_digest(output("tokenizer"))}
-    _training.finish_worker(root, model, {"fingerprint": fp, "logs": logs, "eval": scores,
-                                          "config": config, "anchor_ffn_unchanged": True})
+    expert.finish(model, {"logs": logs, "eval": scores, "config": config, "anchor_ffn_unchanged": True})
     parallel.shutdown()
 
 
@@ -125,7 +125,7 @@ def main(name: str) -> None:
 
 def register(run, out, name: str, version: int, spec_digest: str) -> None:
     """`bar-expert-<name>`: one registered version per trained expert version."""
-    from bar.merge import sha256
+    from bar.train.checkpoint import sha256
 
     run.register_model(f"bar-expert-{name}", out / "hf", {
         "expert": name, "expert_version": version, "spec_hash": spec_digest,

@@ -181,7 +181,7 @@ def test_anchor_ffn_unchanged_in_every_expert(project):
 def test_merge_records_components_and_router_fit_only_the_router(project):
     from safetensors.torch import load_file
 
-    from bar.merge import sha256
+    from bar.train.checkpoint import sha256
 
     merged_config = json.loads((project / "outputs" / "merge_experts" / "config.json").read_text())
     assert merged_config["experts"] == ["anchor", *EXPERTS] and merged_config["num_experts"] == 5
