@@ -51,6 +51,50 @@ def _compare(args) -> int:
     return 0
 
 
+def _lineage(args) -> int:
+    """A registered model version and everything it was built from."""
+    from bar import tracking
+
+    name, _, version = args.version.rpartition("/")
+    name = name or "bar-moe"
+    try:
+        info = tracking.model_lineage(name, version, args.root)
+    except LookupError as e:
+        print(f"error: no model version {name}/{version} in {tracking.tracking_uri(args.root)} "
+              f"({e}); `bar lineage <version>` is a bar-moe version, "
+              "`bar lineage bar-expert-<name>/<version>` an expert's", file=sys.stderr)
+        return 2
+    aliases = f" (aliases: {', '.join(info['aliases'])})" if info["aliases"] else ""
+    print(f"{name} version {info['version']}{aliases}")
+    if "components" in info["tags"]:
+        print(f"  components: {info['tags']['components']}")
+    _print_run("built by", info["run"])
+    for expert, run in info["components"].items():
+        v = info["tags"].get(f"expert.{expert}.model_version", "?")
+        _print_run(f"expert {expert} (bar-expert-{expert} v{v})", run)
+    if info["evaluation"]:
+        ev = info["evaluation"]
+        print(f"  evaluated by run {ev['run_id']}")
+        scores = {k.removeprefix("routed/"): v for k, v in ev.items() if k.startswith("routed/")}
+        print("    routed scores: " + ", ".join(f"{d} {v:.1f}" for d, v in sorted(scores.items())))
+        if "assembly/upgrade_ratio" in ev:
+            print(f"    re-run for it: {ev['rerun']}; training FLOPs {ev['assembly/upgrade_flops']:.3g} vs "
+                  f"{ev['assembly/retrain_flops']:.3g} for a monolithic retrain "
+                  f"(ratio {ev['assembly/upgrade_ratio']:.3f})")
+    return 0
+
+
+def _print_run(title: str, run: dict) -> None:
+    print(f"  {title}: run {run['run_id']} [{run['status']}]")
+    for k, v in run["tags"].items():
+        print(f"    {k}: {v}")
+    for path, digest in sorted(run["inputs"].items()):
+        print(f"    input {path}: md5 {digest}")
+    if "cost/flops" in run["cost"]:
+        print(f"    cost: {run['cost'].get('cost/tokens', 0):.0f} tokens, {run['cost']['cost/flops']:.3g} FLOPs, "
+              f"{run['cost'].get('cost/wall_seconds', 0):.0f} s wall")
+
+
 def _num(value, fmt: str = "{:.1f}") -> str:
     return "-" if value is None or value != value else fmt.format(value)
 
@@ -66,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("expert", help="expert name, as in specs/experts/<expert>.yaml")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("lineage", help="what a registered model version was built from (runs, data, cost)")
+    p.add_argument("version", help="a bar-moe version (e.g. 2) or <registered model>/<version> "
+                   "(e.g. bar-expert-code/1)")
+    p.add_argument("--root", default=".", help="repository root (default: .)")
+    p.set_defaults(func=_lineage)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -30,3 +30,73 @@ def training_flops(arch: ModelSpec, tokens_by_phase: dict[str, int], num_experts
     """FLOPs of training `tokens_by_phase` ({phase: tokens}) on this architecture."""
     per_token = forward_flops_per_token(arch, num_experts)
     return sum(PASSES.get(phase, 3) * per_token * tokens for phase, tokens in tokens_by_phase.items())
+
+
+# --- the assembly: what an upgrade cost against retraining one dense model on everything ---
+
+
+def dense_equivalent(flops: float, arch: ModelSpec, num_experts: int | None) -> float:
+    """The FLOPs of the same tokens and phases on the dense model: every phase's count is
+    passes x tokens x per-token FLOPs, so only the per-token factor changes."""
+    return flops * forward_flops_per_token(arch) / forward_flops_per_token(arch, num_experts)
+
+
+def assembly(arch: ModelSpec, lineage: dict) -> dict[str, float | str]:
+    """Upgrade vs retrain for a routed model (`bar.tracking.routed_lineage`).
+
+    Upgrade: the training FLOPs of what was re-run for this routed model, i.e. every component
+    whose run differs from the previous routed model's (everything for the first one) plus the
+    router. Retrain: a monolithic dense model trained on the anchor's data and every expert's
+    data through the same phases (the experts' runs at dense per-token cost; the pre-trained
+    base is an input of both)."""
+    previous = lineage["previous"]
+    parts = {"anchor": lineage["anchor"], **lineage["experts"]}
+    old = {"anchor": previous["anchor"], **previous["experts"]} if previous else {}
+    rerun = [k for k, p in parts.items() if k not in old or old[k]["run_id"] != p["run_id"]] + ["router"]
+    parts["router"] = lineage["router"]
+    upgrade = sum(parts[k]["metrics"].get("cost/flops", 0.0) for k in rerun)
+    retrain = _retrain(arch, lineage, list(lineage["experts"]))
+    return {"upgrade_flops": upgrade, "retrain_flops": retrain, "upgrade_ratio": upgrade / retrain,
+            "upgrade_wall_seconds": sum(parts[k]["metrics"].get("cost/wall_seconds", 0.0) for k in rerun),
+            "rerun": ",".join(rerun)}
+
+
+def _retrain(arch: ModelSpec, lineage: dict, experts: list[str]) -> float:
+    """A dense model trained on the anchor's and `experts`' data (each expert is a 2-slot MoE)."""
+    return lineage["anchor"]["metrics"].get("cost/flops", 0.0) + sum(
+        dense_equivalent(lineage["experts"][e]["metrics"].get("cost/flops", 0.0), arch, 2) for e in experts)
+
+
+def curve(arch: ModelSpec, lineage: dict) -> list[dict[str, float]]:
+    """Cost of adding the k-th domain, k = 1..N (experts in merge order): with BAR, expert k plus
+    a router fitted over k + 1 slots on k domains' sample (its tokens grow with k); retraining,
+    one dense model on the anchor's and k domains' data."""
+    names = list(lineage["experts"])
+    n, router = len(names), lineage["router"]["metrics"].get("cost/flops", 0.0)
+    rows = []
+    for k in range(1, n + 1):
+        router_k = router * k / n * forward_flops_per_token(arch, k + 1) / forward_flops_per_token(arch, n + 1)
+        rows.append({"domains": k,
+                     "upgrade_flops": lineage["experts"][names[k - 1]]["metrics"].get("cost/flops", 0.0) + router_k,
+                     "retrain_flops": _retrain(arch, lineage, names[:k])})
+    return rows
+
+
+def plot_curve(rows: list[dict[str, float]], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ks = [r["domains"] for r in rows]
+    ax.plot(ks, [r["upgrade_flops"] for r in rows], "o-", label="BAR: one expert + router")
+    ax.plot(ks, [r["retrain_flops"] for r in rows], "s-", label="monolithic retrain")
+    ax.set(xlabel="number of domains", ylabel="training FLOPs", xticks=ks,
+           title="cost of adding the k-th domain")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

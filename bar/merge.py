@@ -9,8 +9,8 @@ tensors (embeddings, attention, norms, LM head) are combined by a strategy:
 - `base_plus_mean_delta`: anchor + scale * mean(expert - anchor). With scale 1 this equals
   `mean` up to rounding; scale > 1 amplifies what the experts learned (task arithmetic).
 
-Tensors stream from the safetensors files one at a time: peak memory is about one tensor
-per expert plus the merged output, never N whole experts.
+Experts stream from their safetensors files one at a time: peak memory is about one expert
+plus the merged output (and float64 running sums of the shared tensors), never N experts.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import torch
 from safetensors import safe_open
 
 from bar.model.moe import ANCHOR_SLOT, _EXPERT, _ROUTER, expert_name, router_name
+from bar.specs import InputError
 
 
-class MergeError(ValueError):
+class MergeError(InputError):
     """Experts that cannot be merged; the message names the expert and the tensor."""
 
 
@@ -46,7 +47,12 @@ def check_compatible(experts: dict[str, Path]) -> dict:
 
 def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, float] | None = None,
           delta_scale: float = 1.0, anchor: Path | None = None) -> dict[str, torch.Tensor]:
-    """The merged state (Megatron names) of `experts` (name -> output folder), in their order."""
+    """The merged state (Megatron names) of `experts` (name -> output folder), in their order.
+
+    One expert file is open at a time: what the output keeps is copied out of it, shared
+    tensors are added into float64 running sums, and its memory map is released before the
+    next one is opened. Peak memory: the output, the running sums of the shared tensors and
+    one expert."""
     names = list(experts)
     if strategy == "weighted_mean":
         missing = [n for n in names if n not in (weights or {})]
@@ -56,42 +62,51 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
         coef = {n: weights[n] / total for n in names}
     else:
         coef = {n: 1 / len(names) for n in names}
-    files = {n: safe_open(str(experts[n] / "model.safetensors"), "pt") for n in names}
-    anchor_file = safe_open(str(anchor / "model.safetensors"), "pt") if anchor else None
-    keys = list(files[names[0]].keys())
-    for n in names[1:]:
-        if set(files[n].keys()) != set(keys):
-            diff = sorted(set(keys) ^ set(files[n].keys()))
-            raise MergeError(f"expert {n!r} has different tensors than {names[0]!r}: {diff[:3]}")
+    if strategy == "base_plus_mean_delta" and anchor is None:
+        raise MergeError("base_plus_mean_delta needs the anchor model")
 
     out: dict[str, torch.Tensor] = {}
-    for key in keys:
-        m, r = _EXPERT.match(key), _ROUTER.match(key)
-        if m:
-            layer, slot, linear = int(m.group(1)), int(m.group(2)), m.group(3)
-            if slot == ANCHOR_SLOT:
-                ref = files[names[0]].get_tensor(key)
-                for n in names[1:]:
-                    if not torch.equal(files[n].get_tensor(key), ref):
+    sums: dict[str, torch.Tensor] = {}  # shared tensors: sum of coef * tensor, float64
+    anchor_rows: dict[str, torch.Tensor] = {}  # router rows of the anchor slot: weighted sum
+    keys: list[str] = []
+    for i, n in enumerate(names, start=1):
+        with safe_open(str(experts[n] / "model.safetensors"), "pt") as f:
+            if i == 1:
+                keys = list(f.keys())
+            elif set(f.keys()) != set(keys):
+                diff = sorted(set(keys) ^ set(f.keys()))
+                raise MergeError(f"expert {n!r} has different tensors than {names[0]!r}: {diff[:3]}")
+            for key in keys:
+                t = f.get_tensor(key)
+                m, r = _EXPERT.match(key), _ROUTER.match(key)
+                if m:
+                    layer, slot, linear = int(m.group(1)), int(m.group(2)), m.group(3)
+                    if slot != ANCHOR_SLOT:
+                        out[expert_name(layer, i, linear)] = t.clone()
+                    elif i == 1:
+                        out[key] = t.clone()
+                    elif not torch.equal(t, out[key]):
                         raise MergeError(f"expert {n!r}: anchor FFN tensor {key} differs from "
                                          f"{names[0]!r}'s: the experts were not branched from the same anchor")
-                out[key] = ref
-            else:
-                for i, n in enumerate(names, start=1):
-                    out[expert_name(layer, i, linear)] = files[n].get_tensor(key)
-        elif r:
-            rows = [files[n].get_tensor(key) for n in names]
-            anchor_row = sum(coef[n] * row[ANCHOR_SLOT] for n, row in zip(names, rows))
-            out[router_name(int(r.group(1)))] = torch.stack([anchor_row] + [row[1] for row in rows])
-        else:
-            acc = None
-            for n in names:
-                t = files[n].get_tensor(key).double()
-                acc = coef[n] * t if acc is None else acc + coef[n] * t
-            if strategy == "base_plus_mean_delta":
-                if anchor_file is None:
-                    raise MergeError("base_plus_mean_delta needs the anchor model")
-                base = anchor_file.get_tensor(key).double()
-                acc = base + delta_scale * (acc - base)
-            out[key] = acc.to(torch.float32)
+                elif r:
+                    name = router_name(int(r.group(1)))
+                    if i == 1:
+                        out[name] = torch.empty((len(names) + 1, *t.shape[1:]), dtype=t.dtype)
+                        anchor_rows[name] = coef[n] * t[ANCHOR_SLOT]
+                    else:
+                        anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT]
+                    out[name][i] = t[1]
+                else:
+                    term = coef[n] * t.double()
+                    sums[key] = term if i == 1 else sums[key].add_(term)
+                del t  # nothing from this file outlives the loop: its memory map is released
+    for name, row in anchor_rows.items():
+        out[name][ANCHOR_SLOT] = row
+    base = safe_open(str(anchor / "model.safetensors"), "pt") if strategy == "base_plus_mean_delta" else None
+    for key in list(sums):
+        acc = sums.pop(key)
+        if base is not None:
+            b = base.get_tensor(key).double()
+            acc = b + delta_scale * (acc - b)
+        out[key] = acc.to(torch.float32)
     return out

@@ -24,7 +24,12 @@ Domain = Literal["general", "math", "code", "tool_use", "safety"]
 PositiveInt = Field(gt=0)
 
 
-class SpecError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user (a spec, a data file, experts to merge): the message names the
+    file, what is wrong in it and how to fix it. Stages end on it with that one line."""
+
+
+class SpecError(InputError):
     """A spec that cannot be used: the message names file, key path, value and the fix."""
 
 
@@ -289,8 +294,18 @@ class ParamsSpec(Spec):
 
 # --- loading ----------------------------------------------------------------------------
 
-SPEC_FILES = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec,
-              "train": TrainStagesSpec, "eval": EvalSpec, "merge": MergeSpec, "router": RouterSpec}
+# --- specs/promotion.yaml ---------------------------------------------------------------
+
+
+class PromotionSpec(Spec):
+    """The gate of the upgrade flow: when a new routed model becomes `champion`."""
+
+    min_gain: float = Field(0.0, ge=0, description="points the upgraded expert's domain must gain (strictly more)")
+    tolerance: float = Field(2.0, ge=0, description="points any other domain may drop at most")
+
+
+SPEC_FILES = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec, "train": TrainStagesSpec,
+              "eval": EvalSpec, "merge": MergeSpec, "router": RouterSpec, "promotion": PromotionSpec}
 # Preset sections: one per spec file, and `experts`, merged over every expert spec.
 PRESET_SECTIONS = (*SPEC_FILES, "experts")
 
@@ -358,6 +373,9 @@ def validate(model: type[Spec], data: Any, path: Path, preset_path: Path | None 
         value = f" = {json.dumps(err.get('input'), default=str)}"
         if err["type"] == "extra_forbidden":
             msg = f"unknown key; allowed keys here: {allowed}"
+        elif loc and loc[-1] == "[key]":  # a key of a mapping with fixed key names (e.g. domains)
+            key = key.removesuffix(".[key]")
+            msg, value = f"unknown key; allowed keys here: {msg.removeprefix('Input should be ')}", ""
         elif err["type"] == "missing":
             msg, value = f"required key is missing; keys here: {allowed}", ""
         elif isinstance(err.get("input"), dict):
@@ -441,6 +459,10 @@ class Specs:
         return self._load("eval")
 
     @property
+    def promotion(self) -> PromotionSpec:
+        return self._load("promotion")
+
+    @property
     def merge(self) -> MergeSpec:
         spec = self._load("merge")
         unknown = sorted(set(spec.weights) - set(self.params.experts))
@@ -471,18 +493,33 @@ class Specs:
                 known = sorted(p.stem for p in path.parent.glob("*.yaml"))
                 raise SpecError(f"{path}: no spec for expert {name!r}; known experts: {', '.join(known)} "
                                 f"(add specs/experts/{name}.yaml or fix params.yaml: experts)")
-            data = read_yaml(path) or {}
-            over = dict(self._preset()["experts"] or {})
-            if isinstance(data, dict) and isinstance(over.get("stages"), dict):
-                mine = data.get("stages") or {}
-                over["stages"] = {k: v for k, v in over["stages"].items() if k in mine}
-            spec = validate(ExpertSpec, _merge(data, over), path, self.preset_path, over,
-                            prefix=("experts",))
-            if spec.name != name:
-                raise SpecError(f"{path}: name = {spec.name!r}: must be the file name, {name!r}")
-            check_parallel(self.model, spec.tp_size, f"{path}: tp_size", moe=True)
-            self._cache[key] = spec
+            self._cache[key] = self._expert_at(path, name)
         return self._cache[key]
+
+    def upgrade(self, name: str, version: int) -> Path:
+        """specs/upgrades/<name>.v<version>.yaml: a prepared version of an expert spec (validated),
+        applied by copying it over specs/experts/<name>.yaml (what the upgrade flow does)."""
+        path = self.path(f"upgrades/{name}.v{version}")
+        if not path.exists():
+            known = sorted(p.name for p in path.parent.glob(f"{name}.v*.yaml"))
+            raise SpecError(f"{path}: no version {version} of expert {name!r} prepared; "
+                            f"prepared: {', '.join(known) or 'none'} (write specs/upgrades/{name}.v{version}.yaml)")
+        spec = self._expert_at(path, name)
+        if spec.version != version:
+            raise SpecError(f"{path}: version = {spec.version}: must be {version}, as in the file name")
+        return path
+
+    def _expert_at(self, path: Path, name: str) -> ExpertSpec:
+        data = read_yaml(path) or {}
+        over = dict(self._preset()["experts"] or {})
+        if isinstance(data, dict) and isinstance(over.get("stages"), dict):
+            mine = data.get("stages") or {}
+            over["stages"] = {k: v for k, v in over["stages"].items() if k in mine}
+        spec = validate(ExpertSpec, _merge(data, over), path, self.preset_path, over, prefix=("experts",))
+        if spec.name != name:
+            raise SpecError(f"{path}: name = {spec.name!r}: must be {name!r}, as in the file name")
+        check_parallel(self.model, spec.tp_size, f"{path}: tp_size", moe=True)
+        return spec
 
     def validate_all(self) -> None:
         for name in SPEC_FILES:
@@ -490,6 +527,11 @@ class Specs:
         self.train
         for name in self.params.experts:
             self.expert(name)
+        for path in sorted(self.path("upgrades/x").parent.glob("*.v*.yaml")):
+            name, _, version = path.name.removesuffix(".yaml").partition(".v")
+            if not version.isdigit():
+                raise SpecError(f"{path}: upgrade specs are named <expert>.v<version>.yaml")
+            self.upgrade(name, int(version))
 
 
 def check_parallel(model: ModelSpec, tp_size: int, where: str, moe: bool = False) -> None:

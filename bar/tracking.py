@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,14 +66,27 @@ def git_commit(cwd: Path | str = ".") -> str:
 
 
 def dvc_md5(path: str, cwd: Path | str = ".") -> str:
-    """The md5 DVC recorded in dvc.lock for an output path (how DVC versions that data)."""
+    """The md5 DVC recorded in dvc.lock for the output holding `path` (the output itself or a
+    folder containing it): how DVC versions that data."""
     lock = Path(cwd) / "dvc.lock"
     if lock.exists():
         for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
             for out in stage.get("outs", []):
-                if out.get("path") == path:
+                if path == out.get("path") or path.startswith(out.get("path", "") + "/"):
                     return out.get("md5", "unknown")
     return "unknown"
+
+
+def stage_inputs(stage: str, cwd: Path | str = ".") -> dict[str, str]:
+    """The data a DVC stage reads (its `outputs/...` deps in dvc.yaml) and DVC's md5 of each."""
+    path = Path(cwd) / "dvc.yaml"
+    if not path.exists():
+        return {}
+    base, _, item = stage.partition("@")
+    definition = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get(base, {})
+    deps = definition.get("do", definition).get("deps", [])
+    deps = [d.replace("${item}", item) for d in deps if isinstance(d, str) and d.startswith("outputs/")]
+    return {d: dvc_md5(d, cwd) for d in deps}
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -101,6 +115,11 @@ class StageRun:
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
+
+    def log_cost(self) -> None:
+        """Wall and processor seconds since the run started."""
+        wall, cpu = time.time() - self.started[0], _cpu_seconds() - self.started[1]
+        self.mlflow.log_metrics({"cost/wall_seconds": wall, "cost/cpu_seconds": cpu})
 
     def log_history(self, records: list[dict], prefix: str = "train/") -> None:
         """Per-step records ({"step": n, name: value, ...}) as metrics with steps, in batches."""
@@ -148,6 +167,14 @@ def tag_model_version(name: str, version: str, tags: dict[str, str], cwd: Path |
         client.set_model_version_tag(name, str(version), k, str(v))
 
 
+def _versions(client, name: str, where: str = "") -> list:
+    """Versions of registered model `name` (matching `where`), oldest first; [] if there is none."""
+    if not client.search_registered_models(f"name = '{name}'"):
+        return []
+    found = client.search_model_versions(f"name = '{name}'" + (f" and {where}" if where else ""))
+    return sorted(found, key=lambda v: int(v.version))
+
+
 def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
     """Every finished run of expert `name`, oldest first: params, metrics, and the scores of the
     routed models (`bar-moe` versions) built from it."""
@@ -156,45 +183,164 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
     exp = client.get_experiment_by_name(EXPERIMENT)
     query = f"tags.dvc_stage = 'train_expert@{name}' and attributes.status = 'FINISHED'"
     runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time ASC"])
-    moe = client.search_model_versions("name = 'bar-moe'") if client.search_registered_models(
-        "name = 'bar-moe'") else []
+    moe = _versions(client, "bar-moe")
     out = []
     for run in runs:
         built = [v for v in moe if v.tags.get(f"expert.{name}.run_id") == run.info.run_id]
-        routed = {k.removeprefix("eval."): float(v) for m in sorted(built, key=lambda v: int(v.version))[-1:]
-                  for k, v in m.tags.items() if k.startswith("eval.")}
+        routed = scores(built[-1]) if built else {}  # the newest routed model built from this run
         out.append({"run_id": run.info.run_id, "version": run.data.tags.get("expert_version", "?"),
                     "params": run.data.params, "metrics": run.data.metrics, "routed": routed,
-                    "moe_versions": sorted(int(v.version) for v in built)})
+                    "moe_versions": [int(v.version) for v in built]})
     return out
+
+
+LINEAGE_TAGS = ("dvc_stage", "expert_version", "spec_hash", "data_hash", "anchor_hash", "base_hash",
+                "parent_expert_version", "parent_model_version", "git_commit")
+
+
+def _run_lineage(client, run_id: str) -> dict:
+    run = client.get_run(run_id)
+    return {"run_id": run_id, "status": run.info.status,
+            "tags": {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags},
+            "inputs": {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs},
+            "cost": {k: v for k, v in run.data.metrics.items() if k.startswith("cost/")}}
+
+
+def model_lineage(name: str, version: str, cwd: Path | str = ".") -> dict:
+    """What a registered model version was built from: its run (lineage tags, input datasets,
+    cost), for a routed model each component expert's run, and the evaluation of it."""
+    mlflow = _mlflow(cwd)
+    client = mlflow.MlflowClient()
+    try:
+        v = client.get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException as e:
+        raise LookupError(str(e).splitlines()[0]) from None
+    out = {"name": name, "version": v.version, "aliases": list(v.aliases), "tags": dict(v.tags),
+           "run": _run_lineage(client, v.run_id), "components": {}, "evaluation": None}
+    for key, run_id in sorted(v.tags.items()):
+        if key.startswith("expert.") and key.endswith(".run_id") and run_id != "unregistered":
+            out["components"][key.split(".")[1]] = _run_lineage(client, run_id)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    evals = client.search_runs([exp.experiment_id], f"tags.dvc_stage = 'evaluate' and tags.moe_version = "
+                               f"'{v.version}'", order_by=["attributes.start_time DESC"], max_results=1)
+    if name == "bar-moe" and evals:
+        run = evals[0]
+        out["evaluation"] = {"run_id": run.info.run_id, "rerun": run.data.tags.get("assembly.rerun", ""),
+                             **{k: val for k, val in run.data.metrics.items()
+                                if k.startswith(("routed/", "assembly/"))}}
+    return out
+
+
+def model_version_by_alias(name: str, alias: str, cwd: Path | str = "."):
+    """The version of registered model `name` that `alias` points at (or None)."""
+    mlflow = _mlflow(cwd)
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str, cwd: Path | str = ".") -> None:
+    _mlflow(cwd).MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def scores(version) -> dict[str, float]:
+    """The held-out scores `evaluate` tagged on a `bar-moe` version ({domain: pass rate})."""
+    return {k.removeprefix("eval."): float(v) for k, v in version.tags.items() if k.startswith("eval.")}
 
 
 def model_version_with(name: str, tag: str, value: str, cwd: Path | str = "."):
     """The newest version of registered model `name` whose tag `tag` is `value` (or None)."""
+    found = _versions(_mlflow(cwd).MlflowClient(), name, f"tags.{tag} = '{value}'")
+    return found[-1] if found else None
+
+
+def _log_inputs(mlflow, stage: str, cwd: Path | str) -> None:
+    """Each DVC data input of the stage as an MLflow dataset: name = path, digest = DVC's md5."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    context = "evaluation" if stage == "evaluate" else "training"
+    for path, md5 in stage_inputs(stage, cwd).items():
+        with warnings.catch_warnings():  # a file URI matches two equivalent local source types
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source((repo_root(cwd) / path).as_uri())
+        mlflow.log_input(MetaDataset(source, name=path, digest=md5), context=context)
+
+
+def _parent_expert(mlflow, expert: str) -> dict[str, str]:
+    """The expert version this run upgrades: the newest registered `bar-expert-<expert>`."""
+    client = mlflow.MlflowClient()
+    name = f"bar-expert-{expert}"
+    versions = _versions(client, name)
+    latest = versions[-1] if versions else None
+    if latest is None:
+        return {"parent_expert_version": "none", "parent_model_version": "none"}
+    return {"parent_expert_version": latest.tags.get("expert_version", "?"),
+            "parent_model_version": latest.version, "parent_expert_run_id": latest.run_id}
+
+
+def routed_lineage(version: str, cwd: Path | str = ".") -> dict:
+    """The training runs `bar-moe` version `version` was built from, each as {"run_id", "metrics"}:
+    {"anchor": ..., "experts": {name: ...}, "router": ...}, plus "previous": the same for the
+    version before it (None for the first). The experts and router come from the version's
+    tags; the anchor is the newest finished `train_anchor` run before the router was fitted."""
     client = _mlflow(cwd).MlflowClient()
-    if not client.search_registered_models(f"name = '{name}'"):
-        return None
-    found = client.search_model_versions(f"name = '{name}' and tags.{tag} = '{value}'")
-    return max(found, key=lambda v: int(v.version), default=None)
+
+    def lineage(v) -> dict:
+        router = client.get_run(v.run_id)
+        experts = [c.split(":")[0] for c in v.tags.get("components", "").split(",") if c]
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        anchors = client.search_runs([exp.experiment_id], "tags.dvc_stage = 'train_anchor' and "
+                                     f"attributes.status = 'FINISHED' and attributes.start_time < "
+                                     f"{router.info.start_time}", order_by=["attributes.start_time DESC"],
+                                     max_results=1)
+        runs = {"anchor": anchors[0].info.run_id if anchors else None, "router": v.run_id,
+                **{e: v.tags.get(f"expert.{e}.run_id") for e in experts}}
+        info = {k: {"run_id": r, "metrics": client.get_run(r).data.metrics if r and r != "unregistered" else {}}
+                for k, r in runs.items()}
+        return {"version": v.version, "anchor": info.pop("anchor"), "router": info.pop("router"), "experts": info}
+
+    current = client.get_model_version("bar-moe", str(version))
+    older = [v for v in _versions(client, "bar-moe") if int(v.version) < int(version)]
+    previous = older[-1] if older else None
+    return lineage(current) | {"previous": lineage(previous) if previous else None}
+
+
+@contextmanager
+def pipeline_run(name: str, tags: dict[str, str], cwd: Path | str = "."):
+    """The MLflow run of one flow run. Yields the run; stage runs started by child processes
+    with `BAR_PARENT_RUN_ID` set to its id nest under it. A flow that raises leaves it FAILED."""
+    mlflow = _mlflow(cwd)
+    with mlflow.start_run(run_name=name, tags={"stage": "pipeline", "git_commit": git_commit(cwd),
+                                               **tags}) as run:
+        handle = StageRun(mlflow, run)
+        try:
+            yield handle
+        finally:
+            handle.log_cost()
 
 
 @contextmanager
 def stage_run(stage: str, *, spec: dict, tags: dict[str, str], cwd: Path | str = "."):
     """One MLflow run for one execution of a stage, named like the stage.
 
-    Logs the resolved spec (as params and as `spec.json`), lineage tags and, on exit, wall
-    and processor seconds. A stage that raises leaves its run FAILED.
+    Logs the resolved spec (as params and as `spec.json`), lineage tags, the stage's DVC data
+    inputs (`mlflow.log_input`) and, on exit, wall and processor seconds. An expert's run is
+    tagged with the version it upgrades. A stage that raises leaves its run FAILED.
     """
     mlflow = _mlflow(cwd)
     all_tags = {"stage": stage, "dvc_stage": stage, "git_commit": git_commit(cwd), **tags}
+    if "expert" in tags:
+        all_tags |= _parent_expert(mlflow, tags["expert"])
     parent = os.environ.get("BAR_PARENT_RUN_ID")
     # Leaving the `with` on an exception ends the run as FAILED.
     with mlflow.start_run(run_name=stage, tags=all_tags, parent_run_id=parent or None) as run:
         handle = StageRun(mlflow, run)
         mlflow.log_params(_flatten(spec))
         mlflow.log_dict(spec, "spec.json")
+        _log_inputs(mlflow, stage, cwd)
         try:
             yield handle
         finally:
-            wall, cpu = time.time() - handle.started[0], _cpu_seconds() - handle.started[1]
-            mlflow.log_metrics({"cost/wall_seconds": wall, "cost/cpu_seconds": cpu})
+            handle.log_cost()

@@ -3,11 +3,12 @@
     python benchmarks/merge.py                      # 4 synthetic experts of the default model size
     python benchmarks/merge.py --experts outputs/train_expert/{math,code,tool_use,safety}
 
-Each merge runs in its own fresh process; peak memory is that process's highest anonymous
-resident memory (RssAnon: tensors it allocated, not the reclaimable page cache of the
-memory-mapped safetensors files) while merging, sampled every 0.5 ms, above what it held just
-before (after imports). Also prints the disk read throughput
-of the same files measured in the same run, and checks both merges give identical tensors.
+Each merge runs in its own fresh process; peak memory is that process's highest resident set
+(VmRSS: allocated tensors and the touched pages of memory-mapped safetensors files) while
+merging, sampled every 0.5 ms, above what it held just before (after imports). The naive merge
+reads every expert whole into memory (`safetensors.torch.load` of the file's bytes), then
+merges. Also prints the disk read throughput of the same files measured in the same run, and
+checks both merges give identical tensors.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 def naive_merge(experts: dict[str, Path]) -> dict:
     """Load every expert whole, then merge in memory (what a first version would do)."""
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from bar.model.moe import ANCHOR_SLOT, _EXPERT, _ROUTER, expert_name, router_name
 
     names = list(experts)
-    states = {n: load_file(experts[n] / "model.safetensors") for n in names}
+    states = {n: load((experts[n] / "model.safetensors").read_bytes()) for n in names}
     out = {}
     for key in states[names[0]]:
         m, r = _EXPERT.match(key), _ROUTER.match(key)
@@ -62,18 +63,18 @@ def one(kind: str, experts: list[Path], dest: Path) -> None:
 
     import threading
 
-    def rss_anon() -> int:
+    def rss() -> int:
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
     named = {p.name: p for p in experts}
-    base = peak = rss_anon()
+    base = peak = rss()
     done = threading.Event()
 
     def sample():
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, rss_anon())
+            peak = max(peak, rss())
             time.sleep(0.0005)
 
     sampler = threading.Thread(target=sample)
@@ -84,7 +85,8 @@ def one(kind: str, experts: list[Path], dest: Path) -> None:
     done.set()
     sampler.join()
     save_file({k: v.contiguous() for k, v in state.items()}, dest)
-    print(json.dumps({"seconds": seconds, "peak_mib": (peak - base) / (1 << 20)}))
+    output = sum(v.numel() * v.element_size() for v in state.values())
+    print(json.dumps({"seconds": seconds, "peak_mib": (peak - base) / (1 << 20), "output_mib": output / (1 << 20)}))
 
 
 def synthetic_experts(root: Path, n: int) -> list[Path]:
@@ -154,8 +156,9 @@ def main() -> None:
         disk = read_throughput(experts)
 
     s, n = results["streaming"], results["naive"]
-    print(f"{len(experts)} experts, {size:.1f} MiB on disk, one expert {size / len(experts):.1f} MiB; "
-          "outputs identical")
+    print(f"{len(experts)} experts, {size:.1f} MiB on disk, one expert {size / len(experts):.1f} MiB, "
+          f"merged output {s['output_mib']:.1f} MiB (one expert + output: "
+          f"{size / len(experts) + s['output_mib']:.1f} MiB); outputs identical")
     print(f"{'':12}{'seconds':>10}{'MiB/s':>10}{'peak MiB':>10}")
     for kind, r in results.items():
         print(f"{kind:12}{r['seconds']:10.2f}{size / r['seconds']:10.0f}{r['peak_mib']:10.1f}")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bar.specs import SPEC_FILES, SpecError, Specs
 from conftest import ROOT, edit_yaml, set_params
@@ -27,7 +28,7 @@ def test_every_spec_validates(preset, tmp_path):
 def test_tiny_preset_is_smaller():
     default = Specs(ROOT)
     assert default.params.preset in PRESETS
-    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval", "merge", "router"}
+    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval", "merge", "router", "promotion"}
 
 
 @pytest.fixture
@@ -56,6 +57,8 @@ BAD = [
     ("experts/code", "name", "kode", ["experts/code.yaml", "name = 'kode'", "'code'"]),
     ("merge", "strategy", "median", ["merge.yaml", "strategy", '"median"', "'mean', 'weighted_mean'"]),
     ("router", "sample_fraction", 1.5, ["router.yaml", "sample_fraction", "1.5", "less than or equal to 1"]),
+    ("upgrades/code.v2", "version", 3, ["upgrades/code.v2.yaml", "version = 3", "must be 2"]),
+    ("upgrades/code.v2", "stages.rlvr.steps", 0, ["upgrades/code.v2.yaml", "stages.rlvr.steps", "greater than 0"]),
 ]
 
 
@@ -91,3 +94,14 @@ def test_cli_validate_fails_fast_without_heavy_imports(specs_copy):
     assert out.returncode == 2
     assert "anchor.optim.lr = 0" in out.stderr
     assert "HEAVY []" in out.stdout
+
+
+def test_upgrade_spec_is_the_next_version_of_an_expert(specs_copy):
+    specs = Specs(specs_copy)
+    path = specs.upgrade("code", 2)
+    assert yaml.safe_load(path.read_text())["version"] == specs.expert("code").version + 1
+    with pytest.raises(SpecError, match=r"no version 5 of expert 'code' prepared; prepared: code.v2.yaml"):
+        specs.upgrade("code", 5)
+    shutil.copy(path, specs_copy / "specs" / "upgrades" / "math.v2.yaml")
+    with pytest.raises(SpecError, match=r"math.v2.yaml: name = 'code': must be 'math'"):
+        Specs(specs_copy).validate_all()

@@ -23,6 +23,7 @@ from typing import NoReturn, TypeVar
 from bar.data.domains import MODULES
 from bar.data.example import Example
 from bar.data.verify import is_exact_check
+from bar.specs import InputError
 
 TEXT_SCHEMA = 'each row must be {"text": "..."}'
 ROW_SCHEMA = (
@@ -34,7 +35,7 @@ ROW_SCHEMA = (
 T = TypeVar("T")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A row that cannot be used. The message names the row ("file:line" or "dir[row N]"),
     what is wrong and how to fix it."""
 

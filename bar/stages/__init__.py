@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,17 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISAB
                "TOKENIZERS_PARALLELISM": "false"}
 for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
+
+
+def entry(main, *args) -> None:
+    """Run a stage's entry point: bad input ends it with one `error:` line and exit code 2."""
+    from bar.specs import InputError
+
+    try:
+        main(*args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def output(stage: str, *parts: str) -> Path:

@@ -128,7 +128,7 @@ def summary(logs: dict[str, list[dict]]) -> dict[str, float]:
             continue
         tail = records[-max(1, len(records) // 10):]
         metrics[f"{phase}/final_loss"] = sum(r["loss"] for r in tail) / len(tail)
-        metrics[f"{phase}/tokens"] = sum(r["tokens"] for r in records)
+        metrics[f"{phase}/tokens_total"] = sum(r["tokens"] for r in records)  # per step: {phase}/tokens
         metrics[f"{phase}/steps"] = len(records)
         if "reward_mean" in records[0]:
             head = records[: max(1, len(records) // 10)]
@@ -173,7 +173,7 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
                    load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
                    config.get("topk"))
         metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
-        tokens = {phase: metrics[f"{phase}/tokens"] for phase, records in meta["logs"].items() if records}
+        tokens = {phase: metrics[f"{phase}/tokens_total"] for phase, records in meta["logs"].items() if records}
         metrics |= {"cost/tokens": sum(tokens.values()), "cost/flops": training_flops(
             ModelSpec(**config["arch"]), tokens, config.get("num_experts"))}
         if extra_metrics:

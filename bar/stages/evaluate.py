@@ -3,8 +3,12 @@
 Models: the anchor, each expert alone, the merged MoE before router fitting, and the routed
 MoE. The anchor's and experts' scores are the ones their own stages measured with the same
 code and `specs/eval.yaml` (DVC re-runs those stages when the eval spec changes); the merged
-and routed models are scored here. Writes metrics/eval.json (DVC metrics),
+and routed models are scored here. Writes metrics/evaluate.json (DVC metrics),
 outputs/evaluate/{scores.csv, routing.csv} (DVC plots), PNG plots and report.md.
+
+It also closes the assembly (merge + router + evaluation): from the routed model's lineage in
+MLflow it logs what this upgrade cost against a monolithic retrain (`bar.cost.assembly`) and
+the curve of both against the number of domains (cost_curve.png).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import csv
 import json
 
 from bar.specs import Specs, spec_hash
-from bar.stages import atomic_dir, output, write_json, write_metrics
+from bar.stages import atomic_dir, entry, output, write_json, write_metrics
 
 STAGE = "evaluate"
 
@@ -25,7 +29,7 @@ def with_overall(scores: dict[str, float], domains: list[str]) -> dict[str, floa
 
 
 def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[float]]],
-           experts: list[str], domains: list[str]) -> str:
+           experts: list[str], domains: list[str], assembly: dict) -> str:
     cols = domains + ["overall"]
     lines = ["# Evaluation", "", "Pass rate (0-100) of greedy replies on each domain's held-out prompts.", "",
              "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -38,6 +42,13 @@ def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[floa
     for domain, layers in routing.items():
         mean = [sum(layer[e] for layer in layers) / len(layers) for e in range(len(slots))]
         lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean) + " |")
+    if assembly:
+        lines += ["", "## Cost", "", f"Re-run for this routed model: {assembly['rerun'].replace(',', ', ')}.", "",
+                  "| | training FLOPs |", "|---|---|",
+                  f"| this upgrade | {assembly['upgrade_flops']:.3g} |",
+                  f"| monolithic retrain (estimated) | {assembly['retrain_flops']:.3g} |",
+                  f"| ratio | {assembly['upgrade_ratio']:.3f} |", "",
+                  "![cost of adding the k-th domain](cost_curve.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -75,6 +86,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from bar import parallel, tokenizer, tracking
+    from bar import cost
     from bar import eval as evaluation
     from bar.model import build
     from bar.stages._training import eval_examples, score_all
@@ -102,6 +114,14 @@ def main() -> None:
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
         table = {m: with_overall({d: s[d]["pass_rate"] for d in domains}, domains) for m, s in table.items()}
 
+        # The routed model's registry version and what it cost against a monolithic retrain.
+        moe = tracking.model_version_with("bar-moe", "sha256",
+                                          sha256(output("fit_router", "model.safetensors")))
+        assembly, curve = {}, []
+        if moe is not None:
+            lineage = tracking.routed_lineage(moe.version)
+            assembly, curve = cost.assembly(specs.model, lineage), cost.curve(specs.model, lineage)
+
         with atomic_dir(output(STAGE)) as out:
             with open(out / "scores.csv", "w", newline="") as f:
                 w = csv.writer(f)
@@ -114,20 +134,24 @@ def main() -> None:
                             for i, layer in enumerate(layers) for e, p in enumerate(layer))
             write_json(out / "routing.json", routing)
             write_json(out / "samples.json", samples)
-            (out / "report.md").write_text(report(table, routing, experts, domains))
+            (out / "report.md").write_text(report(table, routing, experts, domains, assembly))
             plot(table, routing, experts, domains, out)
-        write_metrics(STAGE, table)
+            if curve:
+                write_json(out / "cost_curve.json", curve)
+                cost.plot_curve(curve, out / "cost_curve.png")
+        summary = {k: assembly[k] for k in ("upgrade_flops", "retrain_flops", "upgrade_ratio") if k in assembly}
+        write_metrics(STAGE, table | ({"cost": summary} if summary else {}))
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
-        for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv"):
-            run.log_artifact(output(STAGE, name))
-        # The registry's routed model carries its scores (what `bar compare` and promotion read).
-        moe = tracking.model_version_with("bar-moe", "sha256",
-                                          sha256(output("fit_router", "model.safetensors")))
+        for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png"):
+            if output(STAGE, name).exists():
+                run.log_artifact(output(STAGE, name))
         if moe is not None:
+            # The registry's routed model carries its scores (what `bar compare` and promotion read).
             tracking.tag_model_version("bar-moe", moe.version, {f"eval.{d}": round(v, 2)
                                                                 for d, v in table["routed"].items()})
-            run.set_tags({"moe_version": moe.version})
+            run.set_tags({"moe_version": moe.version, "assembly.rerun": assembly["rerun"]})
+            run.log_metrics({f"assembly/{k}": v for k, v in assembly.items() if k != "rerun"})
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

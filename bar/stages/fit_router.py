@@ -7,7 +7,7 @@ import random
 import sys
 
 from bar.specs import Specs, spec_hash
-from bar.stages import CHECKPOINTS, output
+from bar.stages import CHECKPOINTS, entry, output
 from bar.stages import _training
 from bar.stages.prepare_data import derived_seed
 
@@ -105,4 +105,4 @@ def register(run, out) -> None:
 
 
 if __name__ == "__main__":
-    worker(Specs()) if "--worker" in sys.argv else main()
+    entry(lambda: worker(Specs()) if "--worker" in sys.argv else main())

@@ -7,7 +7,7 @@ went in, with their content hashes, and a `transformers` Mixtral export).
 from __future__ import annotations
 
 from bar.specs import Specs, spec_hash
-from bar.stages import atomic_dir, output, write_json, write_metrics
+from bar.stages import atomic_dir, entry, output, write_json, write_metrics
 
 STAGE = "merge_experts"
 
@@ -57,4 +57,4 @@ def check_version(path) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -12,7 +12,7 @@ import random
 import sys
 
 from bar.specs import MixtureSpec, SpecError, Specs, spec_hash
-from bar.stages import atomic_dir, output, read_jsonl, write_json, write_jsonl, write_metrics
+from bar.stages import atomic_dir, entry, output, read_jsonl, write_json, write_jsonl, write_metrics
 from bar.stages.prepare_data import derived_seed
 
 STAGE = "mix_data"
@@ -78,4 +78,6 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m bar.stages.mix_data <expert> (one of specs/experts/*.yaml)")
+    entry(main, sys.argv[1])

@@ -10,7 +10,7 @@ import hashlib
 import random
 
 from bar.specs import Specs
-from bar.stages import atomic_dir, output, write_jsonl, write_json, write_metrics
+from bar.stages import atomic_dir, entry, output, write_json, write_jsonl, write_metrics
 
 STAGE = "prepare_data"
 SPLITS = ("midtrain", "sft", "rl", "eval")
@@ -75,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from bar.specs import Specs, spec_hash
-from bar.stages import output, read_jsonl
+from bar.stages import entry, output, read_jsonl
 from bar.stages import _training
 
 STAGE = "pretrain_base"
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    worker(Specs()) if "--worker" in sys.argv else main()
+    entry(lambda: worker(Specs()) if "--worker" in sys.argv else main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bar.specs import Specs
-from bar.stages import atomic_dir, output, read_jsonl, write_metrics
+from bar.stages import atomic_dir, entry, output, read_jsonl, write_metrics
 
 STAGE = "tokenizer"
 
@@ -43,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

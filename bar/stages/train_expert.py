@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from bar.specs import Specs, spec_hash
-from bar.stages import CHECKPOINTS, output
+from bar.stages import CHECKPOINTS, entry, output
 from bar.stages import _training
 
 STAGE = "train_expert"
@@ -136,4 +136,4 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--worker"]
     if len(args) != 1:
         raise SystemExit(f"usage: python -m bar.stages.{STAGE} <expert> (one of specs/experts/*.yaml)")
-    worker(Specs(), args[0]) if "--worker" in sys.argv else main(args[0])
+    entry(lambda: worker(Specs(), args[0]) if "--worker" in sys.argv else main(args[0]))

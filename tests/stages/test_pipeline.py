@@ -1,10 +1,14 @@
-"""The pipeline through real DVC in a real git repository (tiny preset).
+"""The pipeline through real DVC in a real git repository (tiny preset), driven by the Prefect
+flows in the Prefect test harness.
 
-The tests of this module share one project and run in order: repro from scratch, checks of
-what it produced, a no-op repro, then edits that must re-run only what they touch.
+The tests of this module share one project and run in order: the `bar-pipeline` flow from
+scratch (each stage a `dvc repro --single-item`), checks of what it produced, a no-op repro,
+edits that must re-run only what they touch (plain `dvc repro`, as users run it), and the
+`upgrade-expert` flow's promotion gate.
 """
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -43,14 +47,42 @@ def mtimes(project) -> dict[str, int]:
     return {s: out_dir(project, s).stat().st_mtime_ns for s in STAGES}
 
 
+FLOW = {}  # what the first bar-pipeline flow run returned
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, harness):
+    from flows.pipeline import bar_pipeline
+
     project = make_project(tmp_path_factory.mktemp("pipeline"))
-    dvc(project, "repro")
+    FLOW.update(bar_pipeline(root=str(project)))
     return project
 
 
-def test_repro_runs_every_stage(project):
+def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project):
+    order = list(FLOW["stages"])
+    assert sorted(order) == sorted(STAGES) and set(FLOW["stages"].values()) == {"Completed"}
+    assert order.index("train_anchor") < order.index("train_expert@code") < order.index("merge_experts")
+    assert order[-3:] == ["merge_experts", "fit_router", "evaluate"]
+    assert json.loads(dvc(project, "status", "--json").stdout) == {}  # DVC sees everything up to date
+    client = registry(project)
+    pipeline = client.get_run(FLOW["mlflow_run_id"])
+    assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
+    assert pipeline.data.metrics["routed/overall"] == FLOW["routed"]["overall"]
+    children = client.search_runs([pipeline.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{pipeline.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(STAGES)
+
+
+def test_every_stage_published_outputs_and_metrics(project):
     assert sorted(lock(project)) == sorted(STAGES)
     for name in STAGES:
         assert out_dir(project, name).is_dir()
@@ -67,7 +99,7 @@ def test_each_stage_logged_one_mlflow_run(project):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["bar"])
+    runs = mlflow.search_runs(experiment_names=["bar"], filter_string="tags.stage != 'pipeline'")
     assert sorted(runs["tags.mlflow.runName"]) == sorted(STAGES)
     assert set(runs["status"]) == {"FINISHED"}
     anchor = runs[runs["tags.mlflow.runName"] == "train_anchor"].iloc[0]
@@ -79,6 +111,12 @@ def test_each_stage_logged_one_mlflow_run(project):
     assert anchor["tags.data_hash"] == out_hashes(project)["prepare_data"]
     history = mlflow.MlflowClient().get_metric_history(anchor["run_id"], "train/loss")
     assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) > 5
+    assert code["tags.parent_expert_version"] == "none"  # the first code expert upgrades nothing
+    # The stage's DVC data inputs are the run's MLflow datasets, digest = DVC's md5.
+    inputs = {i.dataset.name: i.dataset.digest
+              for i in mlflow.MlflowClient().get_run(code["run_id"]).inputs.dataset_inputs}
+    assert inputs["outputs/mix_data/code"] == out_hashes(project)["mix_data@code"]
+    assert inputs["outputs/train_anchor/model.safetensors"] == out_hashes(project)["train_anchor"]
 
 
 def registry(project):
@@ -91,7 +129,7 @@ def registry(project):
 def test_registry_has_each_expert_and_the_routed_model_with_lineage(project):
     client = registry(project)
     runs = {r.info.run_name: r.info.run_id for r in client.search_runs(
-        [client.get_experiment_by_name("bar").experiment_id])}
+        [client.get_experiment_by_name("bar").experiment_id], "tags.stage != 'pipeline'")}
     for expert in EXPERTS:
         version = client.get_model_version_by_alias(f"bar-expert-{expert}", "candidate")
         assert int(version.version) == 1 and version.run_id == runs[f"train_expert@{expert}"]
@@ -231,13 +269,16 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
 
 def test_evaluate_reports_every_model_on_every_domain(project):
     scores = json.loads((project / "metrics" / "evaluate.json").read_text())
+    cost = scores.pop("cost")  # the first routed model re-ran everything: more than a dense retrain
+    assert cost["upgrade_ratio"] > 1 and cost["upgrade_flops"] == pytest.approx(cost["retrain_flops"] * cost[
+        "upgrade_ratio"])
     assert set(scores) == {"anchor", *(f"expert:{e}" for e in EXPERTS), "merged", "routed"}
     for model, row in scores.items():
         assert set(row) == {"general", *EXPERTS, "overall"}
         assert all(0 <= v <= 100 for v in row.values()), model
     report = (project / "outputs" / "evaluate" / "report.md").read_text()
     assert "| routed |" in report and "## Routing" in report
-    for name in ("scores.png", "routing.png", "scores.csv", "routing.csv"):
+    for name in ("scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png"):
         assert (project / "outputs" / "evaluate" / name).stat().st_size > 0
     shares = json.loads((project / "outputs" / "evaluate" / "routing.json").read_text())
     for domain, layers in shares.items():
@@ -252,6 +293,12 @@ def test_second_repro_does_nothing(project):
     dvc(project, "repro")
     assert (project / "dvc.lock").read_text() == before
     assert mtimes(project) == stamps
+    # The flow over an up-to-date pipeline shows every stage as skipped and runs nothing.
+    from flows.pipeline import bar_pipeline
+
+    again = bar_pipeline(root=str(project))
+    assert list(again["stages"]) == list(FLOW["stages"]) and set(again["stages"].values()) == {"Skipped"}
+    assert (project / "dvc.lock").read_text() == before and mtimes(project) == stamps
 
 
 def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
@@ -279,6 +326,57 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     assert spec_row.split()[-2:] == ["0.1", "0.2"]
     assert any(line.startswith("routed code") for line in table.splitlines())
     assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
+    # The new code run names the version it upgrades; the assembly logged what the upgrade cost.
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [client.get_experiment_by_name("bar").experiment_id], "attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"])}  # the newest run of each stage wins
+    code_run = runs["train_expert@code"]
+    assert code_run.data.tags["parent_model_version"] == "1"
+    assert code_run.data.tags["parent_expert_run_id"] == client.get_model_version("bar-expert-code", "1").run_id
+    evaluation = runs["evaluate"]
+    assert evaluation.data.tags["assembly.rerun"] == "code,router"
+    upgrade = code_run.data.metrics["cost/flops"] + runs["fit_router"].data.metrics["cost/flops"]
+    assert evaluation.data.metrics["assembly/upgrade_flops"] == pytest.approx(upgrade)
+    ratio = json.loads((project / "metrics" / "evaluate.json").read_text())["cost"]["upgrade_ratio"]
+    assert 0 < ratio < 1 and evaluation.data.metrics["assembly/upgrade_ratio"] == pytest.approx(ratio)
+    curve = json.loads((project / "outputs" / "evaluate" / "cost_curve.json").read_text())
+    assert [r["domains"] for r in curve] == [1, 2, 3, 4]
+    assert all(a["retrain_flops"] < b["retrain_flops"] for a, b in zip(curve, curve[1:]))
+    # `bar lineage 2`: the routed model, its experts' runs and data, and what it cost.
+    lineage = run([sys.executable, "-m", "bar.cli", "lineage", "2"], project).stdout
+    print(lineage)
+    assert "components: math:v1,code:v1,tool_use:v1,safety:v1" in lineage
+    assert f"expert code (bar-expert-code v2): run {code_run.info.run_id}" in lineage
+    assert f"input outputs/mix_data/code: md5 {after['mix_data@code']}" in lineage
+    assert "re-run for it: code,router" in lineage
+    missing = run([sys.executable, "-m", "bar.cli", "lineage", "7"], project, check=False)
+    assert missing.returncode == 2 and "no model version bar-moe/7" in missing.stderr
+
+
+def test_upgrade_flow_promotes_the_first_champion_then_refuses_a_worse_expert(project):
+    from flows.upgrade import upgrade_expert
+
+    specs = project / "specs"
+    # v1 is the safety expert as it is: nothing re-runs and, with no champion yet, it is promoted.
+    shutil.copy(specs / "experts" / "safety.yaml", specs / "upgrades" / "safety.v1.yaml")
+    first = upgrade_expert("safety", 1, root=str(project))
+    assert first["promoted"] and set(first["stages"].values()) == {"Skipped"}
+    client = registry(project)
+    champion = client.get_model_version_by_alias("bar-moe", "champion")
+    assert champion.version == first["candidate"] == first["champion"]
+    assert client.get_model_version_by_alias("bar-expert-safety", "champion").version == 1
+    # v2 is deliberately worse: a safety expert that never sees safety data.
+    worse = yaml.safe_load((specs / "experts" / "safety.yaml").read_text())
+    worse["version"], worse["mixture"]["sources"], worse["mixture"]["general_share"] = 2, {"general": 1.0}, 0.0
+    (specs / "upgrades" / "safety.v2.yaml").write_text(yaml.safe_dump(worse))
+    second = upgrade_expert("safety", 2, root=str(project))
+    print(second["reasons"], second["deltas"])
+    ran = {s for s, state in second["stages"].items() if state != "Skipped"}
+    assert ran == {"mix_data@safety", "train_expert@safety"} | ASSEMBLY
+    assert not second["promoted"] and second["reasons"]
+    assert int(second["candidate"]) == int(champion.version) + 1
+    assert client.get_model_version_by_alias("bar-moe", "champion").version == champion.version
+    assert client.get_model_version_by_alias("bar-expert-safety", "champion").version == 1
 
 
 def test_anchor_lr_edit_reruns_train_anchor_only(project):

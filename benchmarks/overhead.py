@@ -1,0 +1,61 @@
+"""Pipeline overhead when everything is up to date, side by side in one run.
+
+    python benchmarks/overhead.py --root /path/to/a/repo/after/dvc/repro [--repeats 3]
+
+Times, each as a fresh process (median of `--repeats`): `dvc repro` (a no-op), the
+`bar-pipeline` flow (`python -m flows.pipeline`, ephemeral Prefect: it asks DVC what
+changed, shows every stage as skipped and opens one MLflow pipeline run) and `bar --help`.
+Prints the flow's ratio over plain `dvc repro`, and which heavy modules `bar --help` imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "mlflow", "megatron", "transformers", "prefect", "dvc")
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True, help="a bar repository whose pipeline is up to date")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    root = args.root.resolve()
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True,
+                            text=True)
+    if json.loads(status.stdout or "{}"):
+        raise SystemExit(f"{root}: the pipeline is not up to date (dvc status); run `dvc repro` there first")
+
+    commands = {"dvc repro (no-op)": [sys.executable, "-m", "dvc", "repro"],
+                "bar-pipeline flow (no-op)": [sys.executable, "-m", "flows.pipeline", "--root", str(root)],
+                "bar --help": [sys.executable, "-m", "bar.cli", "--help"]}
+    times = {name: statistics.median(timed(cmd, root) for _ in range(args.repeats))
+             for name, cmd in commands.items()}
+    code = "import sys, bar.cli; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+    print(f"median of {args.repeats} runs, each a fresh process ({root})")
+    for name, seconds in times.items():
+        print(f"  {name:28s} {seconds:7.2f} s")
+    ratio = times["bar-pipeline flow (no-op)"] / times["dvc repro (no-op)"]
+    print(f"  flow / dvc repro            {ratio:7.2f}x")
+    print(f"  heavy modules imported by `bar --help`: {heavy or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

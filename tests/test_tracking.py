@@ -1,0 +1,81 @@
+"""bar.tracking against a real SQLite MLflow store, and `mlflow ui` serving it on 127.0.0.1."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from bar import tracking
+
+
+def test_stage_inputs_come_from_dvc_yaml_with_dvc_md5(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "train_expert": {"foreach": ["math"], "do": {"cmd": "x", "deps": [
+            "bar/stages/train_expert.py", "outputs/mix_data/${item}", "outputs/train_anchor/model.safetensors"]}},
+        "evaluate": {"cmd": "y", "deps": ["outputs/fit_router"]}}}))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "mix_data@math": {"outs": [{"path": "outputs/mix_data/math", "md5": "aaa.dir"}]},
+        "train_anchor": {"outs": [{"path": "outputs/train_anchor", "md5": "bbb.dir"}]}}}))
+    assert tracking.stage_inputs("train_expert@math", tmp_path) == {
+        "outputs/mix_data/math": "aaa.dir", "outputs/train_anchor/model.safetensors": "bbb.dir"}
+    assert tracking.stage_inputs("evaluate", tmp_path) == {"outputs/fit_router": "unknown"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(port: int, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST" if body else "GET",
+                                     data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_mlflow_ui_on_localhost_shows_the_runs_and_models(tmp_path):
+    for stage in ("train_anchor", "train_expert@code"):
+        with tracking.stage_run(stage, spec={"lr": 0.1}, tags={"expert": "code"} if "@" in stage else {},
+                                cwd=tmp_path) as run:
+            run.log_metrics({"eval/code": 12.5})
+            if "@" in stage:
+                (tmp_path / "model").mkdir()
+                (tmp_path / "model" / "config.json").write_text("{}")
+                run.register_model("bar-expert-code", tmp_path / "model", {"expert_version": 1})
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(
+        tmp_path), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.time() < deadline, "mlflow ui did not answer /health within 120 s"
+                time.sleep(0.5)
+        experiment = api(port, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=bar")["experiment"]
+        runs = api(port, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        assert sorted(r["info"]["run_name"] for r in runs) == ["train_anchor", "train_expert@code"]
+        code = next(r for r in runs if r["info"]["run_name"] == "train_expert@code")
+        assert {"key": "eval/code", "value": 12.5} in [{k: m[k] for k in ("key", "value")}
+                                                       for m in code["data"]["metrics"]]
+        version = api(port, "/api/2.0/mlflow/registered-models/alias?name=bar-expert-code&alias=candidate")
+        assert version["model_version"]["run_id"] == code["info"]["run_id"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
