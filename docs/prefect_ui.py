@@ -1,6 +1,6 @@
 """Screenshots of the Prefect UI with the bar deployments and a flow run (docs/prefect-*.png).
 
-    python docs/prefect_ui.py --root /path/to/a/bar/repo     # needs /usr/bin/chromium
+    python docs/prefect_ui.py --root /path/to/a/bar/repo [TARGET ...]     # needs /usr/bin/chromium
 
 Starts `prefect server start` on 127.0.0.1 with a fresh PREFECT_HOME, registers the
 deployments of flows/serve.py, runs the `bar-pipeline` flow once against that server (on an
@@ -55,6 +55,7 @@ def screenshot(url: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="a bar repository (ideally up to date)")
+    parser.add_argument("targets", nargs="*", help="stages the flow run brings up to date (default: all)")
     args = parser.parse_args()
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -69,9 +70,10 @@ def main() -> None:
             register = ("import sys; from flows.serve import deployments; "
                         "[d.apply() for d in deployments(sys.argv[1])]")
             subprocess.run([sys.executable, "-c", register, str(args.root)], env=env, check=True, cwd=ROOT)
-            subprocess.run([sys.executable, "-m", "flows.pipeline", "--root", str(args.root)], env=env, check=True,
-                           cwd=ROOT, capture_output=True)
-            body = json.dumps({"limit": 1, "sort": "START_TIME_DESC"}).encode()
+            subprocess.run([sys.executable, "-m", "flows.pipeline", "--root", str(args.root), *args.targets],
+                           env=env, check=True, cwd=ROOT, capture_output=True)
+            body = json.dumps({"limit": 1, "sort": "START_TIME_DESC",  # the run just made, not a scheduled one
+                               "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode()
             request = urllib.request.Request(f"{api}/flow_runs/filter", data=body,
                                              headers={"Content-Type": "application/json"})
             run_id = json.loads(urllib.request.urlopen(request).read())[0]["id"]
