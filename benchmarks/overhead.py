@@ -1,6 +1,6 @@
 """Pipeline overhead when everything is up to date, side by side in one run.
 
-    python benchmarks/overhead.py --root /path/to/a/repo/after/dvc/repro [--repeats 3]
+    python benchmarks/overhead.py --root /path/to/a/repo/after/dvc/repro [--repeats 3] [TARGET ...]
 
 Times, each as a fresh process (median of `--repeats`): `dvc repro` (a no-op), the
 `bar-pipeline` flow (`python -m flows.pipeline`, ephemeral Prefect: it asks DVC what
@@ -34,22 +34,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="a bar repository whose pipeline is up to date")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("targets", nargs="*", help="stages to bring up to date (default: the whole pipeline)")
     args = parser.parse_args()
     root = args.root.resolve()
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True,
-                            text=True)
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *args.targets], cwd=root,
+                            capture_output=True, text=True)
     if json.loads(status.stdout or "{}"):
         raise SystemExit(f"{root}: the pipeline is not up to date (dvc status); run `dvc repro` there first")
 
-    commands = {"dvc repro (no-op)": [sys.executable, "-m", "dvc", "repro"],
-                "bar-pipeline flow (no-op)": [sys.executable, "-m", "flows.pipeline", "--root", str(root)],
+    commands = {"dvc repro (no-op)": [sys.executable, "-m", "dvc", "repro", *args.targets],
+                "bar-pipeline flow (no-op)": [sys.executable, "-m", "flows.pipeline", "--root", str(root),
+                                              *args.targets],
                 "bar --help": [sys.executable, "-m", "bar.cli", "--help"]}
     times = {name: statistics.median(timed(cmd, root) for _ in range(args.repeats))
              for name, cmd in commands.items()}
     code = "import sys, bar.cli; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
     heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
-    print(f"median of {args.repeats} runs, each a fresh process ({root})")
+    print(f"median of {args.repeats} runs, each a fresh process ({root}; targets: {args.targets or 'all'})")
     for name, seconds in times.items():
         print(f"  {name:28s} {seconds:7.2f} s")
     ratio = times["bar-pipeline flow (no-op)"] / times["dvc repro (no-op)"]
