@@ -65,16 +65,24 @@ def git_commit(cwd: Path | str = ".") -> str:
     return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
 
 
+def _lock_outs(cwd: Path | str) -> dict[str, str]:
+    """{output path: md5} of every stage output DVC recorded in dvc.lock."""
+    lock = Path(cwd) / "dvc.lock"
+    if not lock.exists():
+        return {}
+    return {out["path"]: out.get("md5", "unknown")
+            for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values()
+            for out in stage.get("outs", []) if "path" in out}
+
+
+def _md5_of(path: str, outs: dict[str, str]) -> str:
+    return next((md5 for out, md5 in outs.items() if path == out or path.startswith(out + "/")), "unknown")
+
+
 def dvc_md5(path: str, cwd: Path | str = ".") -> str:
     """The md5 DVC recorded in dvc.lock for the output holding `path` (the output itself or a
     folder containing it): how DVC versions that data."""
-    lock = Path(cwd) / "dvc.lock"
-    if lock.exists():
-        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-            for out in stage.get("outs", []):
-                if path == out.get("path") or path.startswith(out.get("path", "") + "/"):
-                    return out.get("md5", "unknown")
-    return "unknown"
+    return _md5_of(path, _lock_outs(cwd))
 
 
 def stage_inputs(stage: str, cwd: Path | str = ".") -> dict[str, str]:
@@ -86,7 +94,8 @@ def stage_inputs(stage: str, cwd: Path | str = ".") -> dict[str, str]:
     definition = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get(base, {})
     deps = definition.get("do", definition).get("deps", [])
     deps = [d.replace("${item}", item) for d in deps if isinstance(d, str) and d.startswith("outputs/")]
-    return {d: dvc_md5(d, cwd) for d in deps}
+    outs = _lock_outs(cwd)
+    return {d: _md5_of(d, outs) for d in deps}
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -220,10 +229,12 @@ def model_lineage(name: str, version: str, cwd: Path | str = ".") -> dict:
     for key, run_id in sorted(v.tags.items()):
         if key.startswith("expert.") and key.endswith(".run_id") and run_id != "unregistered":
             out["components"][key.split(".")[1]] = _run_lineage(client, run_id)
+    if name != "bar-moe":
+        return out
     exp = client.get_experiment_by_name(EXPERIMENT)
     evals = client.search_runs([exp.experiment_id], f"tags.dvc_stage = 'evaluate' and tags.moe_version = "
                                f"'{v.version}'", order_by=["attributes.start_time DESC"], max_results=1)
-    if name == "bar-moe" and evals:
+    if evals:
         run = evals[0]
         out["evaluation"] = {"run_id": run.info.run_id, "rerun": run.data.tags.get("assembly.rerun", ""),
                              **{k: val for k, val in run.data.metrics.items()
@@ -273,9 +284,9 @@ def _parent_expert(mlflow, expert: str) -> dict[str, str]:
     client = mlflow.MlflowClient()
     name = f"bar-expert-{expert}"
     versions = _versions(client, name)
-    latest = versions[-1] if versions else None
-    if latest is None:
+    if not versions:
         return {"parent_expert_version": "none", "parent_model_version": "none"}
+    latest = versions[-1]
     return {"parent_expert_version": latest.tags.get("expert_version", "?"),
             "parent_model_version": latest.version, "parent_expert_run_id": latest.run_id}
 
@@ -286,20 +297,25 @@ def routed_lineage(version: str, cwd: Path | str = ".") -> dict:
     version before it (None for the first). The experts and router come from the version's
     tags; the anchor is the newest finished `train_anchor` run before the router was fitted."""
     client = _mlflow(cwd).MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+    def part(run) -> dict:
+        return {"run_id": run.info.run_id, "metrics": run.data.metrics} if run else {"run_id": None, "metrics": {}}
 
     def lineage(v) -> dict:
         router = client.get_run(v.run_id)
-        experts = [c.split(":")[0] for c in v.tags.get("components", "").split(",") if c]
-        exp = client.get_experiment_by_name(EXPERIMENT)
-        anchors = client.search_runs([exp.experiment_id], "tags.dvc_stage = 'train_anchor' and "
+        names = [c.split(":")[0] for c in v.tags.get("components", "").split(",") if c]
+        anchors = client.search_runs([experiment], "tags.dvc_stage = 'train_anchor' and "
                                      f"attributes.status = 'FINISHED' and attributes.start_time < "
                                      f"{router.info.start_time}", order_by=["attributes.start_time DESC"],
                                      max_results=1)
-        runs = {"anchor": anchors[0].info.run_id if anchors else None, "router": v.run_id,
-                **{e: v.tags.get(f"expert.{e}.run_id") for e in experts}}
-        info = {k: {"run_id": r, "metrics": client.get_run(r).data.metrics if r and r != "unregistered" else {}}
-                for k, r in runs.items()}
-        return {"version": v.version, "anchor": info.pop("anchor"), "router": info.pop("router"), "experts": info}
+        experts = {}
+        for e in names:
+            run_id = v.tags.get(f"expert.{e}.run_id")
+            run = client.get_run(run_id) if run_id and run_id != "unregistered" else None
+            experts[e] = {"run_id": run_id, "metrics": run.data.metrics if run else {}}
+        return {"version": v.version, "anchor": part(anchors[0] if anchors else None), "router": part(router),
+                "experts": experts}
 
     current = client.get_model_version("bar-moe", str(version))
     older = [v for v in _versions(client, "bar-moe") if int(v.version) < int(version)]
