@@ -84,6 +84,22 @@ def _lineage(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    """The report: scores of every model and baseline, upgrades, cost, plots."""
+    from bar import report
+    from bar.specs import InputError
+
+    try:
+        path = report.build(args.root)
+        if args.readme:
+            report.update_readme(args.root, path)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}" + (" and the README table" if args.readme else ""))
+    return 0
+
+
 def _print_run(title: str, run: dict) -> None:
     print(f"  {title}: run {run['run_id']} [{run['status']}]")
     for k, v in run["tags"].items():
@@ -115,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                    "(e.g. bar-expert-code/1)")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_lineage)
+    p = sub.add_parser("report", help="reports/report.md: every model and baseline per domain, upgrades, "
+                       "cost, plots")
+    p.add_argument("--readme", action="store_true", help="also rewrite the table in README.md")
+    p.add_argument("--root", default=".", help="repository root (default: .)")
+    p.set_defaults(func=_report)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -29,7 +29,8 @@ def forward_flops_per_token(arch: ModelSpec, num_experts: int | None = None) -> 
 def training_flops(arch: ModelSpec, tokens_by_phase: dict[str, int], num_experts: int | None = None) -> float:
     """FLOPs of training `tokens_by_phase` ({phase: tokens}) on this architecture."""
     per_token = forward_flops_per_token(arch, num_experts)
-    return sum(PASSES.get(phase, 3) * per_token * tokens for phase, tokens in tokens_by_phase.items())
+    return sum(PASSES.get(phase.partition(".")[0], 3) * per_token * tokens  # rlvr.math: an RLVR phase
+               for phase, tokens in tokens_by_phase.items())
 
 
 # --- the assembly: what an upgrade cost against retraining one dense model on everything ---
@@ -46,7 +47,8 @@ def assembly(arch: ModelSpec, lineage: dict) -> dict[str, float | str]:
 
     Upgrade: the training FLOPs of what was re-run for this routed model, i.e. every component
     whose run differs from the previous routed model's (everything for the first one) plus the
-    router. Retrain: a monolithic dense model trained on the anchor's data and every expert's
+    router; an expert run that started from phases of its previous version counts only the
+    phases it trained. Retrain: a monolithic dense model trained on the anchor's data and every expert's
     data through the same phases (the experts' runs at dense per-token cost; the pre-trained
     base is an input of both)."""
     previous = lineage["previous"]
@@ -61,10 +63,15 @@ def assembly(arch: ModelSpec, lineage: dict) -> dict[str, float | str]:
             "rerun": ",".join(rerun)}
 
 
+def from_scratch(metrics: dict) -> float:
+    """Training FLOPs of a model from its inputs, phases it started from included."""
+    return metrics.get("cost/flops_from_scratch", metrics.get("cost/flops", 0.0))
+
+
 def _retrain(arch: ModelSpec, lineage: dict, experts: list[str]) -> float:
     """A dense model trained on the anchor's and `experts`' data (each expert is a 2-slot MoE)."""
-    return lineage["anchor"]["metrics"].get("cost/flops", 0.0) + sum(
-        dense_equivalent(lineage["experts"][e]["metrics"].get("cost/flops", 0.0), arch, 2) for e in experts)
+    return from_scratch(lineage["anchor"]["metrics"]) + sum(
+        dense_equivalent(from_scratch(lineage["experts"][e]["metrics"]), arch, 2) for e in experts)
 
 
 def curve(arch: ModelSpec, lineage: dict) -> list[dict[str, float]]:
@@ -77,7 +84,7 @@ def curve(arch: ModelSpec, lineage: dict) -> list[dict[str, float]]:
     for k in range(1, n + 1):
         router_k = router * k / n * forward_flops_per_token(arch, k + 1) / forward_flops_per_token(arch, n + 1)
         rows.append({"domains": k,
-                     "upgrade_flops": lineage["experts"][names[k - 1]]["metrics"].get("cost/flops", 0.0) + router_k,
+                     "upgrade_flops": from_scratch(lineage["experts"][names[k - 1]]["metrics"]) + router_k,
                      "retrain_flops": _retrain(arch, lineage, names[:k])})
     return rows
 

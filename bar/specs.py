@@ -290,6 +290,8 @@ class ParamsSpec(Spec):
     preset: str = Field(pattern=r"^[a-z0-9_]+$")
     seed: int = Field(ge=0)
     experts: list[str] = Field(default_factory=list)
+    baselines: list[str] = Field(default_factory=list, description=(
+        "what `dvc repro baselines/dvc.yaml` trains: monolithic, sequential, or an ablation expert spec"))
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -304,8 +306,21 @@ class PromotionSpec(Spec):
     tolerance: float = Field(2.0, ge=0, description="points any other domain may drop at most")
 
 
+# --- specs/baselines.yaml ---------------------------------------------------------------
+
+
+class BaselinesSpec(Spec):
+    """The baselines BAR is compared with (opt-in, `baselines/dvc.yaml`)."""
+
+    sequential_order: list[str] = Field(min_length=1, description=(
+        "the sequential baseline trains the anchor on these experts' data, one after the other"))
+
+
+BASELINE_KINDS = ("monolithic", "sequential")  # any other baseline name is an ablation expert spec
+
 SPEC_FILES = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec, "train": TrainStagesSpec,
-              "eval": EvalSpec, "merge": MergeSpec, "router": RouterSpec, "promotion": PromotionSpec}
+              "eval": EvalSpec, "merge": MergeSpec, "router": RouterSpec, "promotion": PromotionSpec,
+              "baselines": BaselinesSpec}
 # Preset sections: one per spec file, and `experts`, merged over every expert spec.
 PRESET_SECTIONS = (*SPEC_FILES, "experts")
 
@@ -480,6 +495,33 @@ class Specs:
                             f"{len(self.params.experts) + 1} experts (anchor + params.yaml experts)")
         return spec
 
+    @property
+    def baselines(self) -> BaselinesSpec:
+        spec = self._load("baselines")
+        unknown = [e for e in spec.sequential_order if e not in self.params.experts]
+        if unknown:
+            raise SpecError(f"{self.path('baselines')}: sequential_order names experts not in params.yaml "
+                            f"experts: {unknown}; known: {self.params.experts}")
+        return spec
+
+    def baseline(self, name: str) -> str:
+        """The kind of baseline `name` is: monolithic, sequential or ablation (an expert spec
+        that params.yaml does not merge, trained like an expert)."""
+        where = self.root / "params.yaml"
+        if name not in self.params.baselines:
+            raise SpecError(f"{where}: baselines = {self.params.baselines}: no baseline {name!r} "
+                            f"(add it to params.yaml baselines)")
+        if name in BASELINE_KINDS:
+            return name
+        if name in self.params.experts:
+            raise SpecError(f"{where}: baselines: {name!r} is an expert of the pipeline; an ablation is an "
+                            f"expert spec that params.yaml experts does not list (e.g. math_ffn_only)")
+        if not self.path(f"experts/{name}").exists():
+            raise SpecError(f"{where}: baselines: {name!r} is neither {' nor '.join(BASELINE_KINDS)} nor an "
+                            f"expert spec: add specs/experts/{name}.yaml or remove it")
+        self.expert(name)
+        return "ablation"
+
     def expert(self, name: str) -> ExpertSpec:
         """specs/experts/<name>.yaml with the preset's `experts` section merged over it.
 
@@ -527,6 +569,8 @@ class Specs:
         self.train
         for name in self.params.experts:
             self.expert(name)
+        for name in self.params.baselines:
+            self.baseline(name)
         for path in sorted(self.path("upgrades/x").parent.glob("*.v*.yaml")):
             name, _, version = path.name.removesuffix(".yaml").partition(".v")
             if not version.isdigit():

@@ -85,17 +85,25 @@ def dvc_md5(path: str, cwd: Path | str = ".") -> str:
     return _md5_of(path, _lock_outs(cwd))
 
 
+PIPELINES = ("dvc.yaml", "baselines/dvc.yaml")  # the main pipeline and the opt-in baselines
+
+
 def stage_inputs(stage: str, cwd: Path | str = ".") -> dict[str, str]:
-    """The data a DVC stage reads (its `outputs/...` deps in dvc.yaml) and DVC's md5 of each."""
-    path = Path(cwd) / "dvc.yaml"
-    if not path.exists():
-        return {}
+    """The data a DVC stage reads (its `outputs/...` deps in dvc.yaml) and DVC's md5 of each; a
+    folder dep holding several stages' outputs stands for each of them."""
     base, _, item = stage.partition("@")
-    definition = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get(base, {})
+    definition = {}
+    for name in PIPELINES:
+        path = Path(cwd) / name
+        if path.exists():
+            definition = definition or (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get(base, {})
     deps = definition.get("do", definition).get("deps", [])
     deps = [d.replace("${item}", item) for d in deps if isinstance(d, str) and d.startswith("outputs/")]
-    outs = _lock_outs(cwd)
-    return {d: _md5_of(d, outs) for d in deps}
+    outs, inputs = _lock_outs(cwd), {}
+    for d in deps:
+        inside = {out: md5 for out, md5 in outs.items() if out.startswith(d + "/")}
+        inputs |= inside or {d: _md5_of(d, outs)}
+    return inputs
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -200,6 +208,22 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
         out.append({"run_id": run.info.run_id, "version": run.data.tags.get("expert_version", "?"),
                     "params": run.data.params, "metrics": run.data.metrics, "routed": routed,
                     "moe_versions": [int(v.version) for v in built]})
+    return out
+
+
+def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
+    """The cost/* metrics of the newest finished run of each stage ({dvc stage: metrics})."""
+    mlflow = _mlflow(cwd)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return {}
+    out = {}
+    for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time ASC"]):
+        stage = run.data.tags.get("dvc_stage")
+        if stage:
+            out[stage] = {k: v for k, v in run.data.metrics.items() if k.startswith("cost/")}
     return out
 
 

@@ -28,7 +28,8 @@ def test_every_spec_validates(preset, tmp_path):
 def test_tiny_preset_is_smaller():
     default = Specs(ROOT)
     assert default.params.preset in PRESETS
-    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval", "merge", "router", "promotion"}
+    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval", "merge", "router", "promotion",
+                               "baselines"}
 
 
 @pytest.fixture
@@ -59,6 +60,8 @@ BAD = [
     ("router", "sample_fraction", 1.5, ["router.yaml", "sample_fraction", "1.5", "less than or equal to 1"]),
     ("upgrades/code.v2", "version", 3, ["upgrades/code.v2.yaml", "version = 3", "must be 2"]),
     ("upgrades/code.v2", "stages.rlvr.steps", 0, ["upgrades/code.v2.yaml", "stages.rlvr.steps", "greater than 0"]),
+    ("baselines", "sequential_order", ["math", "poetry"], ["baselines.yaml", "['poetry']", "known: ['math'"]),
+    ("baselines", "sequential_order", [], ["baselines.yaml", "sequential_order", "at least 1 item"]),
 ]
 
 
@@ -73,6 +76,17 @@ def test_bad_spec_one_clear_line(specs_copy, name, key, value, expected):
     assert "\n" not in msg
     for fragment in expected:
         assert fragment in msg, (fragment, msg)
+
+
+@pytest.mark.parametrize("baselines,expected", [
+    (["monolithic", "mono"], "'mono' is neither monolithic nor sequential nor an expert spec"),
+    (["code"], "'code' is an expert of the pipeline"),
+])
+def test_bad_baseline_names(specs_copy, baselines, expected):
+    set_params(specs_copy, baselines=baselines)
+    with pytest.raises(SpecError, match=expected) as err:
+        Specs(specs_copy).validate_all()
+    assert "params.yaml" in str(err.value)
 
 
 def test_preset_errors_name_the_preset_file(specs_copy):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bar.specs import SpecError, Specs
 from conftest import ROOT, set_params
 
-FILES = ["model", "tokenizer", "data", "train", "eval", "merge", "router", "promotion",
+FILES = ["model", "tokenizer", "data", "train", "eval", "merge", "router", "promotion", "baselines",
          "experts/math", "experts/code", "experts/tool_use", "experts/safety"]
 
 

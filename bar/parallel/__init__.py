@@ -37,8 +37,11 @@ def init(tp_size: int, seed: int) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     else:
-        # The 2 cores are shared by the ranks on this machine: one thread per core in total.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        # The cores are shared by the ranks on this machine: one thread per core in total, unless
+        # OMP_NUM_THREADS says otherwise (e.g. 1 each when two jobs share the machine: more
+        # threads than cores spin-wait and run several times slower).
+        threads = os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, int(threads)))
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp_size)
     # No dropout and CPU initialisation: the no-op RNG tracker is all Megatron needs.
     tensor_parallel.model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True)

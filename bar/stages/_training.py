@@ -114,9 +114,12 @@ def plot_logs(logs: dict[str, list[dict]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def log_partial_histories(run, root: Path) -> None:
-    """Per-step logs of every training phase under `root`, finished or not, into MLflow."""
-    for log in sorted(root.rglob("log.jsonl")):
+def log_partial_histories(run, root: Path, phases: list[str] | None) -> None:
+    """Per-step logs of the run's training phases (`<root>/<phase>/log.jsonl`; a single-phase
+    stage: `<root>/log.jsonl`), finished or not, into MLflow. Only these: `root` may also hold
+    phases of another configuration that a crash left behind."""
+    logs = [root / p / "log.jsonl" for p in phases] if phases else [root / "log.jsonl"]
+    for log in (path for path in logs if path.exists()):
         phase = log.parent.name if log.parent != root else "train"
         run.log_history(read_jsonl(log), prefix=f"{phase}/")
 
@@ -138,9 +141,11 @@ def summary(logs: dict[str, list[dict]]) -> dict[str, float]:
 
 
 def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: dict,
-               tags: dict[str, str], extra_metrics=None, register=None) -> None:
+               tags: dict[str, str], phases: list[str] | None = None, extra_metrics=None,
+               register=None) -> None:
     """Launch the workers of `stage` (for `item`), then publish, record and clean up.
 
+    `phases` names the training phases of a multi-phase stage (their checkpoint folders);
     `register(run, out)`, if given, adds the published model to the MLflow model registry."""
     from safetensors.torch import load_file
 
@@ -157,7 +162,7 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
         try:
             launch.torchrun(f"bar.stages.{stage}", tp_size, [*parts[1:], "--worker"])
         finally:
-            log_partial_histories(run, root)
+            log_partial_histories(run, root, phases)
         meta = read_meta(root / "final")
         if meta is None:
             raise SystemExit(f"{name}: workers exited without a complete {root / 'final'}")
@@ -173,15 +178,41 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
                    load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
                    config.get("topk"))
         metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
+        # cost/*: what this run trained; cost/flops_from_scratch also counts the phases it
+        # started from (another version's), i.e. what training this model anew would cost.
         tokens = {phase: metrics[f"{phase}/tokens_total"] for phase, records in meta["logs"].items() if records}
-        metrics |= {"cost/tokens": sum(tokens.values()), "cost/flops": training_flops(
-            ModelSpec(**config["arch"]), tokens, config.get("num_experts"))}
+        trained = {phase: n for phase, n in tokens.items() if phase not in meta.get("reused", [])}
+        arch, num_experts = ModelSpec(**config["arch"]), config.get("num_experts")
+        metrics |= {"cost/tokens": sum(trained.values()),
+                    "cost/flops": training_flops(arch, trained, num_experts),
+                    "cost/flops_from_scratch": training_flops(arch, tokens, num_experts)}
         if extra_metrics:
             metrics |= extra_metrics(meta)
         write_metrics("/".join(parts), metrics)
         run.log_metrics(metrics)
+        run.set_tags({"reused_phases": ",".join(meta.get("reused", [])) or "none"})
         run.log_artifact(output(*parts, "training.png"))
         run.log_dict(meta["eval"], "eval.json")
         if register:
             register(run, output(*parts))
-        shutil.rmtree(root)
+        clean(root)
+
+
+def clean(root: Path) -> None:
+    """Remove a published stage's checkpoints, but keep the `final` of each training phase
+    (`<root>/<phase>/final`): a later version that changes only later phases starts there."""
+    def remove(path: Path) -> None:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+    for path in root.iterdir():
+        if (path / "final" / "checkpoint.json").is_file() and path.name != "final":
+            for p in path.iterdir():
+                if p.name != "final":
+                    remove(p)
+        else:
+            remove(path)
+    if not any(root.iterdir()):
+        root.rmdir()

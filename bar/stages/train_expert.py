@@ -4,15 +4,21 @@ Branch: a 2-slot MoE per layer, slot 0 the anchor's FFN (never trained), slot 1 
 pre-trained base's FFN, everything else from the anchor. Adapt: the enabled stages of
 `specs/experts/<expert>.yaml` in order (midtrain -> sft -> rlvr), each training only its
 `trainable` groups. Each finished phase is kept in `checkpoints/train_expert/<expert>/<phase>/final`,
-so a re-run resumes inside the phase it was killed in. The anchor FFN is verified bit for
-bit before the expert is published; the expert is scored on every domain's eval split.
+so a re-run resumes inside the phase it was killed in, and a new version of the expert that
+changes only later phases (say, more RLVR steps) starts from the last phase it shares with
+the previous version: training is deterministic, so the shared phases would come out the
+same bit for bit. The run's cost counts only the phases it trained. The anchor FFN is
+verified bit for bit before the expert is published; the expert is scored on every domain's
+eval split.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
-from bar.specs import Specs, spec_hash
+from bar.specs import LMStageSpec, RLVRSpec, Specs, spec_hash
 from bar.stages import CHECKPOINTS, entry, output
 from bar.stages import _training
 
@@ -24,41 +30,129 @@ def resolved(specs: Specs, name: str) -> dict:
             "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
 
 
-def inputs(name: str) -> list:
-    return [output("mix_data", name), output("tokenizer"), output("train_anchor", "model.safetensors"),
+def model_inputs() -> list[Path]:
+    """What every expert (and baseline) starts from: the tokenizer, the anchor and the base."""
+    return [output("tokenizer"), output("train_anchor", "model.safetensors"),
             output("pretrain_base", "model.safetensors")]
 
 
-def phase_items(tok, name: str, phase: str) -> list:
+@dataclass
+class Phase:
+    """One training phase: `phase` (midtrain, sft, rlvr) with `spec`, on the data in `data`."""
+    label: str  # its name in logs, metrics and checkpoints: the phase, or `<phase>.<expert>` in baselines
+    phase: str
+    spec: LMStageSpec | RLVRSpec
+    data: list[Path]
+
+
+def phases_of(specs: Specs, name: str, data: Path) -> list[Phase]:
+    spec = specs.expert(name)
+    return [Phase(p, p, getattr(spec.stages, p), [data]) for p in spec.stages.enabled()]
+
+
+def phase_fingerprint(specs: Specs, phases: list[Phase], tp_size: int) -> str:
+    """What the result of the last of `phases` depends on: the architecture, the seed, the
+    inputs, the tensor-parallel size and the specs of this phase and the ones before it (not
+    the expert's version, its eval spec or its later phases)."""
+    upto = [[p.label, p.spec.model_dump(mode="json")] for p in phases]
+    data = sorted({d for p in phases for d in p.data})
+    return _training.fingerprint({"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed,
+                                  "tp_size": tp_size, "phases": upto}, [*data, *model_inputs()])
+
+
+def phase_items(tok, data: Path, phase: str) -> list:
     from bar import tokenizer
 
     if phase == "midtrain":
         from bar.stages import read_jsonl
 
-        return [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(output("mix_data", name, "midtrain.jsonl"))]
-    examples = _training.load_examples(output("mix_data", name, f"{'rl' if phase == 'rlvr' else phase}.jsonl"))
+        return [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(data / "midtrain.jsonl")]
+    examples = _training.load_examples(data / f"{'rl' if phase == 'rlvr' else phase}.jsonl")
     if phase == "sft":
         return [tokenizer.chat_ids(tok, e.prompt, e.response) for e in examples]
     return examples
 
 
-def worker(specs: Specs, name: str) -> None:
-    import copy
-
-    import torch
-    from safetensors.torch import load_file
-
-    from bar import parallel, tokenizer
+def adapt(model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok, tp_size: int,
+          desc: str, moe: bool = True) -> tuple[dict[str, list], list[str]]:
+    """Train `model` through `phases` in order, each from its finished checkpoint if there is
+    one (`<root>/<label>/final`). Returns the per-phase logs and the phases taken from a run
+    other than `run_fp` (another version's). In an MoE only each phase's `trainable` groups
+    train; in a dense model (`moe=False`, the baselines) every weight does."""
     from bar.model import build
-    from bar.model.moe import anchor_ffn, set_trainable, upcycle
+    from bar.model.moe import set_trainable
     from bar.train import rlvr
     from bar.train import train as train_loop
     from bar.train.batches import Batches
     from bar.train.checkpoint import Resumable, full_state, load_state
 
-    spec, arch, seed = specs.expert(name), specs.model, specs.params.seed
-    fp = _training.fingerprint(resolved(specs, name), inputs(name))
-    parallel.init(spec.tp_size, seed)
+    logs, reused = {}, []
+    for i, ph in enumerate(phases):
+        ckpt = Resumable(root / ph.label, phase_fingerprint(specs, phases[: i + 1], tp_size))
+        done = ckpt.finished()
+        if done:
+            ckpt.load_finished(model)
+            logs[ph.label] = done["log"]
+            if done.get("run") != run_fp:
+                reused.append(ph.label)
+            continue
+        if moe:
+            set_trainable(model, ph.spec.trainable)
+        else:
+            model.requires_grad_(True)
+        seed = specs.params.seed * 10 + i
+        items = [item for data in ph.data for item in phase_items(tok, data, ph.phase)]
+        if ph.phase == "rlvr":
+            reference = None
+            if ph.spec.kl_coef > 0:  # the policy as RLVR starts (a copy: Megatron modules hold process groups)
+                reference = build(specs.model, tp_size, num_experts=2 if moe else None).eval()
+                load_state(reference, full_state(model))
+                reference.requires_grad_(False)
+            logs[ph.label] = rlvr.train(model, reference, items, tok, ph.spec, seed, ckpt, f"{desc} {ph.label}")
+        else:
+            batches = Batches(items, batch_size=ph.spec.batch_size, seq_length=specs.model.seq_length,
+                              pad_id=tok.pad_token_id, seed=seed)
+            logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}")
+        ckpt.finish(model, {"log": logs[ph.label], "run": run_fp})
+    return logs, reused
+
+
+def branch(specs: Specs, tp_size: int, anchor: dict):
+    """The 2-slot MoE an expert starts as: slot 0 the anchor's FFN, slot 1 the pre-trained
+    base's, every other weight the anchor's."""
+    from safetensors.torch import load_file
+
+    from bar.model import build
+    from bar.model.moe import upcycle
+    from bar.train.checkpoint import load_state
+
+    model = build(specs.model, tp_size, num_experts=2)
+    base = load_file(output("pretrain_base", "model.safetensors"))
+    load_state(model, upcycle(anchor, base, specs.model.num_layers))
+    return model
+
+
+def check_anchor_ffn(model, anchor: dict, desc: str) -> None:
+    """The anchor FFN (slot 0) must come out of training bit for bit as it went in."""
+    import torch
+
+    from bar.model.moe import anchor_ffn
+    from bar.train.checkpoint import full_state
+
+    changed = [k for k, v in anchor_ffn(full_state(model)).items() if not torch.equal(v, anchor[k])]
+    if changed:
+        raise RuntimeError(f"{desc}: the anchor FFN changed in {changed[:3]}: it must stay frozen")
+
+
+def worker(specs: Specs, name: str) -> None:
+    from safetensors.torch import load_file
+
+    from bar import parallel, tokenizer
+    from bar.train.checkpoint import Resumable
+
+    spec, arch, data = specs.expert(name), specs.model, output("mix_data", name)
+    fp = _training.fingerprint(resolved(specs, name), [data, *model_inputs()])
+    parallel.init(spec.tp_size, specs.params.seed)
     root = CHECKPOINTS / STAGE / name
     expert = Resumable(root, fp)
     if expert.finished():
@@ -66,45 +160,18 @@ def worker(specs: Specs, name: str) -> None:
         return
     tok = tokenizer.load(output("tokenizer"))
     anchor = load_file(output("train_anchor", "model.safetensors"))
-    model = build(arch, spec.tp_size, num_experts=2)
-    load_state(model, upcycle(anchor, load_file(output("pretrain_base", "model.safetensors")), arch.num_layers))
-
-    logs = {}
-    for i, phase in enumerate(spec.stages.enabled()):
-        phase_spec = getattr(spec.stages, phase)
-        ckpt = Resumable(root / phase, f"{fp}:{phase}")
-        done = ckpt.finished()
-        if done:
-            ckpt.load_finished(model)
-            logs[phase] = done["log"]
-            continue
-        set_trainable(model, phase_spec.trainable)
-        desc = f"{STAGE}@{name} {phase}"
-        phase_seed = seed * 10 + i
-        items = phase_items(tok, name, phase)
-        if phase == "rlvr":
-            reference = None
-            if phase_spec.kl_coef > 0:
-                reference = copy.deepcopy(model).eval()
-                reference.requires_grad_(False)
-            logs[phase] = rlvr.train(model, reference, items, tok, phase_spec, phase_seed, ckpt, desc)
-        else:
-            batches = Batches(items, batch_size=phase_spec.batch_size, seq_length=arch.seq_length,
-                              pad_id=tok.pad_token_id, seed=phase_seed)
-            logs[phase] = train_loop(model, batches, phase_spec, ckpt, desc)
-        ckpt.finish(model, {"log": logs[phase]})
-
-    state = full_state(model)
-    changed = [k for k, v in anchor_ffn(state).items() if not torch.equal(v, anchor[k])]
-    if changed:
-        raise RuntimeError(f"{STAGE}@{name}: the anchor FFN changed in {changed[:3]}: it must stay frozen")
+    model = branch(specs, spec.tp_size, anchor)
+    logs, reused = adapt(model, phases_of(specs, name, data), root, fp, specs, tok, spec.tp_size,
+                         f"{STAGE}@{name}")
+    check_anchor_ffn(model, anchor, f"{STAGE}@{name}")
     scores = _training.score_all(model, tok, sorted(specs.data.domains), specs.eval)
     config = {"kind": "moe", "arch": arch.model_dump(), "vocab": len(tok), "num_experts": 2,
               "experts": ["anchor", name], "expert": name, "version": spec.version, "domain": spec.domain,
               # What merging checks: experts must share their anchor and tokenizer.
               "anchor_sha256": _training.file_digest(output("train_anchor", "model.safetensors")),
               "tokenizer_sha256": _training.file_digest(output("tokenizer"))}
-    expert.finish(model, {"logs": logs, "eval": scores, "config": config, "anchor_ffn_unchanged": True})
+    expert.finish(model, {"logs": logs, "reused": reused, "eval": scores, "config": config,
+                          "anchor_ffn_unchanged": True})
     parallel.shutdown()
 
 
@@ -118,7 +185,7 @@ def main(name: str) -> None:
         "expert": name, "expert_version": str(spec.version), "domain": spec.domain,
         "spec_hash": spec_hash(res), "data_hash": tracking.dvc_md5(f"outputs/mix_data/{name}"),
         "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
-        "base_hash": tracking.dvc_md5("outputs/pretrain_base")},
+        "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=spec.stages.enabled(),
         extra_metrics=lambda meta: {"anchor_ffn_unchanged": float(meta["anchor_ffn_unchanged"])},
         register=lambda run, out: register(run, out, name, spec.version, spec_hash(res)))
 

@@ -27,6 +27,19 @@ def token_logprobs(model, tokens: torch.Tensor, vocab_size: int, temperature: fl
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
+def verify(examples: list[data.Example], replies: list[str]) -> list[bool]:
+    """Each reply checked by its example's domain verifier (one batch per domain: prompts of
+    several domains train together in the monolithic baseline)."""
+    passed = [False] * len(replies)
+    by_domain: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_domain.setdefault(e.domain, []).append(i)
+    for domain, rows in by_domain.items():
+        for i, ok in zip(rows, data.verify_batch(domain, [replies[i] for i in rows], [examples[i].check for i in rows])):
+            passed[i] = ok
+    return passed
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(r - group mean) / (group std + eps); all-equal groups carry no signal (advantage 0)."""
     r = rewards.view(-1, group_size)
@@ -88,8 +101,8 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
                                stop_ids=tokenizer.stop_ids(tok), vocab_size=vocab, pad_id=pad,
                                temperature=spec.temperature, generator=gen)
         replies = [tokenizer.decode_response(tok, c) for c in completions]
-        checks = [e.check for e in picked for _ in range(spec.group_size)]
-        rewards = torch.tensor(data.verify_batch(picked[0].domain, replies, checks), dtype=torch.float32)
+        rewards = torch.tensor(verify([e for e in picked for _ in range(spec.group_size)], replies),
+                               dtype=torch.float32)
         adv = group_advantages(rewards, spec.group_size)
         tokens, mask = _batch(prompts, completions, pad)
 

@@ -185,3 +185,14 @@ def test_new_domain_needs_an_exact_match_check():
 def test_verify_batch_checks_lengths():
     with pytest.raises(ValueError, match="2 responses but 1 checks"):
         verify_batch("math", ["1", "2"], [{"answer": 1}])
+
+
+def test_rlvr_rewards_each_prompt_with_its_own_domains_verifier():
+    """The monolithic baseline trains RLVR on math and code prompts together."""
+    from bar.data import Example
+    from bar.train.rlvr import verify as rlvr_verify
+
+    math = Example("math", "What is 2 + 3?", "2 + 3 = 5. The answer is 5.", {"answer": 5})
+    general = Example("general", "Say yes.", "yes", YES)
+    replies = ["The answer is 5.", "yes", "The answer is 6.", "no"]
+    assert rlvr_verify([math, general, math, general], replies) == [True, True, False, False]

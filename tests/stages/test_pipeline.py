@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import edit_yaml, make_project, run
+from conftest import edit_yaml, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
 EXPERTS = ["math", "code", "tool_use", "safety"]
@@ -72,7 +72,7 @@ def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project
     assert sorted(order) == sorted(STAGES) and set(FLOW["stages"].values()) == {"Completed"}
     assert order.index("train_anchor") < order.index("train_expert@code") < order.index("merge_experts")
     assert order[-3:] == ["merge_experts", "fit_router", "evaluate"]
-    assert json.loads(dvc(project, "status", "--json").stdout) == {}  # DVC sees everything up to date
+    assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}  # DVC sees everything up to date
     client = registry(project)
     pipeline = client.get_run(FLOW["mlflow_run_id"])
     assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
@@ -89,6 +89,9 @@ def test_every_stage_published_outputs_and_metrics(project):
         assert json.loads((project / "metrics" / f"{name.replace('@', '/')}.json").read_text())
     assert (project / "outputs" / "pretrain_base" / "hf" / "model.safetensors").exists()
     assert not (project / "checkpoints" / "pretrain_base").exists()  # cleared once published
+    # An expert keeps each phase's final weights (what its next version may start from), no more.
+    kept = project / "checkpoints" / "train_expert" / "code"
+    assert sorted(str(p.relative_to(kept)) for p in kept.glob("*/*")) == ["midtrain/final", "rlvr/final", "sft/final"]
     math = json.loads((project / "metrics" / "train_expert" / "math.json").read_text())
     assert {"midtrain/steps", "sft/steps", "rlvr/steps", "rlvr/reward_last10"} <= set(math)
     assert set(json.loads((project / "metrics" / "train_expert" / "tool_use.json").read_text())) >= {
@@ -288,7 +291,7 @@ def test_evaluate_reports_every_model_on_every_domain(project):
 def test_second_repro_does_nothing(project):
     before = (project / "dvc.lock").read_text()
     stamps = mtimes(project)
-    status = dvc(project, "status", "--json")
+    status = dvc(project, "status", "--json", "dvc.yaml")
     assert json.loads(status.stdout) == {}
     dvc(project, "repro")
     assert (project / "dvc.lock").read_text() == before
@@ -303,13 +306,19 @@ def test_second_repro_does_nothing(project):
 
 def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     before, stamps = out_hashes(project), mtimes(project)
-    edit_yaml(project / "specs" / "experts" / "code.yaml", "mixture.general_share", 0.2)
-    status = json.loads(dvc(project, "status", "--json").stdout)
+    old_log = json.loads((out_dir(project, "train_expert@code") / "train_log.json").read_text())
+    # SFT and RLVR change (tiny's RLVR alone is a no-op: its rewards are all 0), mid-training not.
+    edit_yaml(project / "specs" / "experts" / "code.yaml", "stages.sft.optim.lr", 5.0e-4)
+    status = json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)
     assert set(status) == {"mix_data@code", "train_expert@code"}
     dvc(project, "repro")
     rerun = {s for s, t in mtimes(project).items() if t != stamps[s]}
     assert rerun == {"mix_data@code", "train_expert@code"} | ASSEMBLY
     after = out_hashes(project)
+    assert after["mix_data@code"] == before["mix_data@code"]  # the same data: SFT starts from v1's midtrain
+    new_log = json.loads((out_dir(project, "train_expert@code") / "train_log.json").read_text())
+    kept = [r for r in old_log if r["phase"] == "midtrain"]
+    assert kept and [r for r in new_log if r["phase"] == "midtrain"] == kept
     assert {s: after[s] for s in STAGES if s not in rerun} == {s: before[s] for s in STAGES if s not in rerun}
     # The registry has a second code expert and a second routed model built from it.
     client = registry(project)
@@ -322,8 +331,8 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     # `bar compare` puts both code runs side by side, from MLflow.
     table = run([sys.executable, "-m", "bar.cli", "compare", "code"], project).stdout
     print(table)
-    spec_row = next(line for line in table.splitlines() if line.startswith("spec mixture.general_share"))
-    assert spec_row.split()[-2:] == ["0.1", "0.2"]
+    spec_row = next(line for line in table.splitlines() if line.startswith("spec stages.sft.optim.lr"))
+    assert [float(v) for v in spec_row.split()[-2:]] == [1e-3, 5e-4]
     assert any(line.startswith("routed code") for line in table.splitlines())
     assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
     # The new code run names the version it upgrades; the assembly logged what the upgrade cost.
@@ -333,6 +342,11 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     code_run = runs["train_expert@code"]
     assert code_run.data.tags["parent_model_version"] == "1"
     assert code_run.data.tags["parent_expert_run_id"] == client.get_model_version("bar-expert-code", "1").run_id
+    # It trained SFT and RLVR only, and its cost counts only those; a retrain counts every phase.
+    assert code_run.data.tags["reused_phases"] == "midtrain"
+    metrics = code_run.data.metrics
+    assert metrics["cost/tokens"] == metrics["sft/tokens_total"] + metrics["rlvr/tokens_total"]
+    assert 0 < metrics["cost/flops"] < metrics["cost/flops_from_scratch"]
     evaluation = runs["evaluate"]
     assert evaluation.data.tags["assembly.rerun"] == "code,router"
     upgrade = code_run.data.metrics["cost/flops"] + runs["fit_router"].data.metrics["cost/flops"]
@@ -379,10 +393,82 @@ def test_upgrade_flow_promotes_the_first_champion_then_refuses_a_worse_expert(pr
     assert client.get_model_version_by_alias("bar-expert-safety", "champion").version == 1
 
 
+BASELINES = ["monolithic", "sequential", "tool_use_frozen_embeddings"]
+
+
+def test_baselines_are_opt_in_and_land_in_the_report(project):
+    from bar.specs import Specs
+
+    set_params(project, baselines=BASELINES)
+    main_lock = (project / "dvc.lock").read_text()
+    # `dvc status` sees every pipeline of the repository, `dvc repro` only ./dvc.yaml.
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {
+        f"baselines/dvc.yaml:baseline@{b}" for b in BASELINES}
+    assert "Data and pipelines are up to date" in dvc(project, "repro").stdout
+    dvc(project, "repro", "baselines/dvc.yaml")
+    assert (project / "dvc.lock").read_text() == main_lock and json.loads(dvc(project, "status", "--json").stdout) == {}
+    metrics = {b: json.loads((project / "metrics" / "baseline" / f"{b}.json").read_text()) for b in BASELINES}
+    domains = ["code", "general", "math", "safety", "tool_use"]
+    specs = Specs(project)
+    # Monolithic: dense, every phase the sum of the experts' steps of that phase.
+    assert json.loads((out_dir(project, "baseline@monolithic") / "config.json").read_text())["kind"] == "dense"
+    for phase in ("midtrain", "sft", "rlvr"):
+        steps = [getattr(specs.expert(e).stages, phase) for e in EXPERTS]
+        assert metrics["monolithic"][f"{phase}/steps"] == sum(s.steps for s in steps if s)
+    # Sequential: each expert's phases in order, scored after each domain.
+    assert metrics["sequential"]["sft.safety/steps"] == specs.expert("safety").stages.sft.steps
+    after = {k for k in metrics["sequential"] if k.startswith("after_")}
+    assert after == {f"after_{e}/eval/{d}" for e in EXPERTS for d in domains}
+    # The ablation is an expert: branched, anchor FFN intact, scored everywhere.
+    ablation = json.loads((out_dir(project, "baseline@tool_use_frozen_embeddings") / "config.json").read_text())
+    assert ablation["num_experts"] == 2 and {f"eval/{d}" for d in domains} <= set(metrics["tool_use_frozen_embeddings"])
+    # `bar report --readme`: the table lists every model and baseline with the numbers of metrics/.
+    (project / "README.md").write_text("# p\n\n<!-- bar report: scores -->\nold\n<!-- /bar report -->\n\nend\n")
+    run([sys.executable, "-m", "bar.cli", "report", "--readme"], project)
+    report = (project / "reports" / "report.md").read_text()
+    print(report)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in report.splitlines()
+            if line.startswith("| ")}
+    mono = [float(v.strip(" |")) for v in rows["monolithic"]]
+    assert mono[:-1] == [metrics["monolithic"][f"eval/{d}"] for d in domains]
+    assert mono[-1] == pytest.approx(sum(mono[:-1]) / len(domains))
+    assert {"anchor", "**BAR (routed)**", "sequential", "ablation tool_use_frozen_embeddings", "after math",
+            "baseline@monolithic"} <= set(rows)
+    assert sum(label.startswith("code v1") for label in rows) == 2  # both code runs (the RLVR edit) side by side
+    for png in ("rlvr_reward.png", "forgetting.png", "scores.png", "routing.png", "cost_curve.png"):
+        assert (project / "reports" / png).stat().st_size > 0
+    readme = (project / "README.md").read_text()
+    assert "old" not in readme and "| monolithic |" in readme and readme.endswith("<!-- /bar report -->\n\nend\n")
+
+
+def test_two_repros_at_once_one_runs_the_other_fails_on_the_lock(project):
+    import subprocess
+    import time
+
+    before = out_hashes(project)
+    scores = (project / "metrics" / "evaluate.json").read_text()
+    runs_before = len(registry(project).search_runs([registry(project).get_experiment_by_name("bar").experiment_id]))
+    cmd = [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "evaluate"]
+    first = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the first holds DVC's repository lock while evaluate runs
+    second = dvc(project, "repro", "--force", "--single-item", "evaluate", check=False)
+    assert first.wait(timeout=600) == 0, first.communicate()[1][-3000:]
+    assert second.returncode != 0 and "Unable to acquire lock" in second.stderr
+    # One evaluation ran, with the same scores (it is deterministic); nothing else changed.
+    assert (project / "metrics" / "evaluate.json").read_text() == scores
+    assert {s: h for s, h in out_hashes(project).items() if s != "evaluate"} == {
+        s: h for s, h in before.items() if s != "evaluate"}
+    assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}
+    client = registry(project)
+    runs = client.search_runs([client.get_experiment_by_name("bar").experiment_id])
+    assert len(runs) == runs_before + 1 and runs[0].data.tags["dvc_stage"] == "evaluate"
+    assert runs[0].info.status == "FINISHED"
+
+
 def test_anchor_lr_edit_reruns_train_anchor_only(project):
     before, stamps = out_hashes(project), mtimes(project)
     edit_yaml(project / "specs" / "train.yaml", "anchor.optim.lr", 3.0e-4)
-    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"train_anchor"}
+    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {"train_anchor"}
     dvc(project, "repro", "train_anchor")
     rerun = {s for s, t in mtimes(project).items() if t != stamps[s]}
     assert rerun == {"train_anchor"}
@@ -392,5 +478,5 @@ def test_anchor_lr_edit_reruns_train_anchor_only(project):
     assert lock(project)["train_anchor"]["params"]["specs/train.yaml"]["anchor"]["optim"]["lr"] == 3.0e-4
     # The experts branch from the anchor, the merge may add its weights (base_plus_mean_delta)
     # and the report reads its scores: DVC re-runs them next.
-    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {f"train_expert@{e}" for e in EXPERTS} | {
+    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {f"train_expert@{e}" for e in EXPERTS} | {
         "merge_experts", "evaluate"}

@@ -1,0 +1,218 @@
+"""`bar report`: the comparison BAR is about, in one Markdown file with its plots.
+
+Everything is read from what the pipelines wrote, never typed in: metrics/evaluate.json (the
+anchor, each expert, the merged and the routed model), metrics/baseline/*.json (the opt-in
+baselines), outputs/*/train_log.json (training curves) and the MLflow store (expert versions,
+the routed models built from them, and what each run cost). Writes reports/report.md and
+reports/*.png; `--readme` also rewrites the table between the markers in README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bar.specs import InputError, Specs
+
+README_START, README_END = "<!-- bar report: scores -->", "<!-- /bar report -->"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found; run `dvc repro` first (and `dvc repro baselines/dvc.yaml` "
+                         "for the baselines)") from None
+
+
+def _overall(scores: dict[str, float], domains: list[str]) -> dict[str, float]:
+    out = {d: scores[d] for d in domains}
+    out["overall"] = sum(out.values()) / len(domains)
+    return out
+
+
+def score_table(root: Path, specs: Specs) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """{row label: {domain: pass rate, overall}} for every model, and the domains."""
+    evaluation = _read(root / "metrics" / "evaluate.json")
+    domains = sorted(k for k in evaluation["anchor"] if k != "overall")
+    rows = {"anchor": evaluation["anchor"]}
+    rows |= {f"expert {e}": evaluation[f"expert:{e}"] for e in specs.params.experts}
+    rows |= {"merged (before router)": evaluation["merged"], "**BAR (routed)**": evaluation["routed"]}
+    for name in specs.params.baselines:
+        path = root / "metrics" / "baseline" / f"{name}.json"
+        if path.exists():
+            metrics = json.loads(path.read_text())
+            label = name if name in ("monolithic", "sequential") else f"ablation {name}"
+            rows[label] = _overall({d: metrics[f"eval/{d}"] for d in domains}, domains)
+    return rows, domains
+
+
+def forgetting(root: Path, specs: Specs, domains: list[str]) -> dict[str, dict[str, float]]:
+    """The sequential baseline's scores after each domain it was trained on."""
+    path = root / "metrics" / "baseline" / "sequential.json"
+    if not path.exists():
+        return {}
+    metrics = json.loads(path.read_text())
+    return {f"after {e}": _overall({d: metrics[f"after_{e}/eval/{d}"] for d in domains}, domains)
+            for e in specs.baselines.sequential_order if f"after_{e}/eval/{domains[0]}" in metrics}
+
+
+def markdown_table(rows: dict[str, dict[str, float]], cols: list[str], first: str = "model",
+                   fmt: str = "{:.1f}") -> list[str]:
+    lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label, values in rows.items():
+        lines.append(f"| {label} | " + " | ".join("-" if values.get(c) is None else fmt.format(values[c])
+                                                for c in cols) + " |")
+    return lines
+
+
+def upgrades(root: Path, specs: Specs, domains: list[str]) -> dict[str, dict[str, float]]:
+    """For each expert with several versions: the routed model built from each version."""
+    from bar import tracking
+
+    rows = {}
+    for expert in specs.params.experts:
+        history = [h for h in tracking.expert_history(expert, root) if h["routed"]]
+        if len(history) > 1:
+            for h in history:
+                rows[f"{expert} v{h['version']} ({h['run_id'][:8]})"] = h["routed"]
+    return rows
+
+
+def costs(root: Path) -> dict[str, dict[str, float]]:
+    from bar import tracking
+
+    order = ("pretrain_base", "train_anchor", "train_expert", "merge_experts", "fit_router", "baseline")
+    runs = tracking.stage_costs(root)
+    named = sorted((s for s in runs if s.split("@")[0] in order),
+                   key=lambda s: (order.index(s.split("@")[0]), s))
+    return {s: {"tokens": runs[s].get("cost/tokens"), "FLOPs": runs[s].get("cost/flops"),
+                "FLOPs from scratch": runs[s].get("cost/flops_from_scratch", runs[s].get("cost/flops")),
+                "wall s": runs[s].get("cost/wall_seconds"), "CPU s": runs[s].get("cost/cpu_seconds")}
+            for s in named}
+
+
+def plot_rewards(root: Path, specs: Specs, path: Path) -> bool:
+    """RLVR reward per step of every model that has an RLVR phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = {}
+    for stage, names in (("train_expert", specs.params.experts), ("baseline", specs.params.baselines)):
+        for name in names:
+            log = root / "outputs" / stage / name / "train_log.json"
+            if log.exists():
+                for phase in sorted({r["phase"] for r in json.loads(log.read_text()) if r["phase"].startswith("rlvr")}):
+                    logs[f"{name} {phase}"] = [r for r in json.loads(log.read_text()) if r["phase"] == phase]
+    if not logs:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, records in logs.items():
+        rewards = [r["reward_mean"] for r in records]
+        window = max(1, len(rewards) // 10)  # moving mean over 10% of the run
+        smooth = [sum(rewards[max(0, i - window + 1): i + 1]) / len(rewards[max(0, i - window + 1): i + 1])
+                  for i in range(len(rewards))]
+        ax.plot([r["step"] for r in records], smooth, label=label)
+    ax.set(xlabel="RLVR step", ylabel="reward (moving mean)", title="RLVR reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_forgetting(rows: dict[str, dict[str, float]], domains: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = list(rows)
+    for d in domains:
+        ax.plot(range(len(steps)), [rows[s][d] for s in steps], "o-", label=d)
+    ax.set_xticks(range(len(steps)), steps, fontsize=8)
+    ax.set(ylabel="pass rate", title="sequential baseline: scores after each domain")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build(root: Path | str = ".", out: Path | str = "reports") -> Path:
+    """Write `<out>/report.md` and its plots; returns the report's path."""
+    import shutil
+
+    root = Path(root).resolve()
+    out = root / out
+    specs = Specs(root)
+    rows, domains = score_table(root, specs)
+    cols = [*domains, "overall"]
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# BAR report (preset `{specs.params.preset}`, seed {specs.params.seed})", "",
+             "Generated by `bar report` from metrics/, outputs/ and mlruns/; do not edit by hand.", "",
+             "## Scores", "", "Pass rate (0-100) of greedy replies on each domain's held-out prompts; "
+             "overall is the mean over domains.", "", *markdown_table(rows, cols), ""]
+    seq = forgetting(root, specs, domains)
+    if seq:
+        plot_forgetting(seq, domains, out / "forgetting.png")
+        lines += ["## Sequential training forgets", "", *markdown_table(seq, cols, first="sequential"), "",
+                  "![forgetting](forgetting.png)", ""]
+    ups = upgrades(root, specs, domains)
+    if ups:
+        lines += ["## Upgrades", "", "The routed model built from each version of an upgraded expert.", "",
+                  *markdown_table(ups, cols, first="expert version"), ""]
+    evaluation = _read(root / "metrics" / "evaluate.json")
+    cost = evaluation.get("cost", {})
+    table = costs(root)
+    if table:
+        lines += ["## Cost", "", "Training FLOPs are analytic (bar/cost.py); `FLOPs` is what the run "
+                  "trained, `from scratch` includes phases it started from.", "",
+                  *markdown_table(table, ["tokens", "FLOPs", "FLOPs from scratch", "wall s", "CPU s"],
+                                  first="stage run", fmt="{:.3g}"), ""]
+    if cost:
+        lines += [f"Last assembly: re-running what changed cost {cost['upgrade_flops']:.3g} FLOPs against "
+                  f"{cost['retrain_flops']:.3g} for a monolithic retrain (estimated), ratio "
+                  f"**{cost['upgrade_ratio']:.3f}**."]
+        if "baseline@monolithic" in table:
+            measured = table["baseline@monolithic"]["FLOPs from scratch"]
+            lines += [f"The monolithic baseline actually trained {measured:.3g} FLOPs (after the anchor)."]
+        lines += [""]
+    plots = [("scores", root / "outputs" / "evaluate" / "scores.png"),
+             ("routing", root / "outputs" / "evaluate" / "routing.png"),
+             ("cost curve", root / "outputs" / "evaluate" / "cost_curve.png")]
+    lines += ["## Plots", ""]
+    if plot_rewards(root, specs, out / "rlvr_reward.png"):
+        lines += ["![RLVR reward](rlvr_reward.png)", ""]
+    for title, src in plots:
+        if src.exists():
+            shutil.copy(src, out / src.name)
+            lines += [f"![{title}]({src.name})", ""]
+    for e in specs.params.experts:
+        src = root / "outputs" / "train_expert" / e / "training.png"
+        if src.exists():
+            shutil.copy(src, out / f"training_{e}.png")
+            lines += [f"![training {e}](training_{e}.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def update_readme(root: Path | str, report: Path) -> None:
+    """Replace the table between the README markers with the report's score table."""
+    root = Path(root).resolve()
+    readme = root / "README.md"
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise InputError(f"{readme}: no {README_START} ... {README_END} markers to put the table between")
+    specs = Specs(root)
+    rows, domains = score_table(root, specs)
+    table = "\n".join(markdown_table(rows, [*domains, "overall"]))
+    link = report.relative_to(root)
+    body = f"{README_START}\n{table}\n\nFull report: [{link}]({link}) (`bar report --readme` regenerates both).\n{README_END}"
+    head, _, rest = text.partition(README_START)
+    readme.write_text(head + body + rest.partition(README_END)[2])

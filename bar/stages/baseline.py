@@ -1,0 +1,139 @@
+"""Stage baseline@<name> (opt-in: `dvc repro baselines/dvc.yaml`): what BAR is compared with.
+
+`name` is one of params.yaml `baselines` (specs/baselines.yaml says what each trains):
+- `monolithic`: the anchor, dense, retrained on the union of every expert's data through the
+  same phases. Budget rule: each phase runs the sum of the experts' steps for that phase with
+  the hyper-parameters of the first expert (params.yaml order) that has it, so it sees the
+  tokens of all the experts together; RLVR rewards each prompt with its own domain's verifier.
+- `sequential`: the anchor, dense, trained on one expert's data after another
+  (`sequential_order`), each through that expert's phases; scored on every domain after each,
+  which shows what it forgets.
+- an ablation: an expert spec that params.yaml `experts` does not list (e.g. math_ffn_only),
+  branched and trained exactly as `train_expert` trains an expert, on its own mixture drawn
+  as the expert of its domain draws it (the same items when the mixture is the same).
+
+Every weight of a dense baseline trains in every phase. Each is scored by the code that
+scores the experts and published like them: outputs/baseline/<name>/, metrics/baseline/<name>.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bar.specs import Specs, spec_hash
+from bar.stages import CHECKPOINTS, entry, output
+from bar.stages import _training
+from bar.stages.train_expert import Phase, adapt, branch, check_anchor_ffn, model_inputs, phases_of
+
+STAGE = "baseline"
+PHASES = ("midtrain", "sft", "rlvr")
+
+
+def ablation_data(name: str) -> Path:
+    return CHECKPOINTS / STAGE / name / "data"
+
+
+def plan(specs: Specs, name: str) -> list[Phase]:
+    kind = specs.baseline(name)
+    if kind == "ablation":
+        return phases_of(specs, name, ablation_data(name))
+    if kind == "sequential":
+        return [Phase(f"{p}.{e}", p, getattr(specs.expert(e).stages, p), [output("mix_data", e)])
+                for e in specs.baselines.sequential_order for p in specs.expert(e).stages.enabled()]
+    phases = []
+    for phase in PHASES:
+        have = [e for e in specs.params.experts if getattr(specs.expert(e).stages, phase)]
+        if have:
+            steps = sum(getattr(specs.expert(e).stages, phase).steps for e in have)
+            first = getattr(specs.expert(have[0]).stages, phase)
+            phases.append(Phase(phase, phase, first.model_copy(update={"steps": steps}),
+                                [output("mix_data", e) for e in have]))
+    return phases
+
+
+def resolved(specs: Specs, name: str) -> dict:
+    return {"baseline": name, "kind": specs.baseline(name), "model": specs.model.model_dump(mode="json"),
+            "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed,
+            "phases": [{"label": p.label, "data": [str(d) for d in p.data], **p.spec.model_dump(mode="json")}
+                       for p in plan(specs, name)]}
+
+
+def worker(specs: Specs, name: str) -> None:
+    from safetensors.torch import load_file
+
+    from bar import parallel, tokenizer
+    from bar.model import build
+    from bar.train.checkpoint import Resumable, load_state
+
+    kind, arch, phases = specs.baseline(name), specs.model, plan(specs, name)
+    data = sorted({d for p in phases for d in p.data})
+    fp = _training.fingerprint(resolved(specs, name), [*data, *model_inputs()])
+    parallel.init(1, specs.params.seed)
+    root = CHECKPOINTS / STAGE / name
+    run = Resumable(root, fp)
+    if run.finished():
+        parallel.shutdown()
+        return
+    tok = tokenizer.load(output("tokenizer"))
+    domains = sorted(specs.data.domains)
+    anchor = load_file(output("train_anchor", "model.safetensors"))
+    desc = f"{STAGE}@{name}"
+    extra = {}
+    if kind == "ablation":
+        model = branch(specs, 1, anchor)
+        logs, reused = adapt(model, phases, root, fp, specs, tok, 1, desc)
+        check_anchor_ffn(model, anchor, desc)
+        config = {"kind": "moe", "arch": arch.model_dump(), "vocab": len(tok), "num_experts": 2,
+                  "experts": ["anchor", name], "expert": name, "domain": specs.expert(name).domain}
+        scores = _training.score_all(model, tok, domains, specs.eval)
+    else:
+        model = build(arch, 1)
+        load_state(model, anchor)
+        config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
+        if kind == "sequential":  # scored after each domain: what the later ones made it forget
+            extra["after"] = {}
+            for expert in specs.baselines.sequential_order:
+                upto = max(i for i, p in enumerate(phases) if p.label.endswith(f".{expert}")) + 1
+                logs, reused = adapt(model, phases[:upto], root, fp, specs, tok, 1, desc, moe=False)
+                extra["after"][expert] = _training.score_all(model, tok, domains, specs.eval)
+            scores = extra["after"][expert]
+        else:
+            logs, reused = adapt(model, phases, root, fp, specs, tok, 1, desc, moe=False)
+            scores = _training.score_all(model, tok, domains, specs.eval)
+    run.finish(model, {"logs": logs, "reused": reused, "eval": scores, "config": config, **extra})
+    parallel.shutdown()
+
+
+def main(name: str) -> None:
+    from bar import tracking
+    from bar.stages import write_jsonl
+    from bar.stages.mix_data import mix
+
+    specs = Specs()
+    kind = specs.baseline(name)
+    if kind == "ablation":  # its own mixture, drawn with its domain's expert's seed stream
+        spec = specs.expert(name)
+        needed = ["rl" if s == "rlvr" else s for s in spec.stages.enabled()]
+        splits = mix(spec.domain, spec.mixture, needed, specs.params.seed, str(specs.path(f"experts/{name}")))
+        ablation_data(name).mkdir(parents=True, exist_ok=True)
+        for split, rows in splits.items():
+            write_jsonl(ablation_data(name) / f"{split}.jsonl", rows)
+    res = resolved(specs, name)
+
+    def after(meta: dict) -> dict[str, float]:
+        return {f"after_{e}/eval/{d}": s["pass_rate"] for e, scores in meta.get("after", {}).items()
+                for d, s in scores.items()}
+
+    _training.run_parent(STAGE, item=name, tp_size=1, resolved=res, tags={
+        "baseline": name, "kind": kind, "spec_hash": spec_hash(res),
+        "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
+        "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=[p.label for p in plan(specs, name)],
+        extra_metrics=after)
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--worker"]
+    if len(args) != 1:
+        raise SystemExit(f"usage: python -m bar.stages.{STAGE} <baseline> (one of params.yaml baselines)")
+    entry(lambda: worker(Specs(), args[0]) if "--worker" in sys.argv else main(args[0]))
