@@ -441,7 +441,7 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     assert "old" not in readme and "| monolithic |" in readme and readme.endswith("<!-- /bar report -->\n\nend\n")
 
 
-def test_two_repros_at_once_one_runs_the_other_fails_on_the_lock(project):
+def test_two_repros_at_once_one_runs_the_other_fails_on_dvcs_lock(project):
     import subprocess
     import time
 
@@ -453,7 +453,8 @@ def test_two_repros_at_once_one_runs_the_other_fails_on_the_lock(project):
     time.sleep(3)  # the first holds DVC's repository lock while evaluate runs
     second = dvc(project, "repro", "--force", "--single-item", "evaluate", check=False)
     assert first.wait(timeout=600) == 0, first.communicate()[1][-3000:]
-    assert second.returncode != 0 and "Unable to acquire lock" in second.stderr
+    # DVC's read/write lock on the stage's files: "... is busy, it is being blocked by: (PID ...)".
+    assert second.returncode != 0 and "is busy" in second.stderr and "rwlock" in second.stderr
     # One evaluation ran, with the same scores (it is deterministic); nothing else changed.
     assert (project / "metrics" / "evaluate.json").read_text() == scores
     assert {s: h for s, h in out_hashes(project).items() if s != "evaluate"} == {
