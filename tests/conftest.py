@@ -17,6 +17,10 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_T
            "GIT_AUTHOR_NAME": "bar-tests", "GIT_AUTHOR_EMAIL": "tests@bar.invalid",
            "GIT_COMMITTER_NAME": "bar-tests", "GIT_COMMITTER_EMAIL": "tests@bar.invalid"}
 os.environ.update(OFFLINE)
+# One intra-op thread per process: the tiny models gain nothing from more, and the pipeline
+# tests run two pipelines side by side on the machine's cores (each process then owns a core
+# instead of spinning against the other's threads), with the same thread count in both.
+os.environ["OMP_NUM_THREADS"] = "1"
 # DVC runs stage commands (`python -m bar.stages...`) through PATH: use this interpreter,
 # as an activated virtual environment would.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"

@@ -27,14 +27,17 @@ for _k, _v in OFFLINE_ENV.items():
 
 
 def entry(main, *args) -> None:
-    """Run a stage's entry point: bad input ends it with one `error:` line and exit code 2."""
+    """Run a stage's entry point: bad input ends it with one `error:` line and exit code 2, a
+    diverged training (non-finite loss) with one `error:` line and exit code 1."""
     from bar.specs import InputError
 
     try:
         main(*args)
-    except InputError as e:
+    except (InputError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if os.environ.get("BAR_ERROR_FILE"):  # a torchrun worker: the launching stage repeats it
+            Path(os.environ["BAR_ERROR_FILE"]).write_text(str(e))
+        raise SystemExit(2 if isinstance(e, InputError) else 1) from None
 
 
 def output(stage: str, *parts: str) -> Path:

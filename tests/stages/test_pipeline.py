@@ -9,6 +9,7 @@ edits that must re-run only what they touch (plain `dvc repro`, as users run it)
 
 import json
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -48,6 +49,8 @@ def mtimes(project) -> dict[str, int]:
 
 
 FLOW = {}  # what the first bar-pipeline flow run returned
+FIRST = {}  # its outputs' md5s and metrics, before any test edits the project
+TWIN = {}  # the same pipeline from scratch in another project, run beside it by plain `dvc repro`
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +66,20 @@ def project(tmp_path_factory, harness):
     from flows.pipeline import bar_pipeline
 
     project = make_project(tmp_path_factory.mktemp("pipeline"))
+    twin = make_project(tmp_path_factory.mktemp("twin"))
+    log = open(twin.parent / "repro.log", "w")
+    TWIN.update(project=twin, log=twin.parent / "repro.log", proc=subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "dvc.yaml"], cwd=twin, stdout=log, stderr=subprocess.STDOUT))
     FLOW.update(bar_pipeline(root=str(project)))
+    FIRST.update(outs=out_hashes(project), metrics=metrics(project))
     return project
+
+
+def metrics(project) -> dict:
+    """Every stage's DVC metrics but the merge's wall time."""
+    found = {str(p.relative_to(project)): json.loads(p.read_text()) for p in (project / "metrics").rglob("*.json")}
+    found["metrics/merge_experts.json"].pop("merge_seconds")
+    return found
 
 
 def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project):
@@ -80,6 +95,14 @@ def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project
     children = client.search_runs([pipeline.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{pipeline.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
+
+
+def test_the_same_specs_from_scratch_give_the_same_metrics_and_models(project):
+    """Determinism: a second project run from scratch (plain `dvc repro`, beside the flow's run)
+    ends with identical metrics and bit-identical outputs (DVC's md5 of every stage's folder)."""
+    assert TWIN["proc"].wait(timeout=1800) == 0, TWIN["log"].read_text()[-3000:]
+    assert out_hashes(TWIN["project"]) == FIRST["outs"]
+    assert metrics(TWIN["project"]) == FIRST["metrics"]
 
 
 def test_every_stage_published_outputs_and_metrics(project):
@@ -442,7 +465,6 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
 
 
 def test_two_repros_at_once_one_runs_the_other_fails_on_dvcs_lock(project):
-    import subprocess
     import time
 
     before = out_hashes(project)
@@ -481,3 +503,35 @@ def test_anchor_lr_edit_reruns_train_anchor_only(project):
     # and the report reads its scores: DVC re-runs them next.
     assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {f"train_expert@{e}" for e in EXPERTS} | {
         "merge_experts", "evaluate"}
+
+
+def test_nan_loss_fails_the_stage_naming_the_step_and_keeps_the_last_good_outputs(project):
+    """A learning rate of 1e30 overflows the weights after one update: the loss of step 2 is
+    not finite. The stage stops there, names the step and the checkpoint it kept, its MLflow
+    run is FAILED, and dvc.lock still points at the last good outputs, which DVC restores."""
+    import re
+
+    from bar.train.checkpoint import sha256
+
+    before = lock(project)["train_anchor"]
+    good = sha256(project / "outputs" / "train_anchor" / "model.safetensors")
+    preset = project / "specs" / "presets" / "tiny.yaml"
+    edit_yaml(preset, "train.anchor.optim", {"lr": 1.0e30})
+    edit_yaml(preset, "train.anchor.checkpoint_every", 1)
+    failed = dvc(project, "repro", "train_anchor", check=False)
+    assert failed.returncode != 0
+    err = failed.stdout + failed.stderr
+    assert re.search(r"train_anchor: loss is (nan|inf|-inf) at step 2; "
+                     r"last good checkpoint: step 1 in \S*checkpoints/train_anchor", err), err[-3000:]
+    assert (project / "checkpoints" / "train_anchor" / "step_0000001").is_dir()
+    assert not (project / "checkpoints" / "train_anchor" / "step_0000002").exists()
+    assert lock(project)["train_anchor"] == before  # DVC recorded nothing of the failed run
+    client = registry(project)
+    run = client.search_runs([client.get_experiment_by_name("bar").experiment_id],
+                             "tags.dvc_stage = 'train_anchor'", order_by=["attributes.start_time DESC"])[0]
+    assert run.info.status == "FAILED"
+    # The good outputs are in DVC's cache: checkout brings them back, bit for bit.
+    dvc(project, "checkout", "--force", "train_anchor")
+    assert sha256(project / "outputs" / "train_anchor" / "model.safetensors") == good
+    status = json.loads(dvc(project, "status", "--json", "train_anchor").stdout)["train_anchor"]
+    assert not [s for s in status if "changed outs" in s]  # only the edited spec differs
