@@ -508,11 +508,14 @@ def test_anchor_lr_edit_reruns_train_anchor_only(project):
 def test_nan_loss_fails_the_stage_naming_the_step_and_keeps_the_last_good_outputs(project):
     """A learning rate of 1e30 overflows the weights after one update: the loss of step 2 is
     not finite. The stage stops there, names the step and the checkpoint it kept, its MLflow
-    run is FAILED, and dvc.lock still points at the last good outputs, which DVC restores."""
+    run is FAILED, and dvc.lock still points at the last good outputs, which can be restored."""
     import re
 
     from bar.train.checkpoint import sha256
 
+    # As a DVC user keeps a good state: dvc.lock and the (uncached) metrics in git, the outputs in DVC's cache.
+    run(["git", "add", "dvc.lock", "metrics"], project)
+    run(["git", "commit", "-q", "-m", "a good anchor"], project)
     before = lock(project)["train_anchor"]
     good = sha256(project / "outputs" / "train_anchor" / "model.safetensors")
     preset = project / "specs" / "presets" / "tiny.yaml"
@@ -527,11 +530,13 @@ def test_nan_loss_fails_the_stage_naming_the_step_and_keeps_the_last_good_output
     assert not (project / "checkpoints" / "train_anchor" / "step_0000002").exists()
     assert lock(project)["train_anchor"] == before  # DVC recorded nothing of the failed run
     client = registry(project)
-    run = client.search_runs([client.get_experiment_by_name("bar").experiment_id],
-                             "tags.dvc_stage = 'train_anchor'", order_by=["attributes.start_time DESC"])[0]
-    assert run.info.status == "FAILED"
-    # The good outputs are in DVC's cache: checkout brings them back, bit for bit.
+    newest = client.search_runs([client.get_experiment_by_name("bar").experiment_id],
+                                "tags.dvc_stage = 'train_anchor'", order_by=["attributes.start_time DESC"])[0]
+    assert newest.info.status == "FAILED"
+    # DVC removed the stage's outputs when it started it; the good ones come back bit for bit,
+    # the model from DVC's cache and the metrics from git.
     dvc(project, "checkout", "--force", "train_anchor")
+    run(["git", "checkout", "--", "metrics/train_anchor.json"], project)
     assert sha256(project / "outputs" / "train_anchor" / "model.safetensors") == good
     status = json.loads(dvc(project, "status", "--json", "train_anchor").stdout)["train_anchor"]
     assert not [s for s in status if "changed outs" in s]  # only the edited spec differs
