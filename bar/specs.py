@@ -178,12 +178,19 @@ class ExpertStageSpec(Spec):
     steps: int = Field(gt=0)
     optim: OptimSpec
     trainable: list[Group] = Field(min_length=1, description=f"parameter groups that train: {GROUPS}")
+    lr_scale: dict[Group, float] = Field(default_factory=dict, description=(
+        "learning-rate multiplier of a trainable group (1 if not listed)"))
     checkpoint_every: int = Field(50, gt=0)
 
     @model_validator(mode="after")
     def _unique(self) -> ExpertStageSpec:
         if len(set(self.trainable)) != len(self.trainable):
             raise ValueError(f"trainable lists a group twice: {self.trainable}")
+        idle = sorted(set(self.lr_scale) - set(self.trainable))
+        if idle:
+            raise ValueError(f"lr_scale names groups that do not train here: {idle}; trainable: {self.trainable}")
+        if any(v <= 0 for v in self.lr_scale.values()):
+            raise ValueError(f"lr_scale values must be > 0, got {self.lr_scale}")
         return self
 
 

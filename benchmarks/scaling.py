@@ -87,6 +87,9 @@ def main() -> None:
         print(f"k={k}: dvc repro (adds {experts[k - 1]})", flush=True)
         sh([*dvc, "repro"], root)
         bar = cost(runs_since(root, start), BAR_STAGES)
+        # A retrain from scratch: without this the baseline would start from the phases it
+        # shares with the previous k (mid-training is the same data once math and code are in).
+        shutil.rmtree(root / "checkpoints" / "baseline" / "monolithic", ignore_errors=True)
         start = int(time.time() * 1000)
         print(f"k={k}: dvc repro baselines/dvc.yaml:baseline@monolithic", flush=True)
         sh([*dvc, "repro", "baselines/dvc.yaml:baseline@monolithic"], root)

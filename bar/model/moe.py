@@ -48,10 +48,13 @@ def upcycle(anchor: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
 
 
 def group_of(name: str) -> str | None:
-    """The trainable group a parameter belongs to (None: the anchor FFN, never trained)."""
+    """The trainable group a parameter belongs to (None: the anchor FFN, never trained). The
+    FFN of a dense model (a baseline trained on an expert's phases) counts as `domain_ffn`."""
     m = _EXPERT.match(name)
     if m:
         return None if int(m.group(2)) == ANCHOR_SLOT else "domain_ffn"
+    if _DENSE_MLP.match(name):
+        return "domain_ffn"
     if _ROUTER.match(name):
         return "router"
     if name.startswith("embedding."):
@@ -73,7 +76,8 @@ def set_trainable(model, groups: list[str], freeze_anchor_row: bool = True) -> l
         p.requires_grad_(group_of(name) in groups)
         if p.requires_grad:
             names.append(name)
-        if freeze_anchor_row and _ROUTER.match(name) and not hasattr(p, "_bar_anchor_row_hook"):
+        if (freeze_anchor_row and p.requires_grad and _ROUTER.match(name)
+                and not hasattr(p, "_bar_anchor_row_hook")):
             # The anchor's routing logit stays fixed: every expert shares it, so merging
             # experts needs no choice for it.
             mask = torch.ones_like(p)

@@ -24,11 +24,25 @@ def lr_at(step: int, optim: OptimSpec, total: int) -> float:
     return optim.min_lr + (optim.lr - optim.min_lr) * shape
 
 
-def optimizer(params: list[torch.nn.Parameter], optim: OptimSpec) -> torch.optim.AdamW:
-    # Weight decay on matrices only (not on norms), as in GPT-2/Llama recipes.
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": optim.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.lr, betas=optim.betas)
+def optimizer(model, optim: OptimSpec, lr_scale: dict[str, float] | None = None) -> torch.optim.AdamW:
+    """AdamW over the parameters of `model` that require grad. `lr_scale` multiplies the
+    learning rate of named parameter groups (`bar.model.moe.group_of`); see `set_lr`."""
+    from bar.model.moe import group_of
+
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = lr_scale.get(group_of(name), 1.0) if lr_scale else 1.0
+            # Weight decay on matrices only (not on norms), as in GPT-2/Llama recipes.
+            decay = optim.weight_decay if p.ndim >= 2 else 0.0
+            groups.setdefault((scale, decay), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": decay, "lr_scale": scale}
+                              for (scale, decay), ps in groups.items()], lr=optim.lr, betas=optim.betas)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr * group["lr_scale"]
 
 
 class Log:
@@ -58,7 +72,7 @@ def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) 
     """Train the parameters of `model` that require grad for `spec.steps` steps (resuming if a
     matching checkpoint exists); returns the per-step log."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = optimizer(params, spec.optim)
+    opt = optimizer(model, spec.optim, getattr(spec, "lr_scale", None))
     meta = ckpt.restore(model, opt)
     start = saved = meta["step"] if meta else 0
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
@@ -66,8 +80,7 @@ def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) 
     bar = progress(spec.steps, start, desc)
     for step in range(start, spec.steps):
         lr = lr_at(step, spec.optim, spec.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         batch = batches.get(step)
         per_token = model(batch["tokens"], None, batch["attention_mask"], labels=batch["labels"])
         num_tokens = batch["loss_mask"].sum()

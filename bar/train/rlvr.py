@@ -16,7 +16,7 @@ import torch
 from bar import data, parallel, tokenizer
 from bar.generate import generate
 from bar.specs import RLVRSpec
-from bar.train import Log, lr_at, optimizer, progress
+from bar.train import Log, lr_at, optimizer, progress, set_lr
 from bar.train.checkpoint import Resumable
 
 
@@ -69,14 +69,14 @@ def grpo_loss(new_lp, old_lp, ref_lp, adv, mask, spec: RLVRSpec) -> tuple[torch.
         per_token = per_token + spec.kl_coef * kl
     lengths = mask.sum(1).clamp(min=1)
     loss = ((per_token * mask).sum(1) / lengths).mean()
-    return loss, float(((kl * mask).sum(1) / lengths).mean())
+    return loss, float(((kl.detach() * mask).sum(1) / lengths).mean())
 
 
 def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed: int, ckpt: Resumable,
           desc: str) -> list[dict]:
     """GRPO on `items` (prompts + verifier checks); returns the per-step log."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = optimizer(params, spec.optim)
+    opt = optimizer(model, spec.optim, spec.lr_scale)
     meta = ckpt.restore(model, opt)
     start = meta["step"] if meta else 0
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
@@ -87,8 +87,7 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
     bar = progress(spec.steps, start, desc)
     for step in range(start, spec.steps):
         lr = lr_at(step, spec.optim, spec.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         picked = [items[order[(step * spec.prompts_per_step + i) % len(order)]]
                   for i in range(spec.prompts_per_step)]
         prompts = []

@@ -75,3 +75,35 @@ def test_moe_megatron_matches_mixtral_and_anchor_stays_frozen(tmp_path, dense_st
         ours = model(x, None, None, runtime_gather_output=True)[..., : len(tok)]
         theirs = hf(x).logits
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_lr_scale_sets_each_groups_step(dense_states, megatron):
+    """A group's learning rate is the schedule's times its `lr_scale`: on Adam's first step every
+    trained weight moves by about its learning rate, so scaled groups move proportionally less."""
+    from bar.model import build
+    from bar.model.moe import set_trainable
+    from bar.specs import OptimSpec
+    from bar.train import optimizer, set_lr
+    from bar.train.checkpoint import full_state, load_state
+
+    anchor, base = dense_states
+    model = build(ARCH, 1, num_experts=2)
+    load_state(model, upcycle(anchor, base, ARCH.num_layers))
+    set_trainable(model, ["domain_ffn", "embeddings", "lm_head"])
+    before = full_state(model)
+    opt = optimizer(model, OptimSpec(lr=1e-3), {"embeddings": 0.1, "lm_head": 0.5})
+    set_lr(opt, 1e-3)
+    x = torch.randint(0, 260, (2, 16))
+    model(x, None, None, labels=x).mean().backward()
+    opt.step()
+    after = full_state(model)
+
+    def step(name):
+        moved = (after[name] - before[name]).abs()
+        return moved[moved > 0].median().item()
+
+    assert step("decoder.layers.0.mlp.experts.local_experts.1.linear_fc1.weight") == pytest.approx(1e-3, rel=0.05)
+    assert step("embedding.word_embeddings.weight") == pytest.approx(1e-4, rel=0.05)
+    assert step("output_layer.weight") == pytest.approx(5e-4, rel=0.05)
+    assert torch.equal(after["decoder.layers.0.self_attention.linear_qkv.weight"],
+                       before["decoder.layers.0.self_attention.linear_qkv.weight"])
