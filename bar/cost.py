@@ -4,16 +4,23 @@ Forward FLOPs per token = 2 x (multiply-accumulates of every weight matrix the t
 through) + attention, 2 x 2 x seq_length x (heads x head_dim) per layer (scores and weighted
 values; the causal mask is not discounted). The FFN is SwiGLU (three matrices); an MoE with
 every expert active (the BAR default) runs all `num_experts` FFNs on every token, plus the
-router. Training a token costs 3 forward passes (forward + backward, the 6N rule of Kaplan et
-al. 2020). An RLVR token costs 5: sampling it, the old-policy log-probability, and the
-forward + backward of the update.
+router. Training a token costs the forward pass, the backward pass through the activations
+(about one more forward: 2 x 2 x multiply-accumulates and twice the attention) and the weight
+gradients of the matrices that train (2 x their multiply-accumulates). With every weight
+training that is 3 forward passes (the 6N rule of Kaplan et al. 2020); a frozen matrix (the
+anchor's FFN in an expert, everything but the router in router fitting) saves its weight
+gradients. An RLVR token costs 2 forward passes more: sampling it and the old-policy
+log-probability.
+
+`cost/dense_flops` of a run: the same tokens through the same phases on the dense model of the
+anchor's shape with every weight training, i.e. what a monolithic retrain spends on that data.
 """
 
 from __future__ import annotations
 
 from bar.specs import ModelSpec
 
-PASSES = {"rlvr": 5}  # forward-pass equivalents per trained token; every other phase: 3
+PASSES = {"rlvr": 5}  # forward-pass equivalents per trained token, every weight training; else 3
 
 
 def forward_flops_per_token(arch: ModelSpec, num_experts: int | None = None) -> float:
@@ -26,20 +33,35 @@ def forward_flops_per_token(arch: ModelSpec, num_experts: int | None = None) -> 
     return 2 * (layers * (attention_weights + ffn + attention_scores) + h * arch.vocab_size)
 
 
-def training_flops(arch: ModelSpec, tokens_by_phase: dict[str, int], num_experts: int | None = None) -> float:
-    """FLOPs of training `tokens_by_phase` ({phase: tokens}) on this architecture."""
+def frozen_matmuls(arch: ModelSpec, num_experts: int | None, trainable: list[str] | None) -> int:
+    """Multiply-accumulates per token of the weight matrices that do not train (`trainable`:
+    the groups that do, as in expert specs; None: every weight). They need no weight gradient."""
+    if trainable is None:
+        return 0
+    h, layers, head_dim = arch.hidden_size, arch.num_layers, arch.head_dim
+    q, kv = arch.num_attention_heads * head_dim, 2 * arch.num_query_groups * head_dim
+    ffn = 3 * h * arch.ffn_hidden_size
+    frozen = 0 if "attention" in trainable else layers * (h * (q + kv) + q * h)
+    if num_experts:
+        frozen += layers * ffn  # the anchor's slot never trains
+        frozen += 0 if "domain_ffn" in trainable else layers * ffn * (num_experts - 1)
+        frozen += 0 if "router" in trainable else layers * h * num_experts
+    elif "domain_ffn" not in trainable:  # a dense model's FFN is what its phases train as domain_ffn
+        frozen += layers * ffn
+    return frozen + (0 if "lm_head" in trainable else h * arch.vocab_size)
+
+
+def training_flops(arch: ModelSpec, tokens_by_phase: dict[str, int], num_experts: int | None = None,
+                   trainable: dict[str, list[str]] | None = None) -> float:
+    """FLOPs of training `tokens_by_phase` ({phase: tokens}) on this architecture; `trainable`
+    ({phase: groups}) names what trains in each phase (a phase not listed: every weight)."""
     per_token = forward_flops_per_token(arch, num_experts)
-    return sum(PASSES.get(phase.partition(".")[0], 3) * per_token * tokens  # rlvr.math: an RLVR phase
+    return sum(tokens * (PASSES.get(phase.partition(".")[0], 3) * per_token  # rlvr.math: an RLVR phase
+                         - 2 * frozen_matmuls(arch, num_experts, (trainable or {}).get(phase)))
                for phase, tokens in tokens_by_phase.items())
 
 
 # --- the assembly: what an upgrade cost against retraining one dense model on everything ---
-
-
-def dense_equivalent(flops: float, arch: ModelSpec, num_experts: int | None) -> float:
-    """The FLOPs of the same tokens and phases on the dense model: every phase's count is
-    passes x tokens x per-token FLOPs, so only the per-token factor changes."""
-    return flops * forward_flops_per_token(arch) / forward_flops_per_token(arch, num_experts)
 
 
 def assembly(arch: ModelSpec, lineage: dict) -> dict[str, float | str]:
@@ -49,15 +71,15 @@ def assembly(arch: ModelSpec, lineage: dict) -> dict[str, float | str]:
     whose run differs from the previous routed model's (everything for the first one) plus the
     router; an expert run that started from phases of its previous version counts only the
     phases it trained. Retrain: a monolithic dense model trained on the anchor's data and every expert's
-    data through the same phases (the experts' runs at dense per-token cost; the pre-trained
-    base is an input of both)."""
+    data through the same phases (each run's `cost/dense_flops`; the pre-trained base is an
+    input of both)."""
     previous = lineage["previous"]
     parts = {"anchor": lineage["anchor"], **lineage["experts"]}
     old = {"anchor": previous["anchor"], **previous["experts"]} if previous else {}
     rerun = [k for k, p in parts.items() if k not in old or old[k]["run_id"] != p["run_id"]] + ["router"]
     parts["router"] = lineage["router"]
     upgrade = sum(parts[k]["metrics"].get("cost/flops", 0.0) for k in rerun)
-    retrain = _retrain(arch, lineage, list(lineage["experts"]))
+    retrain = _retrain(lineage, list(lineage["experts"]))
     return {"upgrade_flops": upgrade, "retrain_flops": retrain, "upgrade_ratio": upgrade / retrain,
             "upgrade_wall_seconds": sum(parts[k]["metrics"].get("cost/wall_seconds", 0.0) for k in rerun),
             "rerun": ",".join(rerun)}
@@ -68,10 +90,12 @@ def from_scratch(metrics: dict) -> float:
     return metrics.get("cost/flops_from_scratch", metrics.get("cost/flops", 0.0))
 
 
-def _retrain(arch: ModelSpec, lineage: dict, experts: list[str]) -> float:
-    """A dense model trained on the anchor's and `experts`' data (each expert is a 2-slot MoE)."""
-    return from_scratch(lineage["anchor"]["metrics"]) + sum(
-        dense_equivalent(from_scratch(lineage["experts"][e]["metrics"]), arch, 2) for e in experts)
+def _retrain(lineage: dict, experts: list[str]) -> float:
+    """A dense model trained on the anchor's and `experts`' data, every weight training."""
+    def dense(metrics: dict) -> float:
+        return metrics.get("cost/dense_flops", from_scratch(metrics))
+
+    return dense(lineage["anchor"]["metrics"]) + sum(dense(lineage["experts"][e]["metrics"]) for e in experts)
 
 
 def curve(arch: ModelSpec, lineage: dict) -> list[dict[str, float]]:
@@ -85,7 +109,7 @@ def curve(arch: ModelSpec, lineage: dict) -> list[dict[str, float]]:
         router_k = router * k / n * forward_flops_per_token(arch, k + 1) / forward_flops_per_token(arch, n + 1)
         rows.append({"domains": k,
                      "upgrade_flops": from_scratch(lineage["experts"][names[k - 1]]["metrics"]) + router_k,
-                     "retrain_flops": _retrain(arch, lineage, names[:k])})
+                     "retrain_flops": _retrain(lineage, names[:k])})
     return rows
 
 

@@ -141,12 +141,14 @@ def summary(logs: dict[str, list[dict]]) -> dict[str, float]:
 
 
 def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: dict,
-               tags: dict[str, str], phases: list[str] | None = None, extra_metrics=None,
-               register=None) -> None:
+               tags: dict[str, str], phases: list[str] | None = None, trainable: dict | None = None,
+               extra_metrics=None, register=None) -> None:
     """Launch the workers of `stage` (for `item`), then publish, record and clean up.
 
     `phases` names the training phases of a multi-phase stage (their checkpoint folders);
-    `register(run, out)`, if given, adds the published model to the MLflow model registry."""
+    `trainable` ({phase: groups}) what trains in each (a phase not listed: every weight), for
+    the FLOP count; `register(run, out)`, if given, adds the published model to the MLflow
+    model registry."""
     from safetensors.torch import load_file
 
     from bar import launch, tracking
@@ -179,13 +181,15 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
                    config.get("topk"))
         metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
         # cost/*: what this run trained; cost/flops_from_scratch also counts the phases it
-        # started from (another version's), i.e. what training this model anew would cost.
+        # started from (another version's), i.e. what training this model anew would cost;
+        # cost/dense_flops: those tokens on the dense model, every weight training (bar.cost).
         tokens = {phase: metrics[f"{phase}/tokens_total"] for phase, records in meta["logs"].items() if records}
         trained = {phase: n for phase, n in tokens.items() if phase not in meta.get("reused", [])}
         arch, num_experts = ModelSpec(**config["arch"]), config.get("num_experts")
         metrics |= {"cost/tokens": sum(trained.values()),
-                    "cost/flops": training_flops(arch, trained, num_experts),
-                    "cost/flops_from_scratch": training_flops(arch, tokens, num_experts)}
+                    "cost/flops": training_flops(arch, trained, num_experts, trainable),
+                    "cost/flops_from_scratch": training_flops(arch, tokens, num_experts, trainable),
+                    "cost/dense_flops": training_flops(arch, tokens)}
         if extra_metrics:
             metrics |= extra_metrics(meta)
         write_metrics("/".join(parts), metrics)

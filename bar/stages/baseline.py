@@ -129,6 +129,8 @@ def main(name: str) -> None:
         "baseline": name, "kind": kind, "spec_hash": spec_hash(res),
         "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
         "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=[p.label for p in plan(specs, name)],
+        # an ablation is an expert (its phases train their groups); the dense baselines train every weight
+        trainable={p.label: p.spec.trainable for p in plan(specs, name)} if kind == "ablation" else None,
         extra_metrics=after)
 
 

@@ -81,6 +81,7 @@ def main() -> None:
     res = resolved(specs)
     _training.run_parent(STAGE, tp_size=specs.router.tp_size, resolved=res, tags={
         "spec_hash": spec_hash(res), "merged_hash": tracking.dvc_md5("outputs/merge_experts")},
+        trainable={"train": ["router"]},
         extra_metrics=lambda meta: {"router_examples": meta["router_examples"]}, register=register)
 
 

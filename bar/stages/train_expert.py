@@ -186,6 +186,7 @@ def main(name: str) -> None:
         "spec_hash": spec_hash(res), "data_hash": tracking.dvc_md5(f"outputs/mix_data/{name}"),
         "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
         "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=spec.stages.enabled(),
+        trainable={p: getattr(spec.stages, p).trainable for p in spec.stages.enabled()},
         extra_metrics=lambda meta: {"anchor_ffn_unchanged": float(meta["anchor_ffn_unchanged"])},
         register=lambda run, out: register(run, out, name, spec.version, spec_hash(res)))
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bar.cost import forward_flops_per_token, training_flops
+from bar.cost import assembly, forward_flops_per_token, frozen_matmuls, training_flops
 from bar.model import build
 from bar.specs import ModelSpec
 
@@ -24,3 +24,39 @@ def test_training_is_three_forward_passes_and_rlvr_five():
     per_token = forward_flops_per_token(ARCH)
     assert training_flops(ARCH, {"sft": 10}) == 30 * per_token
     assert training_flops(ARCH, {"midtrain": 10, "rlvr": 2}) == 40 * per_token
+
+
+def test_frozen_matrices_save_their_weight_gradients(megatron):
+    """Each frozen weight matrix saves 2 FLOPs per entry per token (its weight gradient): the
+    anchor's FFN slot always, and whatever a phase does not train."""
+    model = build(ARCH, 1, num_experts=2)
+
+    def matmuls(keep) -> int:
+        return sum(p.numel() for n, p in model.named_parameters()
+                   if p.dim() == 2 and "word_embeddings" not in n and keep(n))
+
+    sft = ["domain_ffn", "router", "embeddings", "lm_head"]
+    frozen = matmuls(lambda n: "self_attention" in n or "local_experts.0." in n)
+    assert frozen_matmuls(ARCH, 2, sft) == frozen
+    assert frozen_matmuls(ARCH, 2, ["router"]) == matmuls(lambda n: ".mlp.router." not in n)
+    assert frozen_matmuls(ARCH, None, None) == 0
+    per_token = forward_flops_per_token(ARCH, 2)
+    assert training_flops(ARCH, {"sft": 10, "midtrain": 5}, 2, {"sft": sft}) == 45 * per_token - 20 * frozen
+    # rlvr trains everything but the anchor's slot
+    rlvr = ["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"]
+    anchor_slot = matmuls(lambda n: "local_experts.0." in n)
+    assert training_flops(ARCH, {"rlvr": 1}, 2, {"rlvr": rlvr}) == 5 * per_token - 2 * anchor_slot
+
+
+def test_assembly_counts_what_was_rerun_against_a_dense_retrain():
+    def run(rid, flops, dense):
+        return {"run_id": rid, "metrics": {"cost/flops": flops, "cost/flops_from_scratch": flops, "cost/dense_flops": dense}}
+
+    first = {"anchor": run("a", 10, 10), "experts": {"math": run("m1", 6, 5), "code": run("c1", 4, 3)},
+             "router": run("r1", 1, 1), "previous": None}
+    upgrade = {**first, "experts": {"math": run("m1", 6, 5), "code": run("c2", 2, 4)}, "router": run("r2", 1, 1),
+               "previous": first}
+    assert assembly(ARCH, first)["upgrade_flops"] == 10 + 6 + 4 + 1
+    out = assembly(ARCH, upgrade)
+    assert out["rerun"] == "code,router" and out["upgrade_flops"] == 2 + 1
+    assert out["retrain_flops"] == 10 + 5 + 4 and out["upgrade_ratio"] == 3 / 19

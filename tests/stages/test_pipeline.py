@@ -402,15 +402,20 @@ def test_upgrade_flow_promotes_the_first_champion_then_refuses_a_worse_expert(pr
     champion = client.get_model_version_by_alias("bar-moe", "champion")
     assert champion.version == first["candidate"] == first["champion"]
     assert client.get_model_version_by_alias("bar-expert-safety", "champion").version == 1
-    # v2 is deliberately worse: a safety expert that never sees safety data.
+    # v2 is deliberately worse: a safety expert that never sees safety data. Tiny models score
+    # noisily (such a v2 once gained 5 points on tiny), so the gate asks for more than a tiny
+    # model can gain: the refusal is certain and the flow's handling of it is what is tested
+    # (the gate's arithmetic is tested on scores in tests/test_promote.py).
     worse = yaml.safe_load((specs / "experts" / "safety.yaml").read_text())
     worse["version"], worse["mixture"]["sources"], worse["mixture"]["general_share"] = 2, {"general": 1.0}, 0.0
     (specs / "upgrades" / "safety.v2.yaml").write_text(yaml.safe_dump(worse))
+    edit_yaml(specs / "promotion.yaml", "min_gain", 100.0)
     second = upgrade_expert("safety", 2, root=str(project))
     print(second["reasons"], second["deltas"])
     ran = {s for s, state in second["stages"].items() if state != "Skipped"}
     assert ran == {"mix_data@safety", "train_expert@safety"} | ASSEMBLY
-    assert not second["promoted"] and second["reasons"]
+    assert not second["promoted"] and any("safety did not improve by more than 100 points" in r
+                                          for r in second["reasons"])
     assert int(second["candidate"]) == int(champion.version) + 1
     assert client.get_model_version_by_alias("bar-moe", "champion").version == champion.version
     assert client.get_model_version_by_alias("bar-expert-safety", "champion").version == 1
