@@ -39,7 +39,8 @@ def check_compatible(experts: dict[str, Path]) -> dict:
                              f"(kind={config.get('kind')}, num_experts={config.get('num_experts')})")
         for key in ("arch", "vocab", "anchor_sha256", "tokenizer_sha256"):
             if config.get(key) != first.get(key):
-                raise MergeError(f"expert {name!r} has a different {key} than {first_name!r}: "
+                raise MergeError(f"{experts[name] / 'config.json'}: expert {name!r} has a different {key} "
+                                 f"than {first_name!r}: "
                                  f"{config.get(key)} != {first.get(key)}; experts must be branched from "
                                  f"the same anchor with the same tokenizer and architecture")
     return first

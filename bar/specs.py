@@ -466,7 +466,14 @@ class Specs:
 
     @property
     def data(self) -> DataSpec:
-        return self._load("data")
+        spec = self._load("data")
+        for domain, d in spec.domains.items():
+            for split, file in d.files.items():
+                if not (self.root / file).exists():  # user data: paths are relative to the repository
+                    raise SpecError(f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: no such file "
+                                    f"or directory under {self.root}; point it at a JSONL file or a saved "
+                                    f"`datasets` directory, or remove the key to generate this split")
+        return spec
 
     @property
     def train(self) -> TrainStagesSpec:

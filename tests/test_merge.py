@@ -77,3 +77,29 @@ def test_incompatible_configs_are_named(experts, tmp_path):
     dense, _ = expert(tmp_path, "dense", 9, anchor_ffn, kind="dense", num_experts=None)
     with pytest.raises(MergeError, match="expert 'dense' is not a 2-slot expert"):
         check_compatible({**paths, "dense": dense})
+
+
+def test_the_stage_refuses_experts_of_another_anchor_before_any_mlflow_run(tmp_path):
+    """merge_experts on experts branched from different anchors: one error line, exit 2, and
+    no MLflow run (nor store) is created."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT, set_params
+
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    set_params(tmp_path, preset="tiny", experts=["math", "code"])
+    ffn = torch.randn(6, 4)
+    (tmp_path / "outputs" / "train_expert").mkdir(parents=True)
+    expert(tmp_path / "outputs" / "train_expert", "math", 0, ffn)
+    expert(tmp_path / "outputs" / "train_expert", "code", 1, ffn, anchor_sha256="another anchor")
+    proc = subprocess.run([sys.executable, "-m", "bar.stages.merge_experts"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: outputs/train_expert/code/config.json: expert 'code' has a different anchor_sha256 than "
+        "'math': another anchor != a; experts must be branched from the same anchor with the same tokenizer "
+        "and architecture"]
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "outputs" / "merge_experts").exists()

@@ -39,7 +39,16 @@ def mutations(draw):
     data = yaml.safe_load((ROOT / "specs" / f"{name}.yaml").read_text())
     path = draw(st.sampled_from(sorted(leaves(data), key=str)))
     value = get(data, path)
-    kind = draw(st.sampled_from(["unknown_key", "wrong_type", "negative"]))
+    kind = draw(st.sampled_from(["unknown_key", "wrong_type", "negative", "tp_size", "missing_file"]))
+    if kind == "tp_size":  # any tensor-parallel size that does not divide the heads (4) and groups (2)
+        name = draw(st.sampled_from(["train", "router", "experts/math", "experts/code"]))
+        data = yaml.safe_load((ROOT / "specs" / f"{name}.yaml").read_text())
+        path = draw(st.sampled_from([p for p in leaves(data) if p[-1] == "tp_size"]))
+        return name, path, kind, draw(st.sampled_from([3, 5, 6, 7, 8, 16]))
+    if kind == "missing_file":
+        domain = draw(st.sampled_from(["general", "math", "code", "tool_use", "safety"]))
+        split = draw(st.sampled_from(["sft", "eval"]))
+        return "data", ("domains", domain, "files", split), kind, f"data/{domain}_{split}_missing.jsonl"
     if kind == "unknown_key":
         path = path[:-1] + (path[-1] + "_typo",)
         new = value
@@ -62,7 +71,10 @@ def test_a_mutated_spec_fails_with_one_line_naming_file_and_key(mutation):
         set_params(root, preset="default")
         file = root / "specs" / f"{name}.yaml"
         data = yaml.safe_load(file.read_text())
-        get(data, path[:-1])[path[-1]] = new
+        node = data
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = new
         file.write_text(yaml.safe_dump(data))
         try:
             Specs(root).validate_all()
@@ -73,6 +85,8 @@ def test_a_mutated_spec_fails_with_one_line_naming_file_and_key(mutation):
             assert f"{name}.yaml" in msg or "upgrades/" in msg, msg
             if kind == "unknown_key":
                 assert ".".join(path) in msg and "unknown key" in msg, msg
+            if kind in ("tp_size", "missing_file"):
+                assert ".".join(path) in msg and str(new) in msg, msg
         else:
             assert kind == "negative" or kind == "wrong_type" and isinstance(new, str), (
                 f"{name}.yaml: {'.'.join(path)} = {new!r} ({kind}) was accepted")

@@ -28,11 +28,11 @@ def main() -> None:
     spec, names = specs.merge, specs.params.experts
     resolved = {"merge": spec.model_dump(mode="json"), "experts": names}
     experts = {n: output("train_expert", n) for n in names}
+    config = check_compatible(experts)  # incompatible experts fail before any MLflow run
     with tracking.stage_run(STAGE, spec=resolved, tags={
             "spec_hash": spec_hash(resolved), "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
             **{f"expert.{n}": tracking.dvc_md5(f"outputs/train_expert/{n}") for n in names}}) as run:
         start = time.time()
-        config = check_compatible(experts)
         state = merge(experts, spec.strategy, spec.weights, spec.delta_scale, output("train_anchor"))
         components = [{"name": n, "version": check_version(experts[n]), "sha256": sha256(experts[n] / "model.safetensors")}
                       for n in names]
