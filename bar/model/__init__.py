@@ -42,10 +42,11 @@ def transformer_config(arch: ModelSpec, tp_size: int, num_experts: int | None = 
 def layer_spec(num_experts: int | None = None):
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    from bar.model.attention import SDPAttention
+    from bar.model.attention import CachedRopeSelfAttention, SDPAttention
 
     spec = get_gpt_layer_local_spec(num_experts=num_experts, moe_grouped_gemm=False,
                                     normalization="RMSNorm")
+    spec.submodules.self_attention.module = CachedRopeSelfAttention
     spec.submodules.self_attention.submodules.core_attention = SDPAttention
     return spec
 

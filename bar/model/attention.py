@@ -5,6 +5,11 @@ separate softmax, and builds its default causal mask on a CUDA device. On CPU th
 both faster (SDPA's fused kernels; same results within float tolerance) and device-free. It
 is a drop-in `core_attention` submodule of the local layer spec.
 
+`CachedRopeSelfAttention` rotates each key once, when it enters the key/value cache.
+Megatron-Core's static inference cache stores keys unrotated and re-applies RoPE to the whole
+cache at every decoding step (quadratic in the length; measured: nearly half of a rollout's
+time on CPU). Rotating element-wise at the same positions gives the same keys bit for bit.
+
 Masks follow Megatron's convention: `attention_mask` is boolean, True = masked out,
 broadcastable to [batch, heads, q, k]. Without a mask, attention is causal when queries
 and keys cover the same positions, and unmasked when a single new query attends to a
@@ -14,6 +19,8 @@ key/value cache.
 import torch
 import torch.nn.functional as F
 from megatron.core import parallel_state
+from megatron.core.models.common.embeddings.rope_utils import apply_rotary_pos_emb
+from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 
@@ -42,3 +49,19 @@ class SDPAttention(MegatronModule):
         # [b, heads, s, head_dim] -> [s, b, heads * head_dim]
         s, b = out.size(2), out.size(0)
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)
+
+
+class CachedRopeSelfAttention(SelfAttention):
+    def _adjust_key_value_for_inference(self, inference_context, query, key, value, rotary_pos_emb,
+                                        *args, **kwargs):
+        if (inference_context is None or not inference_context.is_static_batching()
+                or rotary_pos_emb is None or self.config.flash_decode):
+            return super()._adjust_key_value_for_inference(
+                inference_context, query, key, value, rotary_pos_emb, *args, **kwargs)
+        # Only the new keys, at their own positions; the cache then holds rotated keys.
+        start = inference_context.sequence_len_offset
+        k_pos_emb = rotary_pos_emb[1][start:start + key.size(0)]
+        key = apply_rotary_pos_emb(key, k_pos_emb, config=self.config, cp_group=self.pg_collection.cp)
+        query, key, value, rotary_pos_emb, mask_type, block_table = super()._adjust_key_value_for_inference(
+            inference_context, query, key, value, rotary_pos_emb, *args, **kwargs)
+        return query, key, value, (rotary_pos_emb[0], None), mask_type, block_table
