@@ -14,6 +14,7 @@ and plotted to scaling.png in the workdir.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,9 @@ BAR_STAGES = ("mix_data", "train_expert", "merge_experts", "fit_router")
 
 
 def sh(cmd: list[str], cwd: Path) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    # The stages' `python` is this interpreter (its environment's bin first on PATH).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
 
