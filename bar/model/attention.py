@@ -8,7 +8,7 @@ is a drop-in `core_attention` submodule of the local layer spec.
 `CachedRopeSelfAttention` rotates each key once, when it enters the key/value cache.
 Megatron-Core's static inference cache stores keys unrotated and re-applies RoPE to the whole
 cache at every decoding step (quadratic in the length; measured: nearly half of a rollout's
-time on CPU). Rotating element-wise at the same positions gives the same keys bit for bit.
+time on CPU). The rotation is the same, at the same positions, once instead of every step.
 
 Masks follow Megatron's convention: `attention_mask` is boolean, True = masked out,
 broadcastable to [batch, heads, q, k]. Without a mask, attention is causal when queries
