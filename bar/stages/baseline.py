@@ -120,6 +120,7 @@ def main(name: str) -> None:
         for split, rows in splits.items():
             write_jsonl(ablation_data(name) / f"{split}.jsonl", rows)
     res = resolved(specs, name)
+    phases = plan(specs, name)
 
     def after(meta: dict) -> dict[str, float]:
         return {f"after_{e}/eval/{d}": s["pass_rate"] for e, scores in meta.get("after", {}).items()
@@ -128,9 +129,9 @@ def main(name: str) -> None:
     _training.run_parent(STAGE, item=name, tp_size=1, resolved=res, tags={
         "baseline": name, "kind": kind, "spec_hash": spec_hash(res),
         "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
-        "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=[p.label for p in plan(specs, name)],
+        "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=[p.label for p in phases],
         # an ablation is an expert (its phases train their groups); the dense baselines train every weight
-        trainable={p.label: p.spec.trainable for p in plan(specs, name)} if kind == "ablation" else None,
+        trainable={p.label: p.spec.trainable for p in phases} if kind == "ablation" else None,
         extra_metrics=after)
 
 
