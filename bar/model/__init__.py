@@ -62,3 +62,22 @@ def build(arch: ModelSpec, tp_size: int = 1, num_experts: int | None = None,
                     pre_process=True, post_process=True, parallel_output=True,
                     share_embeddings_and_output_weights=False, position_embedding_type="rope",
                     rotary_base=int(arch.rope_base))
+
+
+def init_added_tokens(state: dict[str, torch.Tensor], added: list[int], vocab: int) -> dict[str, torch.Tensor]:
+    """`state` with the embedding and LM-head rows of `added` token ids set to the mean row of
+    the tokenizer's other tokens (ids below `vocab`; the rows above it only pad the matrix).
+
+    This is how `transformers` initialises tokens added to a trained model
+    (`resize_token_embeddings(mean_resizing=True)`): every added token starts with the same
+    input vector and the same output row, so a model whose embeddings and LM head stay
+    frozen can neither tell them apart nor emit one rather than another.
+    """
+    out = dict(state)
+    keep = torch.ones(vocab, dtype=torch.bool)
+    keep[list(added)] = False
+    for name in ("embedding.word_embeddings.weight", "output_layer.weight"):
+        w = state[name].clone()
+        w[list(added)] = w[:vocab][keep].mean(0)
+        out[name] = w
+    return out

@@ -62,8 +62,9 @@ def score_all(model, tok, domains: list[str], spec: EvalSpec) -> dict:
 
 def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: list,
                      init: Path | None, eval_domains: list[str], eval_spec: EvalSpec,
-                     fingerprint: str) -> None:
-    """Train a dense model on `items` from `init` (or from scratch), score it, write `final`."""
+                     fingerprint: str, added_tokens: list[int] = ()) -> None:
+    """Train a dense model on `items` from `init` (or from scratch), score it, write `final`.
+    `added_tokens` get the mean embedding and LM-head row after training (`bar.model.init_added_tokens`)."""
     from safetensors.torch import load_file
 
     from bar import parallel, tokenizer
@@ -84,6 +85,11 @@ def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: li
     batches = Batches(items, batch_size=train.batch_size, seq_length=arch.seq_length,
                       pad_id=tok.pad_token_id, seed=seed)
     log = train_loop(model, batches, train, ckpt, desc=stage)
+    if added_tokens:
+        from bar.model import init_added_tokens
+        from bar.train.checkpoint import full_state
+
+        load_state(model, init_added_tokens(full_state(model), added_tokens, len(tok)))
     scores = score_all(model, tok, eval_domains, eval_spec)
     config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
     ckpt.finish(model, {"logs": {"train": log}, "eval": scores, "config": config})

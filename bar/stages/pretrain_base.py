@@ -1,4 +1,12 @@
-"""Stage pretrain_base: language modelling on the general pre-training corpus, from scratch."""
+"""Stage pretrain_base: language modelling on the general pre-training corpus, from scratch.
+
+The tokenizer's special tokens that the corpus never contains (the chat markers, the tool-call
+markers, the reserved tokens) are, for the base, tokens added after pre-training: their
+embedding and LM-head rows are the mean of the others' (`bar.model.init_added_tokens`), as
+`transformers` initialises added tokens. The anchor learns the chat markers; only the
+tool-use expert sees `<tool_call>`/`</tool_call>`, and it can tell them apart only by training
+its embeddings and LM head (the published finding the frozen-embeddings ablation tests).
+"""
 
 from __future__ import annotations
 
@@ -25,9 +33,11 @@ def worker(specs: Specs) -> None:
 
     tok = tokenizer.load(output("tokenizer"))
     items = [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(output("prepare_data", "pretrain.jsonl"))]
+    seen = {i for ids, _ in items for i in ids}
     _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.pretrain, seed=specs.params.seed,
                          items=items, init=None, eval_domains=["general"], eval_spec=specs.eval,
-                         fingerprint=_training.fingerprint(resolved(specs), inputs()))
+                         fingerprint=_training.fingerprint(resolved(specs), inputs()),
+                               added_tokens=sorted(set(tok.all_special_ids) - seen))
 
 
 def main() -> None:

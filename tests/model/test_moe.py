@@ -107,3 +107,16 @@ def test_lr_scale_sets_each_groups_step(dense_states, megatron):
     assert step("output_layer.weight") == pytest.approx(5e-4, rel=0.05)
     assert torch.equal(after["decoder.layers.0.self_attention.linear_qkv.weight"],
                        before["decoder.layers.0.self_attention.linear_qkv.weight"])
+
+
+def test_added_tokens_get_the_mean_row_of_the_others(dense_states):
+    from bar.model import init_added_tokens
+
+    anchor, _ = dense_states
+    out = init_added_tokens(anchor, [4, 5], vocab=300)
+    for name in ("embedding.word_embeddings.weight", "output_layer.weight"):
+        w, new = anchor[name], out[name]
+        keep = [i for i in range(300) if i not in (4, 5)]
+        assert torch.allclose(new[4], w[keep].mean(0)) and torch.equal(new[4], new[5])
+        assert torch.equal(new[keep], w[keep]) and torch.equal(new[300:], w[300:])  # the rest untouched
+        assert not torch.equal(w[4], w[5])  # they differed before

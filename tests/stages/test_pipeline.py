@@ -469,6 +469,31 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     assert "old" not in readme and "| monolithic |" in readme and readme.endswith("<!-- /bar report -->\n\nend\n")
 
 
+def test_tool_call_tokens_are_added_tokens_that_only_unfrozen_embeddings_learn(project):
+    """The base never sees <tool_call>/</tool_call>: they get one mean row (embedding and LM
+    head), which the anchor keeps; the tool-use expert learns two rows, the ablation with
+    frozen embeddings and LM head cannot, so it can never emit one rather than the other."""
+    from safetensors.torch import load_file
+
+    from bar import tokenizer
+
+    tok = tokenizer.load(project / "outputs" / "tokenizer")
+    a, b = tok.convert_tokens_to_ids([tokenizer.TOOL_CALL_START, tokenizer.TOOL_CALL_END])
+
+    def rows(stage: str) -> dict:
+        state = load_file(out_dir(project, stage) / "model.safetensors")
+        return {n: state[n][[a, b]] for n in ("embedding.word_embeddings.weight", "output_layer.weight")}
+
+    base = load_file(out_dir(project, "pretrain_base") / "model.safetensors")
+    emb = base["embedding.word_embeddings.weight"]
+    assert torch.allclose(emb[a], emb[: len(tok)].mean(0), atol=1e-3)  # near the mean of all rows
+    for stage in ("pretrain_base", "train_anchor", "baseline@tool_use_frozen_embeddings"):
+        assert all(torch.equal(r[0], r[1]) for r in rows(stage).values()), stage
+    assert all(not torch.equal(r[0], r[1]) for r in rows("train_expert@tool_use").values())
+    frozen = json.loads((project / "metrics" / "baseline" / "tool_use_frozen_embeddings.json").read_text())
+    assert frozen["eval/tool_use"] == 0.0
+
+
 def test_two_repros_at_once_one_runs_the_other_fails_on_dvcs_lock(project):
     import time
 
