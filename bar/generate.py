@@ -1,21 +1,24 @@
-"""Batched decoding with a key/value cache, on the Megatron-Core model itself.
+"""Batched decoding with a key/value cache: RLVR rollouts and evaluation.
 
 Prompts are left-padded to a common length; pad keys are masked out. RoPE depends only on
-relative positions, so a left-padded row decodes as it would alone. The cache is
-Megatron-Core's `StaticInferenceContext`: the prompt is run once (prefill), then each step
-feeds one token per row. Under tensor parallelism every rank runs this in lockstep and,
-given the same `generator` state, samples the same tokens.
+relative positions, so a left-padded row decodes as it would alone. The prompt is run once
+(prefill), then each step feeds one token per row.
+
+Without tensor parallelism (every expert, the routed model, evaluation) a small decoder runs
+the Megatron-Core model's own parameters in plain PyTorch: per layer one fused QKV matmul,
+RoPE on the new keys only, a preallocated cache, SDPA, and the MoE as Megatron-Core routes it
+(softmax over the top-k router logits, every expert's FFN weighted by its probability). On
+this CPU a decoding step through Megatron-Core's modules costs several times the arithmetic
+in framework overhead (benchmarks/README.md); tests check both paths against recomputing
+the whole sequence with the Megatron-Core model. Under tensor parallelism the decoding goes
+through Megatron-Core's static inference context; every rank runs it in lockstep and, given
+the same `generator` state, samples the same tokens.
 """
 
 from __future__ import annotations
 
 import torch
-
-
-def _forward(model, tokens, mask, context):
-    logits = model(tokens, None, mask, inference_context=context, runtime_gather_output=True)
-    context.sequence_len_offset += tokens.size(1)
-    return logits[:, -1, :].float()
+import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -27,7 +30,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
     temperature 0 is greedy. `vocab_size` is the tokenizer's size: logits of the rows the
     model pads its vocabulary with are never chosen.
     """
-    from megatron.core.inference.contexts import StaticInferenceContext
+    from bar import parallel
 
     was_training = model.training
     model.eval()
@@ -37,10 +40,10 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
     for i, p in enumerate(prompts):
         tokens[i, prompt_len - len(p):] = torch.tensor(p)
         pad[i, prompt_len - len(p):] = False
-    context = StaticInferenceContext(batch, prompt_len + max_new_tokens)
+    decoder = (_Decoder(model, batch, prompt_len + max_new_tokens) if parallel.tp_size() == 1
+               else _MegatronDecoder(model, batch, prompt_len + max_new_tokens))
     causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool).triu(1)
-    mask = causal[None, None] | pad[:, None, None, :prompt_len]
-    logits = _forward(model, tokens, mask, context)
+    logits = decoder(tokens, causal[None, None] | pad[:, None, None, :prompt_len])
 
     out = torch.empty(batch, max_new_tokens, dtype=torch.long)
     done = torch.zeros(batch, dtype=torch.bool)
@@ -58,10 +61,8 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
         if bool(done.all()) or t == max_new_tokens - 1:
             break
         cur = prompt_len + t + 1
-        mask = pad[:, None, None, :cur].clone()
-        mask[done, ..., cur - 1] = True  # finished rows feed pads; nobody attends to them
-        logits = _forward(model, nxt[:, None], mask, context)
-        pad[:, cur - 1] = done
+        pad[:, cur - 1] = False  # finished rows feed pads too; what they compute is dropped
+        logits = decoder(nxt[:, None], pad[:, None, None, :cur])
 
     model.train(was_training)
     results = []
@@ -69,3 +70,85 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
         n = next((i + 1 for i, tok in enumerate(row) if tok in stop_ids), len(row))
         results.append(row[:n])
     return results
+
+
+class _MegatronDecoder:
+    """Megatron-Core's own inference path (`StaticInferenceContext`), for any TP size."""
+
+    def __init__(self, model, batch: int, max_len: int):
+        from megatron.core.inference.contexts import StaticInferenceContext
+
+        self.model, self.context = model, StaticInferenceContext(batch, max_len)
+
+    def __call__(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.model(tokens, None, mask, inference_context=self.context, runtime_gather_output=True)
+        self.context.sequence_len_offset += tokens.size(1)
+        return logits[:, -1, :].float()
+
+
+class _Decoder:
+    """The model's forward pass in plain PyTorch on its own (unsharded) parameters, with a
+    preallocated key/value cache. `mask` is Megatron's: True = masked out."""
+
+    def __init__(self, model, batch: int, max_len: int):
+        cfg = model.config
+        self.heads, self.groups, self.head_dim = cfg.num_attention_heads, cfg.num_query_groups, cfg.kv_channels
+        self.eps, self.topk = cfg.layernorm_epsilon, cfg.moe_router_topk
+        self.embedding = model.embedding.word_embeddings.weight
+        self.final_norm, self.output = model.decoder.final_layernorm.weight, model.output_layer.weight
+        self.layers = model.decoder.layers
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), model.rotary_pos_emb.inv_freq.float())
+        angles = torch.cat([angles, angles], dim=-1)
+        self.cos, self.sin = angles.cos(), angles.sin()
+        shape = (len(self.layers), batch, self.groups, max_len, self.head_dim)
+        self.keys, self.values = torch.zeros(shape), torch.zeros(shape)
+        self.offset = 0
+
+    def _rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        cos, sin = self.cos[start:start + x.size(2)], self.sin[start:start + x.size(2)]
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+    def _mlp(self, mlp, h: torch.Tensor) -> torch.Tensor:
+        if not hasattr(mlp, "router"):
+            return _swiglu(h, mlp.linear_fc1.weight, mlp.linear_fc2.weight)
+        experts = mlp.experts.local_experts
+        logits = F.linear(h, mlp.router.weight).float()
+        if self.topk < len(experts):  # softmax over the top-k logits, the others weigh 0
+            top, idx = logits.topk(self.topk, dim=-1)
+            probs = torch.zeros_like(logits).scatter(-1, idx, torch.softmax(top, dim=-1))
+        else:
+            probs = torch.softmax(logits, dim=-1)
+        out = torch.zeros_like(h)
+        for e, expert in enumerate(experts):
+            out += probs[..., e:e + 1] * _swiglu(h, expert.linear_fc1.weight, expert.linear_fc2.weight)
+        return out
+
+    def __call__(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t = tokens.shape
+        start, end = self.offset, self.offset + t
+        x = F.embedding(tokens, self.embedding)
+        attend = ~mask  # SDPA: True = attend
+        per_group = self.heads // self.groups
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attention
+            h = F.rms_norm(x, (x.size(-1),), layer.input_layernorm.weight, self.eps)
+            qkv = F.linear(h, attn.linear_qkv.weight).view(b, t, self.groups, per_group + 2, self.head_dim)
+            q = qkv[:, :, :, :per_group].reshape(b, t, self.heads, self.head_dim).transpose(1, 2)
+            k, v = qkv[:, :, :, per_group].transpose(1, 2), qkv[:, :, :, per_group + 1].transpose(1, 2)
+            self.keys[i, :, :, start:end] = self._rotate(k, start)
+            self.values[i, :, :, start:end] = v
+            o = F.scaled_dot_product_attention(self._rotate(q, start), self.keys[i, :, :, :end],
+                                               self.values[i, :, :, :end], attn_mask=attend,
+                                               enable_gqa=self.heads != self.groups)
+            x = x + F.linear(o.transpose(1, 2).reshape(b, t, -1), attn.linear_proj.weight)
+            h = F.rms_norm(x, (x.size(-1),), layer.pre_mlp_layernorm.weight, self.eps)
+            x = x + self._mlp(layer.mlp, h)
+        self.offset = end
+        x = F.rms_norm(x[:, -1], (x.size(-1),), self.final_norm, self.eps)
+        return F.linear(x, self.output).float()
+
+
+def _swiglu(h: torch.Tensor, fc1: torch.Tensor, fc2: torch.Tensor) -> torch.Tensor:
+    gate, up = F.linear(h, fc1).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, fc2)

@@ -1,10 +1,12 @@
-"""RLVR rollout generation: our KV-cache path (bar.generate on the Megatron-Core model) beside
-`transformers` `generate` on the same weights exported to a Llama, in one run.
+"""RLVR rollout generation: our KV-cache path (bar.generate: a plain-PyTorch decoder on the
+Megatron-Core model's weights) beside `transformers` `generate` on the same weights exported to
+a Llama, and beside Megatron-Core's own static inference context (what bar.generate uses under
+tensor parallelism), in one run.
 
     python benchmarks/rollout.py [--preset default] [--batch 64] [--prompt-length 32] [--new-tokens 48]
 
-One RLVR step's rollouts by default (8 prompts x 8 samples, 48 new tokens). Both decode
-greedily with no stop token, so both produce exactly batch x new-tokens tokens, and their
+One RLVR step's rollouts by default (8 prompts x 8 samples, 48 new tokens). All decode
+greedily with no stop token, so all produce exactly batch x new-tokens tokens, and their
 outputs are checked equal. Median of `--repeats` timed runs after one warm-up.
 """
 
@@ -49,24 +51,32 @@ def main() -> None:
         return generate(model, prompts.tolist(), max_new_tokens=args.new_tokens, stop_ids=set(),
                         vocab_size=arch.vocab_size, pad_id=0)
 
+    def megatron():
+        real, parallel.tp_size = parallel.tp_size, lambda: 2  # the path bar.generate takes at TP>1
+        try:
+            return ours()
+        finally:
+            parallel.tp_size = real
+
     def theirs():
         with torch.no_grad():
             out = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=args.new_tokens,
                               min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None)
         return out[:, args.prompt_length:].tolist()
 
-    same = ours() == theirs()  # also the warm-up
-    times = {name: statistics.median(seconds(fn) for _ in range(args.repeats))
-             for name, fn in (("bar.generate (Megatron-Core, KV cache)", ours),
-                              ("transformers generate", theirs))}
+    same = ours() == theirs() == megatron()  # also the warm-up
+    names = {"ours": "bar.generate (TP=1 decoder)", "theirs": "transformers generate",
+             "megatron": "Megatron-Core inference context"}
+    times = {key: statistics.median(seconds(fn) for _ in range(args.repeats))
+             for key, fn in (("ours", ours), ("theirs", theirs), ("megatron", megatron))}
     parallel.shutdown()
     tokens = args.batch * args.new_tokens
     print(f"preset {args.preset}: {args.batch} rollouts x {args.new_tokens} new tokens after "
           f"{args.prompt_length} prompt tokens; median of {args.repeats}; identical greedy outputs: {same}")
-    for name, t in times.items():
-        print(f"  {name:40s} {t:6.2f} s  {tokens / t:8.0f} tok/s")
-    ratio = times["transformers generate"] / times["bar.generate (Megatron-Core, KV cache)"]
-    print(f"  ours vs transformers: {ratio:.2f}x the speed")
+    for key, t in times.items():
+        print(f"  {names[key]:35s} {t:6.2f} s  {tokens / t:8.0f} tok/s")
+    print(f"  ours vs transformers: {times['theirs'] / times['ours']:.2f}x the speed; "
+          f"vs Megatron-Core inference: {times['megatron'] / times['ours']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,10 @@ def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
+def tp_size() -> int:
+    return _tp()[2]
+
+
 def _tp():
     from megatron.core import parallel_state
 
