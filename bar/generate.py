@@ -109,6 +109,16 @@ class _Decoder:
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
+    def _attention(self, q, k, v, attend: torch.Tensor) -> torch.Tensor:
+        if q.size(2) > 1:  # prefill
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, enable_gqa=self.heads != self.groups)
+        # One query per row: two batched matmuls beat SDPA's kernel at this size on CPU
+        # (measured 134 vs 190 us per layer at 64 rows x 60 keys).
+        b, _, _, d = q.shape
+        scores = (q.view(b, self.groups, -1, d) @ k.transpose(-1, -2)) * d ** -0.5
+        probs = torch.softmax(scores.masked_fill(~attend.view(b, 1, 1, -1), float("-inf")), dim=-1)
+        return (probs @ v).view(b, self.heads, 1, d)
+
     def _mlp(self, mlp, h: torch.Tensor) -> torch.Tensor:
         if not hasattr(mlp, "router"):
             return _swiglu(h, mlp.linear_fc1.weight, mlp.linear_fc2.weight)
@@ -138,9 +148,7 @@ class _Decoder:
             k, v = qkv[:, :, :, per_group].transpose(1, 2), qkv[:, :, :, per_group + 1].transpose(1, 2)
             self.keys[i, :, :, start:end] = self._rotate(k, start)
             self.values[i, :, :, start:end] = v
-            o = F.scaled_dot_product_attention(self._rotate(q, start), self.keys[i, :, :, :end],
-                                               self.values[i, :, :, :end], attn_mask=attend,
-                                               enable_gqa=self.heads != self.groups)
+            o = self._attention(self._rotate(q, start), self.keys[i, :, :, :end], self.values[i, :, :, :end], attend)
             x = x + F.linear(o.transpose(1, 2).reshape(b, t, -1), attn.linear_proj.weight)
             h = F.rms_norm(x, (x.size(-1),), layer.pre_mlp_layernorm.weight, self.eps)
             x = x + self._mlp(layer.mlp, h)
