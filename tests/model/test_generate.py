@@ -15,10 +15,10 @@ def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monk
     """Both decoders: the plain-PyTorch one (TP=1) and Megatron-Core's inference context (TP>1)."""
     from bar import parallel
     from bar.generate import generate
-
-    if path == "megatron":
-        monkeypatch.setattr(parallel, "tp_size", lambda: 2)
     from bar.model import build
+
+    if path == "megatron":  # the decoder generate() takes under tensor parallelism
+        monkeypatch.setattr(parallel, "tp_size", lambda: 2)
 
     torch.manual_seed(0)
     model = build(ARCH, 1).eval()
