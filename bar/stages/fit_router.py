@@ -1,5 +1,9 @@
 """Stage fit_router: train only the router of the merged MoE on a stratified sample of the
-experts' SFT data (~5% each). Every other tensor is verified bit for bit unchanged."""
+experts' SFT data (~5% each). Every other tensor is verified bit for bit unchanged.
+
+The loss is the LM loss of the sample (the published recipe), plus the router z-loss and, with
+`domain_loss` > 0, a routing term: every token of expert i's sample asks the router of each layer
+for the anchor or expert i, -log(p_0 + p_i) -- the two slots that expert trained with."""
 
 from __future__ import annotations
 
@@ -24,14 +28,55 @@ def inputs(specs: Specs) -> list:
             *[output("mix_data", e, "sft.jsonl") for e in specs.params.experts]]
 
 
-def sample(experts: list[str], fraction: float, seed: int) -> list:
-    """A stratified sample: `fraction` of each expert's SFT mixture (at least one example)."""
+def sample(experts: list[str], fraction: float, seed: int) -> list[tuple[int, object]]:
+    """A stratified sample: `fraction` of each expert's SFT mixture (at least one example), as
+    (the expert's slot in the merged MoE, example) pairs."""
     picked = []
-    for name in experts:
+    for slot, name in enumerate(experts, start=1):
         pool = _training.load_examples(output("mix_data", name, "sft.jsonl"))
         k = max(1, round(len(pool) * fraction))
-        picked += random.Random(derived_seed(seed, STAGE, name)).sample(pool, k)
+        picked += [(slot, e) for e in random.Random(derived_seed(seed, STAGE, name)).sample(pool, k)]
     return picked
+
+
+class DomainRouting:
+    """The `domain_loss` term, added to the backward pass through Megatron-Core's aux-loss hook
+    (as its z-loss is): weight * mean over tokens of -log(p_0 + p_slot), averaged over layers.
+
+    `batches` gives each step's batch and `slots` (built by the same packing, so it lines up
+    token for token) the slot of the expert whose sample each token came from (-1: padding)."""
+
+    def __init__(self, model, items, slots: list[int], weight: float, **batching):
+        from bar.train.batches import Batches
+
+        self.weight, self.current = weight, None
+        self.batches = Batches(items, **batching)
+        self.slots = Batches([([s] * len(ids), trained) for (ids, trained), s in zip(items, slots)],
+                             **(batching | {"pad_id": -1}))
+        self.routers = [m for name, m in model.named_modules() if name.endswith("mlp.router")]
+        for router in self.routers:
+            router.register_forward_hook(self.hook)
+
+    def get(self, step: int) -> dict:
+        self.current = self.slots.get(step)["tokens"].t().reshape(-1)  # [s * b], Megatron's order
+        return self.batches.get(step)
+
+    def num_tokens(self, step: int) -> int:
+        return self.batches.num_tokens(step)
+
+    def hook(self, router, args, output):
+        import torch
+        from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
+
+        if not (router.training and torch.is_grad_enabled()):
+            return output
+        probs, routing_map = output
+        logp = torch.log_softmax(router.gating(args[0]).float().view(self.current.numel(), -1), dim=-1)
+        keep = self.current >= 0
+        slot = self.current.clamp(min=0)[:, None]
+        own = torch.logaddexp(logp[:, 0], logp.gather(1, slot)[:, 0])
+        loss = -own[keep].mean() * self.weight / len(self.routers)
+        return MoEAuxLossAutoScaler.apply(probs, loss), routing_map
 
 
 def worker(specs: Specs) -> None:
@@ -58,9 +103,12 @@ def worker(specs: Specs) -> None:
                   load_balancing=spec.load_balancing)
     load_state(model, merged)
     set_trainable(model, ["router"], freeze_anchor_row=False)
-    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for e in sample(experts, spec.sample_fraction, seed)]
-    batches = Batches(items, batch_size=spec.batch_size, seq_length=arch.seq_length,
-                      pad_id=tok.pad_token_id, seed=seed)
+    picked = sample(experts, spec.sample_fraction, seed)
+    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for _, e in picked]
+    batching = dict(batch_size=spec.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed)
+    batches = Batches(items, **batching)
+    if spec.domain_loss:
+        batches = DomainRouting(model, items, [slot for slot, _ in picked], spec.domain_loss, **batching)
     log = train_loop(model, batches, spec, ckpt, desc=STAGE)
     after = full_state(model)
     changed = [k for k in after if ".mlp.router." not in k and not torch.equal(after[k], merged[k])]
