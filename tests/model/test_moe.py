@@ -120,3 +120,57 @@ def test_added_tokens_get_the_mean_row_of_the_others(dense_states):
         assert torch.allclose(new[4], w[keep].mean(0)) and torch.equal(new[4], new[5])
         assert torch.equal(new[keep], w[keep]) and torch.equal(new[300:], w[300:])  # the rest untouched
         assert not torch.equal(w[4], w[5])  # they differed before
+
+
+def test_domain_loss_routes_each_samples_tokens_to_the_anchor_or_its_expert(tmp_path, dense_states, megatron):
+    """fit_router's `domain_loss`: expert 1's sample uses tokens 0-7, expert 2's tokens 8-15.
+    Router-only training with the term puts nearly all of each token's routing mass on the
+    anchor or its own expert; the LM loss alone does not, and nothing but the router changes."""
+    from bar.model import build
+    from bar.model.moe import set_trainable
+    from bar.specs import RouterSpec
+    from bar.stages.fit_router import DomainRouting
+    from bar.train import train
+    from bar.train.batches import Batches
+    from bar.train.checkpoint import Resumable, full_state, load_state
+
+    anchor, base = dense_states
+    merged = upcycle(anchor, base, ARCH.num_layers)
+    for layer in range(ARCH.num_layers):  # 3 slots: the anchor and two copies of the base FFN
+        for fc in ("linear_fc1", "linear_fc2"):
+            key = f"decoder.layers.{layer}.mlp.experts.local_experts.{{}}.{fc}.weight"
+            merged[key.format(2)] = merged[key.format(1)] + 0.01 * torch.randn_like(merged[key.format(1)])
+        merged[f"decoder.layers.{layer}.mlp.router.weight"] = 0.1 * torch.randn(3, 32)
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randint(lo, lo + 8, (24,), generator=g).tolist(), [True] * 24)
+             for lo in (0, 8) for _ in range(16)]
+    slots = [1] * 16 + [2] * 16
+    spec = RouterSpec(steps=60, batch_size=4, optim={"lr": 3e-2, "warmup_steps": 1}, domain_loss=1.0)
+    batching = dict(batch_size=4, seq_length=ARCH.seq_length, pad_id=0, seed=0)
+
+    def own_mass(weight: float) -> tuple[float, dict]:
+        torch.manual_seed(0)
+        model = build(ARCH, 1, num_experts=3)
+        load_state(model, merged)
+        set_trainable(model, ["router"], freeze_anchor_row=False)
+        batches = (DomainRouting(model, items, slots, weight, **batching) if weight
+                   else Batches(items, **batching))
+        train(model, batches, spec, Resumable(tmp_path / f"w{weight}", "fp"), desc="router")
+        after = full_state(model)
+        model.eval()
+        probs = []  # each layer's routing probabilities of the item being scored
+        for layer in model.decoder.layers:
+            layer.mlp.router.register_forward_hook(lambda module, args, out: probs.append(out[0]))
+        masses = []
+        with torch.no_grad():
+            for (ids, _), slot in zip(items, slots):
+                probs.clear()
+                model(torch.tensor([ids]), None, None)
+                masses += [(p[:, 0] + p[:, slot]).mean().item() for p in probs]
+        return sum(masses) / len(masses), after
+
+    plain, plain_state = own_mass(0.0)
+    routed, routed_state = own_mass(1.0)
+    assert routed > 0.9 and routed > plain + 0.2, (plain, routed)
+    assert {k for k in merged if not torch.equal(merged[k], routed_state[k])} == {
+        f"decoder.layers.{i}.mlp.router.weight" for i in range(ARCH.num_layers)}
