@@ -463,6 +463,11 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     assert {"anchor", "**BAR (routed)**", "sequential", "ablation tool_use_frozen_embeddings", "after math",
             "baseline@monolithic"} <= set(rows)
     assert sum(label.startswith("code v1") for label in rows) == 2  # both code runs (the RLVR edit) side by side
+    evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
+    alone, routed = evaluation["expert:tool_use"]["tool_use"], evaluation["routed"]["tool_use"]
+    assert f"| tool_use | {alone:.1f} | {routed:.1f} | {routed - alone:.1f} | " in report
+    shares = report.split("Share of router probability")[1].split("\n## ")[0]
+    assert shares.count("%") == 1 and "| general | " in shares and "| safety | " in shares
     for png in ("rlvr_reward.png", "forgetting.png", "scores.png", "routing.png", "cost_curve.png"):
         assert (project / "reports" / png).stat().st_size > 0
     readme = (project / "README.md").read_text()
