@@ -2,8 +2,8 @@
 experts' SFT data (~5% each). Every other tensor is verified bit for bit unchanged.
 
 The loss is the LM loss of the sample (the published recipe), plus the router z-loss and, with
-`domain_loss` > 0, a routing term: every token of expert i's sample asks the router of each layer
-for the anchor or expert i, -log(p_0 + p_i) -- the two slots that expert trained with."""
+`domain_loss` > 0, a routing term: on every token of expert i's sample, the router of each layer
+is asked to route as expert i itself did, between the anchor (slot 0) and expert i only."""
 
 from __future__ import annotations
 
@@ -41,10 +41,14 @@ def sample(experts: list[str], fraction: float, seed: int) -> list[tuple[int, ob
 
 class DomainRouting:
     """The `domain_loss` term, added to the backward pass through Megatron-Core's aux-loss hook
-    (as its z-loss is): weight * mean over tokens of -log(p_0 + p_slot), averaged over layers.
+    (as its z-loss is): weight * the cross-entropy between the router's probabilities and expert
+    i's own routing, averaged over the tokens of expert i's sample and over layers.
 
-    `batches` gives each step's batch and `slots` (built by the same packing, so it lines up
-    token for token) the slot of the expert whose sample each token came from (-1: padding)."""
+    Expert i was trained as a 2-slot MoE whose router rows (anchor, i) the merge copied into rows
+    0 and i; its routing of a token is the softmax of those two rows' logits, here computed with
+    the rows as merged (frozen) on the merged model's hidden state: -sum_s q_s log p_s over
+    s in {0, i}. `slots` (packed like `items`, so it lines up token for token) gives the slot of
+    the expert whose sample each token came from (-1: padding)."""
 
     def __init__(self, model, items, slots: list[int], weight: float, **batching):
         from bar.train.batches import Batches
@@ -54,6 +58,7 @@ class DomainRouting:
         self.slots = Batches([([s] * len(ids), trained) for (ids, trained), s in zip(items, slots)],
                              **(batching | {"pad_id": -1}))
         self.routers = [m for name, m in model.named_modules() if name.endswith("mlp.router")]
+        self.merged = {id(r): r.weight.detach().clone() for r in self.routers}
         for router in self.routers:
             router.register_forward_hook(self.hook)
 
@@ -71,11 +76,15 @@ class DomainRouting:
         if not (router.training and torch.is_grad_enabled()):
             return output
         probs, routing_map = output
-        logp = torch.log_softmax(router.gating(args[0]).float().view(self.current.numel(), -1), dim=-1)
         keep = self.current >= 0
-        slot = self.current.clamp(min=0)[:, None]
-        own = torch.logaddexp(logp[:, 0], logp.gather(1, slot)[:, 0])
-        loss = -own[keep].mean() * self.weight / len(self.routers)
+        hidden = args[0].reshape(self.current.numel(), -1)[keep].float()
+        slot = self.current[keep][:, None]
+        logp = torch.log_softmax(router.gating(hidden).float(), dim=-1)
+        with torch.no_grad():  # expert i's own routing between the anchor and itself
+            own = hidden @ self.merged[id(router)].float().t()
+            target = torch.softmax(torch.cat([own[:, :1], own.gather(1, slot)], dim=1), dim=-1)
+        chosen = torch.cat([logp[:, :1], logp.gather(1, slot)], dim=1)
+        loss = -(target * chosen).sum(-1).mean() * self.weight / len(self.routers)
         return MoEAuxLossAutoScaler.apply(probs, loss), routing_map
 
 
