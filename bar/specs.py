@@ -270,8 +270,8 @@ class RouterSpec(Spec):
     topk: int | None = Field(None, gt=0, description="experts active per token; null = all")
     z_loss: float = Field(1e-3, ge=0, description="router z-loss coefficient")
     load_balancing: float = Field(0.0, ge=0, description="aux load-balancing coefficient (0 = off)")
-    domain_loss: float = Field(0.0, ge=0, description="weight of -log(p_anchor + p_own expert) per token "
-                               "of each expert's sample (0 = LM loss only, the published recipe)")
+    domain_loss: float = Field(0.0, ge=0, description="weight of a term asking each token of expert i's "
+                               "sample to be routed as expert i did, between the anchor and i (0 = LM loss only)")
     steps: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     optim: OptimSpec
