@@ -66,10 +66,12 @@ def routing(root: Path, specs: Specs, rows: dict[str, dict[str, float]]) -> tupl
     slots = ["anchor", *specs.params.experts]
     shares = {domain: {slot: 100 * sum(layer[i] for layer in layers) / len(layers) for i, slot in enumerate(slots)}
               for domain, layers in json.loads(path.read_text()).items()}
-    routed = rows["**BAR (routed)**"]
-    gaps = {e: {"expert alone": rows[f"expert {e}"][e], "routed": routed[e],
-                "routed - expert": routed[e] - rows[f"expert {e}"][e], "own-expert share %": shares.get(e, {}).get(e)}
-            for e in specs.params.experts if e in routed}
+    routed, gaps = rows["**BAR (routed)**"], {}
+    for e in specs.params.experts:
+        domain = specs.expert(e).domain  # an expert's name need not be its domain's
+        alone = rows[f"expert {e}"][domain]
+        gaps[domain] = {"expert alone": alone, "routed": routed[domain], "routed - expert": routed[domain] - alone,
+                        "own-expert share %": shares.get(domain, {}).get(e)}
     return shares, gaps
 
 
