@@ -25,6 +25,18 @@ from bar.model.moe import ANCHOR_SLOT, _EXPERT, _ROUTER, expert_name, router_nam
 from bar.specs import InputError
 
 
+def is_shared(key: str) -> bool:
+    """A tensor the merge combines across experts (embeddings, attention, norms, LM head):
+    neither an FFN slot nor a router."""
+    return not (_EXPERT.match(key) or _ROUTER.match(key))
+
+
+def with_merged_shared(expert: dict[str, torch.Tensor], merged: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An expert's 2-slot state with its shared tensors replaced by the merged model's: the
+    expert as the merge leaves it, before any routing (what the merge alone costs it)."""
+    return {k: merged[k] if is_shared(k) else t for k, t in expert.items()}
+
+
 class MergeError(InputError):
     """Experts that cannot be merged; the message names the expert and the tensor."""
 
@@ -97,7 +109,7 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
                     else:
                         anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT]
                     out[name][i] = t[1]
-                else:
+                else:  # shared (is_shared)
                     term = coef[n] * t.double()
                     sums[key] = term if i == 1 else sums[key].add_(term)
                 del t  # nothing from this file outlives the loop: its memory map is released

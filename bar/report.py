@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from bar.specs import InputError, Specs
+from bar.stages.evaluate import mean_shares
 
 README_START, README_END = "<!-- bar report: scores -->", "<!-- /bar report -->"
 
@@ -64,14 +65,16 @@ def routing(root: Path, specs: Specs, rows: dict[str, dict[str, float]]) -> tupl
     if not path.exists():
         return {}, {}
     slots = ["anchor", *specs.params.experts]
-    shares = {domain: {slot: 100 * sum(layer[i] for layer in layers) / len(layers) for i, slot in enumerate(slots)}
+    shares = {domain: {slot: 100 * share for slot, share in zip(slots, mean_shares(layers))}
               for domain, layers in json.loads(path.read_text()).items()}
     routed, gaps = rows["**BAR (routed)**"], {}
+    merge_cost = _read(root / "metrics" / "evaluate.json").get("merge_cost", {})
     for e in specs.params.experts:
         domain = specs.expert(e).domain  # an expert's name need not be its domain's
         alone = rows[f"expert {e}"][domain]
-        gaps[domain] = {"expert alone": alone, "routed": routed[domain], "routed - expert": routed[domain] - alone,
-                        "own-expert share %": shares.get(domain, {}).get(e)}
+        merged_shared = merge_cost.get(e, {}).get("merged_shared")  # the expert as the merge leaves it
+        gaps[domain] = {"expert alone": alone, "merged shared tensors": merged_shared, "routed": routed[domain],
+                        "routed - expert": routed[domain] - alone, "own-expert share %": shares.get(domain, {}).get(e)}
     return shares, gaps
 
 
@@ -177,8 +180,11 @@ def build(root: Path | str = ".", out: Path | str = "reports") -> Path:
              "overall is the mean over domains.", "", *markdown_table(rows, cols), ""]
     shares, gaps = routing(root, specs, rows)
     if shares:
-        lines += ["## Routing", "", "Each expert on its own domain, alone and inside the routed model:", "",
-                  *markdown_table(gaps, ["expert alone", "routed", "routed - expert", "own-expert share %"],
+        lines += ["## Routing", "", "Each expert on its own domain: alone, with the merged shared tensors "
+                  "(its own FFNs and router rows, no other expert: what the merge alone costs) and inside the "
+                  "routed model:", "",
+                  *markdown_table(gaps, ["expert alone", "merged shared tensors", "routed", "routed - expert",
+                                         "own-expert share %"],
                                   first="domain"), "",
                   "Share of router probability (%) per slot, mean over layers and tokens of each domain's "
                   "held-out prompts and reference replies (teacher-forced):", "",

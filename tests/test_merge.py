@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bar.merge import MergeError, check_compatible, merge
+from bar.merge import MergeError, check_compatible, merge, with_merged_shared
 
 FC1 = "decoder.layers.0.mlp.experts.local_experts.{}.linear_fc1.weight"
 ROUTER = "decoder.layers.0.mlp.router.weight"
@@ -44,6 +44,17 @@ def test_slots_rows_and_mean(experts):
     assert out[ROUTER].shape == (4, 4)
     mean = sum(s[EMB].double() for s in states.values()) / 3
     assert torch.allclose(out[EMB], mean.float())
+
+
+def test_an_expert_as_the_merge_leaves_it(experts):
+    """Its own FFN slots and router rows, every shared tensor as merged."""
+    paths, states, _ = experts
+    out = merge(paths)
+    leaves = with_merged_shared(states["code"], out)
+    assert set(leaves) == set(states["code"])
+    assert torch.equal(leaves[EMB], out[EMB]) and not torch.equal(leaves[EMB], states["code"][EMB])
+    for key in (FC1.format(0), FC1.format(1), ROUTER):
+        assert torch.equal(leaves[key], states["code"][key])
 
 
 def test_weighted_mean_and_base_plus_mean_delta(experts, tmp_path):

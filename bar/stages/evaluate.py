@@ -3,8 +3,11 @@
 Models: the anchor, each expert alone, the merged MoE before router fitting, and the routed
 MoE. The anchor's and experts' scores are the ones their own stages measured with the same
 code and `specs/eval.yaml` (DVC re-runs those stages when the eval spec changes); the merged
-and routed models are scored here. Writes metrics/evaluate.json (DVC metrics),
-outputs/evaluate/{scores.csv, routing.csv} (DVC plots), PNG plots and report.md.
+and routed models are scored here, and so is each expert on its own domain as the merge
+leaves it (its FFNs and router rows, the merged shared tensors): an expert's gap to the routed
+model splits into what merging the shared tensors costs and what the routing costs. Writes
+metrics/evaluate.json (DVC metrics), outputs/evaluate/{scores.csv, routing.csv} (DVC plots),
+PNG plots and report.md.
 
 It also closes the assembly (merge + router + evaluation): from the routed model's lineage in
 MLflow it logs what this upgrade cost against a monolithic retrain (`bar.cost.assembly`) and
@@ -28,8 +31,13 @@ def with_overall(scores: dict[str, float], domains: list[str]) -> dict[str, floa
     return out
 
 
+def mean_shares(layers: list[list[float]]) -> list[float]:
+    """Router probability per slot, averaged over layers (each layer: mean over tokens)."""
+    return [sum(layer[e] for layer in layers) / len(layers) for e in range(len(layers[0]))]
+
+
 def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[float]]],
-           experts: list[str], domains: list[str], assembly: dict) -> str:
+           experts: list[str], domains: list[str], assembly: dict, merge_cost: dict) -> str:
     cols = domains + ["overall"]
     lines = ["# Evaluation", "", "Pass rate (0-100) of greedy replies on each domain's held-out prompts.", "",
              "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -40,8 +48,14 @@ def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[floa
               "by the domain of the input.", "",
               "| domain | " + " | ".join(slots) + " |", "|---" * (len(slots) + 1) + "|"]
     for domain, layers in routing.items():
-        mean = [sum(layer[e] for layer in layers) / len(layers) for e in range(len(slots))]
-        lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean) + " |")
+        lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean_shares(layers)) + " |")
+    lines += ["", "## Where an expert's score goes", "",
+              "Each expert on its own domain: alone, with the merged shared tensors (its own FFNs and router "
+              "rows; no other expert), and inside the routed model.", "",
+              "| expert | domain | alone | merged shared tensors | routed |", "|---" * 5 + "|"]
+    for e, row in merge_cost.items():
+        lines.append(f"| {e} | {row['domain']} | {row['alone']:.1f} | {row['merged_shared']:.1f} | "
+                     f"{row['routed']:.1f} |")
     if assembly:
         lines += ["", "## Cost", "", f"Re-run for this routed model: {assembly['rerun'].replace(',', ', ')}.", "",
                   "| | training FLOPs |", "|---|---|",
@@ -88,6 +102,7 @@ def main() -> None:
     from bar import parallel, tokenizer, tracking
     from bar import cost
     from bar import eval as evaluation
+    from bar.merge import with_merged_shared
     from bar.model import build
     from bar.stages._training import eval_examples, score_all
     from bar.train.checkpoint import load_state, sha256
@@ -110,6 +125,15 @@ def main() -> None:
             table[name] = score_all(model, tok, domains, specs.eval)
             if name == "routed":
                 routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}
+        merged = load_file(output("merge_experts", "model.safetensors"))
+        merge_cost = {}
+        for e in experts:
+            domain = specs.expert(e).domain
+            model = build(specs.model, 1, num_experts=2)
+            load_state(model, with_merged_shared(load_file(output("train_expert", e, "model.safetensors")), merged))
+            merge_cost[e] = {"domain": domain, "alone": table[f"expert:{e}"][domain]["pass_rate"],
+                             "merged_shared": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
+                             "routed": table["routed"][domain]["pass_rate"]}
         parallel.shutdown()
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
         table = {m: with_overall({d: s[d]["pass_rate"] for d in domains}, domains) for m, s in table.items()}
@@ -134,14 +158,15 @@ def main() -> None:
                             for i, layer in enumerate(layers) for e, p in enumerate(layer))
             write_json(out / "routing.json", routing)
             write_json(out / "samples.json", samples)
-            (out / "report.md").write_text(report(table, routing, experts, domains, assembly))
+            (out / "report.md").write_text(report(table, routing, experts, domains, assembly, merge_cost))
             plot(table, routing, experts, domains, out)
             if curve:
                 write_json(out / "cost_curve.json", curve)
                 cost.plot_curve(curve, out / "cost_curve.png")
         summary = {k: assembly[k] for k in ("upgrade_flops", "retrain_flops", "upgrade_ratio") if k in assembly}
-        write_metrics(STAGE, table | ({"cost": summary} if summary else {}))
+        write_metrics(STAGE, table | {"merge_cost": merge_cost} | ({"cost": summary} if summary else {}))
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
+        run.log_metrics({f"merged_shared/{e}": row["merged_shared"] for e, row in merge_cost.items()})
         for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png"):
             if output(STAGE, name).exists():
                 run.log_artifact(output(STAGE, name))
