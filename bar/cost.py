@@ -80,6 +80,8 @@ def assembly(arch: ModelSpec, lineage: dict) -> dict[str, float | str]:
     parts["router"] = lineage["router"]
     upgrade = sum(parts[k]["metrics"].get("cost/flops", 0.0) for k in rerun)
     retrain = _retrain(lineage, list(lineage["experts"]))
+    if retrain <= 0:  # the components' training runs are not in this MLflow store: no cost to compare
+        return {}
     return {"upgrade_flops": upgrade, "retrain_flops": retrain, "upgrade_ratio": upgrade / retrain,
             "upgrade_wall_seconds": sum(parts[k]["metrics"].get("cost/wall_seconds", 0.0) for k in rerun),
             "rerun": ",".join(rerun)}

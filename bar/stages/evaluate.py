@@ -144,7 +144,8 @@ def main() -> None:
         assembly, curve = {}, []
         if moe is not None:
             lineage = tracking.routed_lineage(moe.version)
-            assembly, curve = cost.assembly(specs.model, lineage), cost.curve(specs.model, lineage)
+            assembly = cost.assembly(specs.model, lineage)
+            curve = cost.curve(specs.model, lineage) if assembly else []
 
         with atomic_dir(output(STAGE)) as out:
             with open(out / "scores.csv", "w", newline="") as f:
@@ -174,7 +175,7 @@ def main() -> None:
             # The registry's routed model carries its scores (what `bar compare` and promotion read).
             tracking.tag_model_version("bar-moe", moe.version, {f"eval.{d}": round(v, 2)
                                                                 for d, v in table["routed"].items()})
-            run.set_tags({"moe_version": moe.version, "assembly.rerun": assembly["rerun"]})
+            run.set_tags({"moe_version": moe.version, **({"assembly.rerun": assembly["rerun"]} if assembly else {})})
             run.log_metrics({f"assembly/{k}": v for k, v in assembly.items() if k != "rerun"})
 
 

@@ -60,3 +60,11 @@ def test_assembly_counts_what_was_rerun_against_a_dense_retrain():
     out = assembly(ARCH, upgrade)
     assert out["rerun"] == "code,router" and out["upgrade_flops"] == 2 + 1
     assert out["retrain_flops"] == 10 + 5 + 4 and out["upgrade_ratio"] == 3 / 19
+
+
+def test_assembly_of_components_without_recorded_training_is_empty():
+    """Experts trained elsewhere (no training runs in this store): no cost to compare, no crash."""
+    unknown = {"run_id": None, "metrics": {}}
+    lineage = {"anchor": unknown, "experts": {"math": unknown}, "router": {"run_id": "r", "metrics": {}},
+               "previous": None}
+    assert assembly(ARCH, lineage) == {}
