@@ -121,11 +121,13 @@ def main() -> None:
         for name, stage in (("merged", "merge_experts"), ("routed", "fit_router")):
             config = json.loads(output(stage, "config.json").read_text())
             model = build(specs.model, 1, num_experts=config["num_experts"], topk=config.get("topk"))
-            load_state(model, load_file(output(stage, "model.safetensors")))
+            state = load_file(output(stage, "model.safetensors"))
+            load_state(model, state)
+            if name == "merged":
+                merged = state  # also what each expert is scored with below
             table[name] = score_all(model, tok, domains, specs.eval)
             if name == "routed":
                 routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}
-        merged = load_file(output("merge_experts", "model.safetensors"))
         merge_cost = {}
         for e in experts:
             domain = specs.expert(e).domain
