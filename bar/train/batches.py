@@ -52,6 +52,7 @@ class Batches:
         self.items, self.batch_size, self.seq_length = items, batch_size, seq_length
         self.pad_id, self.seed = pad_id, seed
         self._epochs: dict[int, list] = {}
+        self._lengths: dict[int, int] = {}  # rows per epoch: finding a step's epoch packs no earlier one again
 
     def _epoch(self, epoch: int) -> list:
         if epoch not in self._epochs:
@@ -60,22 +61,29 @@ class Batches:
             # Keep two epochs: a batch may straddle an epoch boundary.
             self._epochs = {e: r for e, r in self._epochs.items() if e == epoch - 1}
             self._epochs[epoch] = pack([self.items[i] for i in order], self.seq_length, self.pad_id)
+            self._lengths[epoch] = len(self._epochs[epoch])
         return self._epochs[epoch]
 
     def num_tokens(self, step: int) -> int:
         """Trained tokens in this step's batch."""
         return int(self.get(step)["loss_mask"].sum())
 
-    def get(self, step: int) -> dict[str, torch.Tensor]:
+    def rows(self, step: int) -> list:
+        """The packed rows of this step's batch."""
         rows, epoch, index = [], 0, step * self.batch_size
         while len(rows) < self.batch_size:
-            packed = self._epoch(epoch)
-            if index >= len(packed):
-                index -= len(packed)
+            if epoch not in self._lengths:
+                self._epoch(epoch)
+            if index >= self._lengths[epoch]:
+                index -= self._lengths[epoch]
                 epoch += 1
                 continue
-            rows.append(packed[index])
+            rows.append(self._epoch(epoch)[index])
             index += 1
+        return rows
+
+    def get(self, step: int) -> dict[str, torch.Tensor]:
+        rows = self.rows(step)
         tokens = torch.tensor([r[0] for r in rows])
         trained = torch.tensor([r[1] for r in rows])
         segments = torch.tensor([r[2] for r in rows])
