@@ -1,10 +1,12 @@
 """Stage baseline@<name> (opt-in: `dvc repro baselines/dvc.yaml`): what BAR is compared with.
 
 `name` is one of params.yaml `baselines` (specs/baselines.yaml says what each trains):
-- `monolithic`: the anchor, dense, retrained on the union of every expert's data through the
-  same phases. Budget rule: each phase runs the sum of the experts' steps for that phase with
-  the hyper-parameters of the first expert (params.yaml order) that has it, so it sees the
-  tokens of all the experts together; RLVR rewards each prompt with its own domain's verifier.
+- `monolithic`: the anchor, dense, retrained through the same phases on exactly the data the
+  experts consumed: each phase replays, shuffled together and once each, the packed rows of
+  every expert's batches for that phase (for RLVR, the prompts each expert drew), so every
+  domain gets the exposure its expert got. The phase takes the hyper-parameters of the first
+  expert (params.yaml order) that has it, with as many steps as that data fills at its batch
+  size (prompts per step); RLVR rewards each prompt with its own domain's verifier.
 - `sequential`: the anchor, dense, trained on one expert's data after another
   (`sequential_order`), each through that expert's phases; scored on every domain after each,
   which shows what it forgets.
@@ -24,10 +26,11 @@ from pathlib import Path
 from bar.specs import Specs, spec_hash
 from bar.stages import CHECKPOINTS, entry, output
 from bar.stages import _training
-from bar.stages.train_expert import Phase, adapt, branch, check_anchor_ffn, model_inputs, phases_of
+from bar.stages.train_expert import Phase, adapt, branch, check_anchor_ffn, model_inputs, phase_seed, phases_of
 
 STAGE = "baseline"
 PHASES = ("midtrain", "sft", "rlvr")
+PER_STEP = {"midtrain": "batch_size", "sft": "batch_size", "rlvr": "prompts_per_step"}
 
 
 def ablation_data(name: str) -> Path:
@@ -44,18 +47,26 @@ def plan(specs: Specs, name: str) -> list[Phase]:
     phases = []
     for phase in PHASES:
         have = [e for e in specs.params.experts if getattr(specs.expert(e).stages, phase)]
-        if have:
-            steps = sum(getattr(specs.expert(e).stages, phase).steps for e in have)
-            first = getattr(specs.expert(have[0]).stages, phase)
-            phases.append(Phase(phase, phase, first.model_copy(update={"steps": steps}),
-                                [output("mix_data", e) for e in have]))
+        if not have:
+            continue
+        stages = [specs.expert(e).stages for e in have]
+        replay = [(getattr(st, phase), phase_seed(specs, st.enabled().index(phase))) for st in stages]
+        first = replay[0][0]
+        # Every expert's consumed data once: rows (batch_size a step) or prompts (prompts_per_step).
+        per_step = PER_STEP[phase]
+        consumed = sum(spec.steps * getattr(spec, per_step) for spec, _ in replay)
+        steps = -(-consumed // getattr(first, per_step))
+        phases.append(Phase(phase, phase, first.model_copy(update={"steps": steps}),
+                            [output("mix_data", e) for e in have], replay))
     return phases
 
 
 def resolved(specs: Specs, name: str) -> dict:
     return {"baseline": name, "kind": specs.baseline(name), "model": specs.model.model_dump(mode="json"),
             "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed,
-            "phases": [{"label": p.label, "data": [str(d) for d in p.data], **p.spec.model_dump(mode="json")}
+            "phases": [{"label": p.label, "data": [str(d) for d in p.data], **p.spec.model_dump(mode="json"),
+                        **({"replay": [{"steps": r.steps, "per_step": getattr(r, PER_STEP[p.phase]), "seed": seed}
+                                       for r, seed in p.replay]} if p.replay else {})}
                        for p in plan(specs, name)]}
 
 

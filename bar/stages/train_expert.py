@@ -43,6 +43,15 @@ class Phase:
     phase: str
     spec: LMStageSpec | RLVRSpec
     data: list[Path]
+    # The monolithic baseline: for each folder of `data`, the spec and seed of the expert phase
+    # whose consumed data (its batches' rows, its drawn prompts) this phase replays; None:
+    # train on all of `data`.
+    replay: list[tuple[LMStageSpec | RLVRSpec, int]] | None = None
+
+
+def phase_seed(specs: Specs, index: int) -> int:
+    """The data-order seed of an expert's `index`-th enabled phase."""
+    return specs.params.seed * 10 + index
 
 
 def phases_of(specs: Specs, name: str, data: Path) -> list[Phase]:
@@ -54,7 +63,8 @@ def phase_fingerprint(specs: Specs, phases: list[Phase], tp_size: int) -> str:
     """What the result of the last of `phases` depends on: the architecture, the seed, the
     inputs, the tensor-parallel size and the specs of this phase and the ones before it (not
     the expert's version, its eval spec or its later phases)."""
-    upto = [[p.label, p.spec.model_dump(mode="json")] for p in phases]
+    upto = [[p.label, p.spec.model_dump(mode="json"),
+             *([[r.model_dump(mode="json"), seed] for r, seed in p.replay] if p.replay else [])] for p in phases]
     data = sorted({d for p in phases for d in p.data})
     return _training.fingerprint({"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed,
                                   "tp_size": tp_size, "phases": upto}, [*data, *model_inputs()])
@@ -73,6 +83,24 @@ def phase_items(tok, data: Path, phase: str) -> list:
     return examples
 
 
+def replayed(tok, ph: Phase, seq_length: int) -> list:
+    """What the expert phases `ph` replays consumed, all of it: for an LM phase the packed rows
+    of their batches, for RLVR the prompts they drew (`ph.replay` gives their specs and seeds)."""
+    from bar.train import rlvr
+    from bar.train.batches import Batches
+
+    out = []
+    for data, (spec, seed) in zip(ph.data, ph.replay):
+        items = phase_items(tok, data, ph.phase)
+        if ph.phase == "rlvr":
+            out += rlvr.draws(items, spec, seed)
+        else:
+            batches = Batches(items, batch_size=spec.batch_size, seq_length=seq_length,
+                              pad_id=tok.pad_token_id, seed=seed)
+            out += [row for step in range(spec.steps) for row in batches.rows(step)]
+    return out
+
+
 def adapt(model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok, tp_size: int,
           desc: str, moe: bool = True) -> tuple[dict[str, list], list[str]]:
     """Train `model` through `phases` in order, each from its finished checkpoint if there is
@@ -83,7 +111,7 @@ def adapt(model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok
     from bar.model.moe import set_trainable
     from bar.train import rlvr
     from bar.train import train as train_loop
-    from bar.train.batches import Batches
+    from bar.train.batches import Batches, Replay
     from bar.train.checkpoint import Resumable, full_state, load_state
 
     logs, reused = {}, []
@@ -100,8 +128,11 @@ def adapt(model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok
             set_trainable(model, ph.spec.trainable)
         else:
             model.requires_grad_(True)
-        seed = specs.params.seed * 10 + i
-        items = [item for data in ph.data for item in phase_items(tok, data, ph.phase)]
+        seed = phase_seed(specs, i)
+        if ph.replay:
+            items = replayed(tok, ph, specs.model.seq_length)
+        else:
+            items = [item for data in ph.data for item in phase_items(tok, data, ph.phase)]
         if ph.phase == "rlvr":
             reference = None
             if ph.spec.kl_coef > 0:  # the policy as RLVR starts (a copy: Megatron modules hold process groups)
@@ -110,8 +141,9 @@ def adapt(model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok
                 reference.requires_grad_(False)
             logs[ph.label] = rlvr.train(model, reference, items, tok, ph.spec, seed, ckpt, f"{desc} {ph.label}")
         else:
-            batches = Batches(items, batch_size=ph.spec.batch_size, seq_length=specs.model.seq_length,
-                              pad_id=tok.pad_token_id, seed=seed)
+            batches = (Replay(items, batch_size=ph.spec.batch_size, seed=seed) if ph.replay else
+                       Batches(items, batch_size=ph.spec.batch_size, seq_length=specs.model.seq_length,
+                               pad_id=tok.pad_token_id, seed=seed))
             logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}")
         ckpt.finish(model, {"log": logs[ph.label], "run": run_fp})
     return logs, reused

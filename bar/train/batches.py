@@ -60,9 +60,12 @@ class Batches:
             random.Random(self.seed * 100_003 + epoch).shuffle(order)
             # Keep two epochs: a batch may straddle an epoch boundary.
             self._epochs = {e: r for e, r in self._epochs.items() if e == epoch - 1}
-            self._epochs[epoch] = pack([self.items[i] for i in order], self.seq_length, self.pad_id)
+            self._epochs[epoch] = self._arrange([self.items[i] for i in order])
             self._lengths[epoch] = len(self._epochs[epoch])
         return self._epochs[epoch]
+
+    def _arrange(self, items: list) -> list:
+        return pack(items, self.seq_length, self.pad_id)
 
     def num_tokens(self, step: int) -> int:
         """Trained tokens in this step's batch."""
@@ -94,3 +97,15 @@ class Batches:
             "loss_mask": (trained[:, 1:] & same & (segments[:, 1:] > 0)).float(),
             "attention_mask": attention_mask(segments[:, :-1]),
         }
+
+
+class Replay(Batches):
+    """Batches of rows packed already (`Batches.rows` of other runs: the monolithic baseline
+    replays what each expert trained on), in a new order each epoch."""
+
+    def __init__(self, rows: list, *, batch_size: int, seed: int):
+        super().__init__(rows, batch_size=batch_size, seq_length=len(rows[0][0]) - 1 if rows else 0,
+                         pad_id=0, seed=seed)
+
+    def _arrange(self, rows: list) -> list:
+        return rows

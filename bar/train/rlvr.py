@@ -72,6 +72,14 @@ def grpo_loss(new_lp, old_lp, ref_lp, adv, mask, spec: RLVRSpec) -> tuple[torch.
     return loss, float(((kl.detach() * mask).sum(1) / lengths).mean())
 
 
+def draws(items: list, spec: RLVRSpec, seed: int) -> list:
+    """The prompts a run of `spec` draws, in order (`prompts_per_step` a step): `items` in a
+    seeded order, cycled as often as the steps need."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[order[j % len(order)]] for j in range(spec.steps * spec.prompts_per_step)]
+
+
 def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed: int, ckpt: Resumable,
           desc: str) -> list[dict]:
     """GRPO on `items` (prompts + verifier checks); returns the per-step log."""
@@ -80,16 +88,14 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
     meta = ckpt.restore(model, opt)
     start = meta["step"] if meta else 0
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
+    drawn = draws(items, spec, seed)
     vocab, pad = len(tok), tok.pad_token_id
     encoded = {}
     bar = progress(spec.steps, start, desc)
     for step in range(start, spec.steps):
         lr = lr_at(step, spec.optim, spec.steps)
         set_lr(opt, lr)
-        picked = [items[order[(step * spec.prompts_per_step + i) % len(order)]]
-                  for i in range(spec.prompts_per_step)]
+        picked = drawn[step * spec.prompts_per_step: (step + 1) * spec.prompts_per_step]
         prompts = []
         for e in picked:
             encoded.setdefault(e.prompt, tokenizer.prompt_ids(tok, e.prompt))

@@ -444,11 +444,16 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     metrics = {b: json.loads((project / "metrics" / "baseline" / f"{b}.json").read_text()) for b in BASELINES}
     domains = ["code", "general", "math", "safety", "tool_use"]
     specs = Specs(project)
-    # Monolithic: dense, every phase the sum of the experts' steps of that phase.
+    # Monolithic: dense, each phase replays what the experts' phases consumed: their rows (the
+    # same trained tokens, once each) and their RLVR prompts, at the first expert's batch size.
     assert json.loads((out_dir(project, "baseline@monolithic") / "config.json").read_text())["kind"] == "dense"
-    for phase in ("midtrain", "sft", "rlvr"):
-        steps = [getattr(specs.expert(e).stages, phase) for e in EXPERTS]
-        assert metrics["monolithic"][f"{phase}/steps"] == sum(s.steps for s in steps if s)
+    experts = {e: json.loads((project / "metrics" / "train_expert" / f"{e}.json").read_text()) for e in EXPERTS}
+    for phase in ("midtrain", "sft"):
+        have = [e for e in EXPERTS if f"{phase}/steps" in experts[e]]
+        assert metrics["monolithic"][f"{phase}/tokens_total"] == sum(experts[e][f"{phase}/tokens_total"] for e in have)
+    rlvr = [specs.expert(e).stages.rlvr for e in EXPERTS if specs.expert(e).stages.rlvr]
+    assert metrics["monolithic"]["rlvr/steps"] * rlvr[0].prompts_per_step == sum(
+        s.steps * s.prompts_per_step for s in rlvr)
     # Sequential: each expert's phases in order, scored after each domain.
     assert metrics["sequential"]["sft.safety/steps"] == specs.expert("safety").stages.sft.steps
     after = {k for k in metrics["sequential"] if k.startswith("after_")}
