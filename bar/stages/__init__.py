@@ -28,7 +28,8 @@ for _k, _v in OFFLINE_ENV.items():
 
 def entry(main, *args) -> None:
     """Run a stage's entry point: bad input ends it with one `error:` line and exit code 2, a
-    diverged training (non-finite loss) with one `error:` line and exit code 1."""
+    diverged training (non-finite loss) with one `error:` line and exit code 1; in a torchrun
+    worker, any other error's traceback ends up in the launching stage's error too."""
     from bar.specs import InputError
 
     try:
@@ -38,6 +39,15 @@ def entry(main, *args) -> None:
         if os.environ.get("BAR_ERROR_FILE"):  # a torchrun worker: the launching stage repeats it
             Path(os.environ["BAR_ERROR_FILE"]).write_text(str(e))
         raise SystemExit(2 if isinstance(e, InputError) else 1) from None
+    except Exception:
+        if os.environ.get("BAR_ERROR_FILE"):
+            # A torchrun worker's traceback is printed above torchrun's own, which is all that
+            # the tail of a failed stage's output shows: the launching stage repeats its end.
+            import traceback
+
+            tail = traceback.format_exc().rstrip().splitlines()[-12:]
+            Path(os.environ["BAR_ERROR_FILE"]).write_text("unexpected error in a worker:\n" + "\n".join(tail))
+        raise
 
 
 def output(stage: str, *parts: str) -> Path:
