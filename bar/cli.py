@@ -41,7 +41,9 @@ def _compare(args) -> int:
     rows += [("bar-moe versions", [",".join(map(str, h["moe_versions"])) or "-" for h in history]),
              ("cost tokens", [_num(h["metrics"].get("cost/tokens"), "{:.0f}") for h in history]),
              ("cost FLOPs", [_num(h["metrics"].get("cost/flops"), "{:.3g}") for h in history]),
-             ("cost wall s", [_num(h["metrics"].get("cost/wall_seconds"), "{:.0f}") for h in history])]
+             ("cost wall s", [_num(h["metrics"].get("cost/wall_seconds"), "{:.0f}") for h in history]),
+             # Floating-point results depend on it: compare versions trained alike.
+             ("threads per rank", [h["threads"] for h in history])]
     width = max(len(r[0]) for r in rows)
     cols = [max(len(heads[i]), *(len(str(r[1][i])) for r in rows)) for i in range(len(history))]
     print(f"expert {args.expert}: {len(history)} runs ({tracking.tracking_uri(args.root)})")

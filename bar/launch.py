@@ -7,6 +7,13 @@ import tempfile
 from pathlib import Path
 
 
+def threads_per_rank(nproc: int) -> int:
+    """CPU threads each of `nproc` processes on this machine computes with: OMP_NUM_THREADS if
+    set, else the cores shared out. Results depend on it (float sums split differently), so
+    every MLflow run records it."""
+    return max(1, int(os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // nproc))
+
+
 def torchrun(module: str, nproc: int, args: list[str] = ()) -> None:
     """Run `python -m module *args` under torchrun with `nproc` processes on this machine."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -16,7 +23,7 @@ def torchrun(module: str, nproc: int, args: list[str] = ()) -> None:
         error = Path(tmp) / "error"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "BAR_ERROR_FILE": str(error)}
         # torchrun would set OMP_NUM_THREADS=1 with a warning; bar.parallel.init sets threads itself.
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        env["OMP_NUM_THREADS"] = str(threads_per_rank(nproc))
         result = subprocess.run(cmd, env=env)
         if result.returncode:
             reason = f": {error.read_text()}" if error.exists() else " (see the workers' output above)"

@@ -206,6 +206,7 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
         built = [v for v in moe if v.tags.get(f"expert.{name}.run_id") == run.info.run_id]
         routed = scores(built[-1]) if built else {}  # the newest routed model built from this run
         out.append({"run_id": run.info.run_id, "version": run.data.tags.get("expert_version", "?"),
+                    "threads": run.data.tags.get("threads_per_rank", "?"),
                     "params": run.data.params, "metrics": run.data.metrics, "routed": routed,
                     "moe_versions": [int(v.version) for v in built]})
     return out
@@ -228,7 +229,7 @@ def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
 
 
 LINEAGE_TAGS = ("dvc_stage", "expert_version", "spec_hash", "data_hash", "anchor_hash", "base_hash",
-                "parent_expert_version", "parent_model_version", "git_commit")
+                "parent_expert_version", "parent_model_version", "git_commit", "threads_per_rank")
 
 
 def _run_lineage(client, run_id: str) -> dict:
@@ -362,15 +363,18 @@ def pipeline_run(name: str, tags: dict[str, str], cwd: Path | str = "."):
 
 
 @contextmanager
-def stage_run(stage: str, *, spec: dict, tags: dict[str, str], cwd: Path | str = "."):
+def stage_run(stage: str, *, spec: dict, tags: dict[str, str], cwd: Path | str = ".", nproc: int = 1):
     """One MLflow run for one execution of a stage, named like the stage.
 
     Logs the resolved spec (as params and as `spec.json`), lineage tags, the stage's DVC data
-    inputs (`mlflow.log_input`) and, on exit, wall and processor seconds. An expert's run is
-    tagged with the version it upgrades. A stage that raises leaves its run FAILED.
+    inputs (`mlflow.log_input`), the CPU threads each of its `nproc` processes uses and, on exit,
+    wall and processor seconds. An expert's run is tagged with the version it upgrades. A stage that raises leaves its run FAILED.
     """
     mlflow = _mlflow(cwd)
-    all_tags = {"stage": stage, "dvc_stage": stage, "git_commit": git_commit(cwd), **tags}
+    from bar.launch import threads_per_rank
+
+    all_tags = {"stage": stage, "dvc_stage": stage, "git_commit": git_commit(cwd),
+                "threads_per_rank": str(threads_per_rank(nproc)), **tags}
     if "expert" in tags:
         all_tags |= _parent_expert(mlflow, tags["expert"])
     parent = os.environ.get("BAR_PARENT_RUN_ID")

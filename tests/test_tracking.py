@@ -79,3 +79,13 @@ def test_mlflow_ui_on_localhost_shows_the_runs_and_models(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_threads_per_rank_shares_the_cores_unless_omp_num_threads_says(monkeypatch):
+    from bar.launch import threads_per_rank
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [threads_per_rank(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_rank(2) == 3

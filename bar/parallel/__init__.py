@@ -19,6 +19,7 @@ def init(tp_size: int, seed: int) -> None:
     """Start the process group and Megatron-Core's model-parallel state in a torchrun worker."""
     from megatron.core import parallel_state, tensor_parallel
 
+    from bar import launch
     from bar.parallel import cpu
 
     _die_with_launcher()
@@ -40,8 +41,7 @@ def init(tp_size: int, seed: int) -> None:
         # The cores are shared by the ranks on this machine: one thread per core in total, unless
         # OMP_NUM_THREADS says otherwise (e.g. 1 each when two jobs share the machine: more
         # threads than cores spin-wait and run several times slower).
-        threads = os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        torch.set_num_threads(max(1, int(threads)))
+        torch.set_num_threads(launch.threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp_size)
     # No dropout and CPU initialisation: the no-op RNG tracker is all Megatron needs.
     tensor_parallel.model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True)

@@ -166,7 +166,7 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
     parts = (stage, item) if item else (stage,)
     name = f"{stage}@{item}" if item else stage
     root = CHECKPOINTS.joinpath(*parts)
-    with tracking.stage_run(name, spec=resolved, tags=tags) as run:
+    with tracking.stage_run(name, spec=resolved, tags=tags, nproc=tp_size) as run:
         try:
             launch.torchrun(f"bar.stages.{stage}", tp_size, [*parts[1:], "--worker"])
         finally:

@@ -131,6 +131,7 @@ def test_each_stage_logged_one_mlflow_run(project):
     anchor = runs[runs["tags.mlflow.runName"] == "train_anchor"].iloc[0]
     for tag in ("stage", "spec_hash", "data_hash", "git_commit", "base_hash"):
         assert anchor[f"tags.{tag}"] not in (None, "", "unknown"), tag
+    assert set(runs["tags.threads_per_rank"]) == {"1"}  # tests/conftest.py: OMP_NUM_THREADS=1
     code = runs[runs["tags.mlflow.runName"] == "train_expert@code"].iloc[0]
     assert code["tags.expert"] == "code" and code["tags.expert_version"] == "1"
     assert code["tags.anchor_hash"] == out_hashes(project)["train_anchor"]
@@ -364,6 +365,7 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     assert [float(v) for v in spec_row.split()[-2:]] == [1e-3, 5e-4]
     assert any(line.startswith("routed code") for line in table.splitlines())
     assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
+    assert next(line for line in table.splitlines() if line.startswith("threads per rank")).split()[-2:] == ["1", "1"]
     # The new code run names the version it upgrades; the assembly logged what the upgrade cost.
     runs = {r.info.run_name: r for r in client.search_runs(
         [client.get_experiment_by_name("bar").experiment_id], "attributes.status = 'FINISHED'",
