@@ -368,11 +368,12 @@ def stage_run(stage: str, *, spec: dict, tags: dict[str, str], cwd: Path | str =
 
     Logs the resolved spec (as params and as `spec.json`), lineage tags, the stage's DVC data
     inputs (`mlflow.log_input`), the CPU threads each of its `nproc` processes uses and, on exit,
-    wall and processor seconds. An expert's run is tagged with the version it upgrades. A stage that raises leaves its run FAILED.
+    wall and processor seconds. An expert's run is tagged with the version it upgrades. A stage
+    that raises leaves its run FAILED.
     """
-    mlflow = _mlflow(cwd)
     from bar.launch import threads_per_rank
 
+    mlflow = _mlflow(cwd)
     all_tags = {"stage": stage, "dvc_stage": stage, "git_commit": git_commit(cwd),
                 "threads_per_rank": str(threads_per_rank(nproc)), **tags}
     if "expert" in tags:
