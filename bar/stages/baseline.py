@@ -37,12 +37,18 @@ def ablation_data(name: str) -> Path:
     return CHECKPOINTS / STAGE / name / "data"
 
 
+def dense(spec):
+    """An expert phase's spec as a dense model takes it: without the router's `lr_scale` (a
+    dense model has no router), so that a router setting leaves the dense baselines as they are."""
+    return spec.model_copy(update={"lr_scale": {g: v for g, v in spec.lr_scale.items() if g != "router"}})
+
+
 def plan(specs: Specs, name: str) -> list[Phase]:
     kind = specs.baseline(name)
     if kind == "ablation":
         return phases_of(specs, name, ablation_data(name))
     if kind == "sequential":
-        return [Phase(f"{p}.{e}", p, getattr(specs.expert(e).stages, p), [output("mix_data", e)])
+        return [Phase(f"{p}.{e}", p, dense(getattr(specs.expert(e).stages, p)), [output("mix_data", e)])
                 for e in specs.baselines.sequential_order for p in specs.expert(e).stages.enabled()]
     phases = []
     for phase in PHASES:
@@ -50,7 +56,7 @@ def plan(specs: Specs, name: str) -> list[Phase]:
         if not have:
             continue
         stages = [specs.expert(e).stages for e in have]
-        replay = [(getattr(st, phase), phase_seed(specs, st.enabled().index(phase))) for st in stages]
+        replay = [(dense(getattr(st, phase)), phase_seed(specs, st.enabled().index(phase))) for st in stages]
         first = replay[0][0]
         # Every expert's consumed data once: rows (batch_size a step) or prompts (prompts_per_step).
         per_step = PER_STEP[phase]
