@@ -37,6 +37,23 @@ def with_merged_shared(expert: dict[str, torch.Tensor], merged: dict[str, torch.
     return {k: merged[k] if is_shared(k) else t for k, t in expert.items()}
 
 
+def with_only(moe: dict[str, torch.Tensor], slot: int) -> dict[str, torch.Tensor]:
+    """A merged or routed (N+1)-slot state reduced to a 2-slot one: the anchor (slot 0) and
+    expert `slot` (as slot 1), with their two router rows. A softmax over two logits is the full
+    one renormalised over them: the model with every other expert masked out (what the other
+    experts' share of the router costs an expert's domain)."""
+    out = {}
+    for key, t in moe.items():
+        m = _EXPERT.match(key)
+        if m and int(m.group(2)) in (ANCHOR_SLOT, slot):
+            out[expert_name(int(m.group(1)), 1 if int(m.group(2)) == slot else ANCHOR_SLOT, m.group(3))] = t
+        elif _ROUTER.match(key):
+            out[key] = t[[ANCHOR_SLOT, slot]]
+        elif not m:
+            out[key] = t
+    return out
+
+
 class MergeError(InputError):
     """Experts that cannot be merged; the message names the expert and the tensor."""
 

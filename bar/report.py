@@ -72,8 +72,9 @@ def routing(root: Path, specs: Specs, rows: dict[str, dict[str, float]]) -> tupl
     for e in specs.params.experts:
         domain = specs.expert(e).domain  # an expert's name need not be its domain's
         alone = rows[f"expert {e}"][domain]
-        merged_shared = merge_cost.get(e, {}).get("merged_shared")  # the expert as the merge leaves it
-        gaps[domain] = {"expert alone": alone, "merged shared tensors": merged_shared, "routed": routed[domain],
+        row = merge_cost.get(e, {})  # the expert as the merge leaves it; the routed model with only it and the anchor
+        gaps[domain] = {"expert alone": alone, "merged shared tensors": row.get("merged_shared"),
+                        "routed, anchor + own only": row.get("own_only"), "routed": routed[domain],
                         "routed - expert": routed[domain] - alone, "own-expert share %": shares.get(domain, {}).get(e)}
     return shares, gaps
 
@@ -181,10 +182,11 @@ def build(root: Path | str = ".", out: Path | str = "reports") -> Path:
     shares, gaps = routing(root, specs, rows)
     if shares:
         lines += ["## Routing", "", "Each expert on its own domain: alone, with the merged shared tensors "
-                  "(its own FFNs and router rows, no other expert: what the merge alone costs) and inside the "
-                  "routed model:", "",
-                  *markdown_table(gaps, ["expert alone", "merged shared tensors", "routed", "routed - expert",
-                                         "own-expert share %"],
+                  "(its own FFNs and router rows, no other expert: what the merge alone costs), in the routed "
+                  "model with only the anchor and this expert (the other experts masked out: what their share "
+                  "costs is the step to the next column) and inside the routed model:", "",
+                  *markdown_table(gaps, ["expert alone", "merged shared tensors", "routed, anchor + own only",
+                                         "routed", "routed - expert", "own-expert share %"],
                                   first="domain"), "",
                   "Share of router probability (%) per slot, mean over layers and tokens of each domain's "
                   "held-out prompts and reference replies (teacher-forced):", "",

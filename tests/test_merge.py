@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bar.merge import MergeError, check_compatible, merge, with_merged_shared
+from bar.merge import MergeError, check_compatible, merge, with_merged_shared, with_only
 
 FC1 = "decoder.layers.0.mlp.experts.local_experts.{}.linear_fc1.weight"
 ROUTER = "decoder.layers.0.mlp.router.weight"
@@ -55,6 +55,22 @@ def test_an_expert_as_the_merge_leaves_it(experts):
     assert torch.equal(leaves[EMB], out[EMB]) and not torch.equal(leaves[EMB], states["code"][EMB])
     for key in (FC1.format(0), FC1.format(1), ROUTER):
         assert torch.equal(leaves[key], states["code"][key])
+
+
+def test_a_routed_model_with_only_the_anchor_and_one_expert(experts):
+    """A 2-slot state: the anchor FFN, expert 2's FFN and their router rows; its routing is the
+    full model's with the other experts masked out (renormalised over the two)."""
+    paths, states, anchor_ffn = experts
+    routed = merge(paths)
+    routed[ROUTER] = torch.randn(4, 4)  # as fitted: every row moved
+    only = with_only(routed, 2)
+    assert set(only) == set(states["code"])
+    assert torch.equal(only[FC1.format(0)], anchor_ffn)
+    assert torch.equal(only[FC1.format(1)], states["code"][FC1.format(1)])
+    assert torch.equal(only[EMB], routed[EMB])
+    h = torch.randn(5, 4)
+    full = torch.softmax(h @ routed[ROUTER].t(), dim=-1)[:, [0, 2]]
+    assert torch.allclose(torch.softmax(h @ only[ROUTER].t(), dim=-1), full / full.sum(-1, keepdim=True))
 
 
 def test_weighted_mean_and_base_plus_mean_delta(experts, tmp_path):

@@ -4,8 +4,10 @@ Models: the anchor, each expert alone, the merged MoE before router fitting, and
 MoE. The anchor's and experts' scores are the ones their own stages measured with the same
 code and `specs/eval.yaml` (DVC re-runs those stages when the eval spec changes); the merged
 and routed models are scored here, and so is each expert on its own domain as the merge
-leaves it (its FFNs and router rows, the merged shared tensors): an expert's gap to the routed
-model splits into what merging the shared tensors costs and what the routing costs. Writes
+leaves it (its FFNs and router rows, the merged shared tensors) and the routed model with only
+the anchor and that expert (every other expert masked out): an expert's gap to the routed model
+splits into what merging the shared tensors costs, what the fitted router's split between the
+anchor and the expert costs, and what the other experts' share costs. Writes
 metrics/evaluate.json (DVC metrics), outputs/evaluate/{scores.csv, routing.csv} (DVC plots),
 PNG plots and report.md.
 
@@ -51,11 +53,13 @@ def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[floa
         lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean_shares(layers)) + " |")
     lines += ["", "## Where an expert's score goes", "",
               "Each expert on its own domain: alone, with the merged shared tensors (its own FFNs and router "
-              "rows; no other expert), and inside the routed model.", "",
-              "| expert | domain | alone | merged shared tensors | routed |", "|---" * 5 + "|"]
+              "rows; no other expert), the routed model with only the anchor and this expert (the others "
+              "masked out), and the routed model.", "",
+              "| expert | domain | alone | merged shared tensors | routed, anchor + own only | routed |",
+              "|---" * 6 + "|"]
     for e, row in merge_cost.items():
         lines.append(f"| {e} | {row['domain']} | {row['alone']:.1f} | {row['merged_shared']:.1f} | "
-                     f"{row['routed']:.1f} |")
+                     f"{row['own_only']:.1f} | {row['routed']:.1f} |")
     if assembly:
         lines += ["", "## Cost", "", f"Re-run for this routed model: {assembly['rerun'].replace(',', ', ')}.", "",
                   "| | training FLOPs |", "|---|---|",
@@ -102,7 +106,7 @@ def main() -> None:
     from bar import parallel, tokenizer, tracking
     from bar import cost
     from bar import eval as evaluation
-    from bar.merge import with_merged_shared
+    from bar.merge import with_merged_shared, with_only
     from bar.model import build
     from bar.stages._training import eval_examples, score_all
     from bar.train.checkpoint import load_state, sha256
@@ -125,16 +129,21 @@ def main() -> None:
             load_state(model, state)
             if name == "merged":
                 merged = state  # also what each expert is scored with below
+            else:
+                routed = state
             table[name] = score_all(model, tok, domains, specs.eval)
             if name == "routed":
                 routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}
         merge_cost = {}
-        for e in experts:
+        for slot, e in enumerate(experts, start=1):
             domain = specs.expert(e).domain
             model = build(specs.model, 1, num_experts=2)
             load_state(model, with_merged_shared(load_file(output("train_expert", e, "model.safetensors")), merged))
+            merged_shared = score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"]
+            load_state(model, with_only(routed, slot))
             merge_cost[e] = {"domain": domain, "alone": table[f"expert:{e}"][domain]["pass_rate"],
-                             "merged_shared": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
+                             "merged_shared": merged_shared,
+                             "own_only": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
                              "routed": table["routed"][domain]["pass_rate"]}
         parallel.shutdown()
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
@@ -169,7 +178,7 @@ def main() -> None:
         summary = {k: assembly[k] for k in ("upgrade_flops", "retrain_flops", "upgrade_ratio") if k in assembly}
         write_metrics(STAGE, table | {"merge_cost": merge_cost} | ({"cost": summary} if summary else {}))
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
-        run.log_metrics({f"merged_shared/{e}": row["merged_shared"] for e, row in merge_cost.items()})
+        run.log_metrics({f"{k}/{e}": row[k] for e, row in merge_cost.items() for k in ("merged_shared", "own_only")})
         for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png"):
             if output(STAGE, name).exists():
                 run.log_artifact(output(STAGE, name))

@@ -304,7 +304,7 @@ def test_evaluate_reports_every_model_on_every_domain(project):
     for e, row in merge_cost.items():
         assert row["alone"] == scores[f"expert:{e}"][row["domain"]]
         assert row["routed"] == scores["routed"][row["domain"]]
-        assert 0 <= row["merged_shared"] <= 100
+        assert 0 <= row["merged_shared"] <= 100 and 0 <= row["own_only"] <= 100
     assert set(scores) == {"anchor", *(f"expert:{e}" for e in EXPERTS), "merged", "routed"}
     for model, row in scores.items():
         assert set(row) == {"general", *EXPERTS, "overall"}
@@ -478,8 +478,9 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     assert sum(label.startswith("code v1") for label in rows) == 2  # both code runs (the RLVR edit) side by side
     evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
     alone, routed = evaluation["expert:tool_use"]["tool_use"], evaluation["routed"]["tool_use"]
-    merged_shared = evaluation["merge_cost"]["tool_use"]["merged_shared"]
-    assert f"| tool_use | {alone:.1f} | {merged_shared:.1f} | {routed:.1f} | {routed - alone:.1f} | " in report
+    cost = evaluation["merge_cost"]["tool_use"]
+    assert (f"| tool_use | {alone:.1f} | {cost['merged_shared']:.1f} | {cost['own_only']:.1f} | {routed:.1f} | "
+            f"{routed - alone:.1f} | ") in report
     shares = report.split("Share of router probability")[1].split("\n## ")[0]
     assert shares.count("%") == 1 and "| general | " in shares and "| safety | " in shares
     for png in ("rlvr_reward.png", "forgetting.png", "scores.png", "routing.png", "cost_curve.png"):
