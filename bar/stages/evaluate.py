@@ -129,10 +129,9 @@ def main() -> None:
             load_state(model, state)
             if name == "merged":
                 merged = state  # also what each expert is scored with below
-            else:
-                routed = state
             table[name] = score_all(model, tok, domains, specs.eval)
             if name == "routed":
+                routed = state  # each expert's domain is also scored with only it and the anchor below
                 routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}
         merge_cost = {}
         for slot, e in enumerate(experts, start=1):
