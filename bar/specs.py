@@ -88,8 +88,9 @@ class DomainDataSpec(Spec):
     midtrain: int = Field(0, ge=0, description="plain-text documents for mid-training")
     sft: int = Field(0, ge=0, description="prompt/response pairs")
     rl: int = Field(0, ge=0, description="prompts with a verifier, for RLVR")
+    anchor: int = Field(0, ge=0, description="prompt/response pairs in the anchor's post-training mix")
     eval: int = Field(gt=0, description="held-out prompts, never in any training split")
-    files: dict[Literal["midtrain", "sft", "rl", "eval"], str] = Field(
+    files: dict[Literal["midtrain", "sft", "rl", "anchor", "eval"], str] = Field(
         default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split")
     skip_bad_rows: bool = False
 

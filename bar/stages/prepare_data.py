@@ -1,7 +1,7 @@
 """Stage prepare_data: generate (or load) every domain's splits and the pre-training corpus.
 
 Writes outputs/prepare_data/pretrain.jsonl ({"text"} documents) and, per domain,
-outputs/prepare_data/<domain>/{midtrain,sft,rl,eval}.jsonl, plus manifest.json.
+outputs/prepare_data/<domain>/{midtrain,sft,rl,anchor,eval}.jsonl, plus manifest.json.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from bar.specs import Specs
 from bar.stages import atomic_dir, entry, output, write_json, write_jsonl, write_metrics
 
 STAGE = "prepare_data"
-SPLITS = ("midtrain", "sft", "rl", "eval")
+SPLITS = ("midtrain", "sft", "rl", "anchor", "eval")
 
 
 def derived_seed(seed: int, *names: str) -> int:
@@ -35,7 +35,7 @@ def split_rows(domain: str, split: str, spec, seed: int) -> list[dict]:
         return []
     if split == "midtrain":
         return [{"text": t} for t in data.documents(domain, n, derived_seed(seed, domain, split))]
-    # sft and rl both come from the train side of the domain's prompt space; eval from the other.
+    # sft, rl and anchor all come from the train side of the domain's prompt space; eval from the other.
     side = "eval" if split == "eval" else "train"
     return [e.to_json() for e in data.examples(domain, side, n, derived_seed(seed, domain, split))]
 

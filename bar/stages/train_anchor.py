@@ -1,4 +1,5 @@
-"""Stage train_anchor: supervised fine-tuning of the base on general chat (assistant tokens only)."""
+"""Stage train_anchor: supervised fine-tuning of the base on general chat and each domain's
+`anchor` split, the skills a general instruction mix carries a little of (assistant tokens only)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ def resolved(specs: Specs) -> dict:
             "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
 
 
+def sft_files() -> list:
+    return [output("prepare_data", "general", "sft.jsonl"), *sorted(output("prepare_data").glob("*/anchor.jsonl"))]
+
+
 def inputs() -> list:
-    return [output("prepare_data", "general", "sft.jsonl"), output("tokenizer"),
+    return [*sft_files(), output("tokenizer"),
             output("pretrain_base", "model.safetensors"), *sorted(output("prepare_data").glob("*/eval.jsonl"))]
 
 
@@ -26,7 +31,7 @@ def worker(specs: Specs) -> None:
 
     tok = tokenizer.load(output("tokenizer"))
     items = [tokenizer.chat_ids(tok, e.prompt, e.response)
-             for e in _training.load_examples(output("prepare_data", "general", "sft.jsonl"))]
+             for path in sft_files() for e in _training.load_examples(path)]
     _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.anchor, seed=specs.params.seed,
                          items=items, init=output("pretrain_base"), eval_domains=sorted(specs.data.domains),
                          eval_spec=specs.eval, fingerprint=_training.fingerprint(resolved(specs), inputs()))

@@ -1,0 +1,26 @@
+import json
+
+from bar.data.example import is_eval_prompt
+from bar.specs import DataSpec
+from bar.stages import prepare_data, train_anchor
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_path, monkeypatch):
+    """Each domain's `anchor` rows (its share of the anchor's instruction mix) are drawn from the
+    train side of its prompt space with their own seed: never an eval prompt, not the SFT rows."""
+    spec = DataSpec(seed=0, pretrain={"general": 5}, domains={
+        "general": {"sft": 8, "eval": 4}, "math": {"sft": 6, "anchor": 6, "eval": 4}, "code": {"sft": 6, "eval": 4}})
+    out = tmp_path / "outputs" / "prepare_data"
+    out.mkdir(parents=True)
+    counts = prepare_data.prepare(spec, out)
+    assert counts["math/anchor"] == 6 and counts["code/anchor"] == counts["general/anchor"] == 0
+    anchor, sft = rows(out / "math" / "anchor.jsonl"), rows(out / "math" / "sft.jsonl")
+    assert {r["domain"] for r in anchor} == {"math"} and not any(is_eval_prompt(r["prompt"]) for r in anchor)
+    assert anchor != sft
+    monkeypatch.chdir(tmp_path)
+    assert [p.as_posix() for p in train_anchor.sft_files()] == [f"outputs/prepare_data/{f}.jsonl" for f in (
+        "general/sft", "code/anchor", "general/anchor", "math/anchor")]
