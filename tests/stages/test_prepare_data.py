@@ -1,12 +1,6 @@
-import json
-
 from bar.data.example import is_eval_prompt
 from bar.specs import DataSpec
-from bar.stages import prepare_data, train_anchor
-
-
-def rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from bar.stages import prepare_data, read_jsonl, train_anchor
 
 
 def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_path, monkeypatch):
@@ -18,7 +12,7 @@ def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_pa
     out.mkdir(parents=True)
     counts = prepare_data.prepare(spec, out)
     assert counts["math/anchor"] == 6 and counts["code/anchor"] == counts["general/anchor"] == 0
-    anchor, sft = rows(out / "math" / "anchor.jsonl"), rows(out / "math" / "sft.jsonl")
+    anchor, sft = read_jsonl(out / "math" / "anchor.jsonl"), read_jsonl(out / "math" / "sft.jsonl")
     assert {r["domain"] for r in anchor} == {"math"} and not any(is_eval_prompt(r["prompt"]) for r in anchor)
     assert anchor != sft
     monkeypatch.chdir(tmp_path)
