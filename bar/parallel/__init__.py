@@ -17,10 +17,11 @@ import torch.distributed as dist
 
 def init(tp_size: int, seed: int) -> None:
     """Start the process group and Megatron-Core's model-parallel state in a torchrun worker."""
-    from megatron.core import parallel_state, tensor_parallel
-
     from bar import launch
     from bar.parallel import cpu
+
+    cpu.import_megatron()
+    from megatron.core import parallel_state, tensor_parallel
 
     _die_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -15,9 +15,34 @@ Code paths we avoid instead of patching (so there is nothing to patch):
 - `dist_checkpointing`'s CUDA synchronise: checkpoints are our own safetensors files.
 """
 
+import sys
+
 import torch
 
 _applied = False
+
+
+def import_megatron() -> None:
+    """Import Megatron-Core; on CPU, without the torch.compile of its fused kernels (patch 3)."""
+    if "megatron.core" in sys.modules or not needed():
+        import megatron.core  # noqa: F401
+
+        return
+    # 3. Megatron-Core wraps its fused kernels in torch.compile when a module is imported
+    #    (megatron/core/jit.py: `jit_fuser`, and a few direct decorators). Each call imports
+    #    TorchInductor, 2.3 s of every process that imports Megatron-Core, and the one our models
+    #    call, transformer/moe/router.py::TopKRouter._apply_expert_bias (a no-op without expert
+    #    bias), is traced by TorchDynamo in every process. None is worth compiling on CPU: the
+    #    package is imported with torch.compile as the identity, and `jit_fuser` is left the
+    #    no-op decorator for the modules imported later. Results are bit-identical.
+    compile_ = torch.compile
+    torch.compile = lambda fn=None, **kw: fn if fn is not None else (lambda f: f)
+    try:
+        from megatron.core import jit
+
+        jit.disable_jit_fuser()
+    finally:
+        torch.compile = compile_
 
 
 def needed() -> bool:

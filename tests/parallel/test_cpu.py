@@ -32,6 +32,14 @@ def test_upstream_still_needs_the_patches():
     out = python("from megatron.core.transformer.moe import moe_utils; "
                  "print(hasattr(moe_utils, 'te_general_gemm'))")
     assert out.stdout.strip().endswith("False")
+    # 3. Importing Megatron-Core wraps its fused kernels in torch.compile, which imports
+    #    TorchInductor, and the MoE router's `_apply_expert_bias` is one of them.
+    from megatron.core import jit
+
+    assert "jit_fuser = torch.compile" in inspect.getsource(jit)
+    assert "@jit_fuser\n    def _apply_expert_bias" in inspect.getsource(router)
+    out = python("import sys, megatron.core; print('torch._inductor' in sys.modules)")
+    assert out.stdout.strip().endswith("True")
 
 
 def test_patched_megatron_runs_dense_and_moe_on_cpu():
@@ -50,6 +58,10 @@ for experts in (None, 3):
     loss.backward()
     assert torch.isfinite(loss)
 parallel.shutdown()
+# Patch 3: nothing compiled, TorchInductor never imported.
+import sys
+from megatron.core.transformer.moe.router import TopKRouter
+assert "torch._inductor" not in sys.modules and not hasattr(TopKRouter._apply_expert_bias, "_torchdynamo_orig_callable")
 print("OK")
 """
     out = python(code)
