@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -472,7 +473,15 @@ class Specs:
         spec = self._load("data")
         for domain, d in spec.domains.items():
             for split, file in d.files.items():
-                if not (self.root / file).exists():  # user data: paths are relative to the repository
+                # User data: paths relative to the repository, under data/, which dvc.yaml lists as a
+                # dependency of prepare_data (so that DVC re-runs it when the data changes).
+                parts = Path(os.path.normpath(file)).parts
+                if Path(file).is_absolute() or parts[:1] != ("data",) or len(parts) < 2:
+                    raise SpecError(f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: user data "
+                                    f"must be under data/ in the repository (DVC re-runs prepare_data when "
+                                    f"something there changes, and only there); copy or `dvc add` it there "
+                                    f"and write data/<name>")
+                if not (self.root / file).exists():
                     raise SpecError(f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: no such file "
                                     f"or directory under {self.root}; point it at a JSONL file or a saved "
                                     f"`datasets` directory, or remove the key to generate this split")

@@ -1,6 +1,16 @@
+import json
+import sys
+
+import pytest
+
 from bar.data.example import is_eval_prompt
 from bar.specs import DataSpec
 from bar.stages import prepare_data, read_jsonl, train_anchor
+from conftest import edit_yaml, make_project, run
+
+
+def dvc(project, *args):
+    return run([sys.executable, "-m", "dvc", *args], project)
 
 
 def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_path, monkeypatch):
@@ -18,3 +28,21 @@ def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_pa
     monkeypatch.chdir(tmp_path)
     assert [p.as_posix() for p in train_anchor.sft_files()] == [f"outputs/prepare_data/{f}.jsonl" for f in (
         "general/sft", "code/anchor", "general/anchor", "math/anchor")]
+
+
+@pytest.mark.slow
+def test_editing_the_users_data_reruns_prepare_data(tmp_path):
+    """A split from the user's file under data/: real DVC sees the file change and re-runs prepare_data."""
+    project = make_project(tmp_path / "project")
+    rows = [{"prompt": f"What is {i} + 1?", "response": f"The answer is {i + 1}."} for i in range(5)]
+    user = project / "data" / "math_sft.jsonl"
+    user.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    edit_yaml(project / "specs" / "data.yaml", "domains.math.files", {"sft": "data/math_sft.jsonl"})
+    dvc(project, "repro", "prepare_data")
+    sft = project / "outputs" / "prepare_data" / "math" / "sft.jsonl"
+    assert [r["prompt"] for r in read_jsonl(sft)] == [r["prompt"] for r in rows]
+    assert json.loads(dvc(project, "status", "--json", "prepare_data").stdout) == {}
+    user.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    assert "prepare_data" in json.loads(dvc(project, "status", "--json", "prepare_data").stdout)
+    dvc(project, "repro", "prepare_data")
+    assert len(read_jsonl(sft)) == 3
