@@ -26,16 +26,30 @@ def responses(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size
 
 def score(model, tok, examples: list[data.Example], *, max_new_tokens: int,
           batch_size: int = 32) -> dict:
-    """Pass rate (0-100) of greedy replies under the domain's verifier, and a few samples."""
+    """Pass rate (0-100) of greedy replies under the domain's verifier, whether each reply
+    passed (`correct`, in the examples' order) and a few samples."""
     if not examples:
-        return {"pass_rate": float("nan"), "num_examples": 0, "samples": []}
+        return {"pass_rate": float("nan"), "num_examples": 0, "correct": [], "samples": []}
     domain = examples[0].domain
     replies = responses(model, tok, [e.prompt for e in examples], max_new_tokens=max_new_tokens,
                         batch_size=batch_size)
     ok = data.verify_batch(domain, replies, [e.check for e in examples])
     samples = [{"prompt": e.prompt, "response": r, "correct": c}
                for e, r, c in list(zip(examples, replies, ok))[:5]]
-    return {"pass_rate": 100.0 * sum(ok) / len(ok), "num_examples": len(ok), "samples": samples}
+    return {"pass_rate": 100.0 * sum(ok) / len(ok), "num_examples": len(ok), "correct": [bool(c) for c in ok],
+            "samples": samples}
+
+
+def paired_se(a: list[bool], b: list[bool]) -> float:
+    """Standard error (points) of the difference of two pass rates on the same prompts: how far
+    `mean(b) - mean(a)` could move on another held-out set of this size. Only the prompts where
+    the two models disagree contribute, so it is smaller than either score's own error."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired_se needs two outcome lists of one length >= 2, got {len(a)} and {len(b)}")
+    d = [int(y) - int(x) for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    var = sum((v - mean) ** 2 for v in d) / (len(d) - 1)
+    return 100.0 * (var / len(d)) ** 0.5
 
 
 @torch.no_grad()

@@ -75,7 +75,8 @@ def routing(root: Path, specs: Specs, rows: dict[str, dict[str, float]]) -> tupl
         row = merge_cost.get(e, {})  # the expert as the merge leaves it; the routed model with only it and the anchor
         gaps[domain] = {"expert alone": alone, "merged shared tensors": row.get("merged_shared"),
                         "routed, anchor + own only": row.get("own_only"), "routed": routed[domain],
-                        "routed - expert": routed[domain] - alone, "own-expert share %": shares.get(domain, {}).get(e)}
+                        "routed - expert": routed[domain] - alone, "± paired SE": row.get("gap_se"),
+                        "own-expert share %": shares.get(domain, {}).get(e)}
     return shares, gaps
 
 
@@ -184,9 +185,10 @@ def build(root: Path | str = ".", out: Path | str = "reports") -> Path:
         lines += ["## Routing", "", "Each expert on its own domain: alone, with the merged shared tensors "
                   "(its own FFNs and router rows, no other expert: what the merge alone costs), in the routed "
                   "model with only the anchor and this expert (the other experts masked out: what their share "
-                  "costs is the step to the next column) and inside the routed model:", "",
+                  "costs is the step to the next column) and inside the routed model; the gap's paired "
+                  "standard error is how far it could move on another held-out set of this size:", "",
                   *markdown_table(gaps, ["expert alone", "merged shared tensors", "routed, anchor + own only",
-                                         "routed", "routed - expert", "own-expert share %"],
+                                         "routed", "routed - expert", "± paired SE", "own-expert share %"],
                                   first="domain"), "",
                   "Share of router probability (%) per slot, mean over layers and tokens of each domain's "
                   "held-out prompts and reference replies (teacher-forced):", "",

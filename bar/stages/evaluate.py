@@ -9,7 +9,8 @@ the anchor and that expert (every other expert masked out): an expert's gap to t
 splits into what merging the shared tensors costs, what the fitted router's split between the
 anchor and the expert costs, and what the other experts' share costs. Writes
 metrics/evaluate.json (DVC metrics), outputs/evaluate/{scores.csv, routing.csv} (DVC plots),
-PNG plots and report.md.
+PNG plots, report.md and outcomes.json (whether each model passed each held-out prompt, from which
+the report's paired standard errors come).
 
 It also closes the assembly (merge + router + evaluation): from the routed model's lineage in
 MLflow it logs what this upgrade cost against a monolithic retrain (`bar.cost.assembly`) and
@@ -54,12 +55,14 @@ def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[floa
     lines += ["", "## Where an expert's score goes", "",
               "Each expert on its own domain: alone, with the merged shared tensors (its own FFNs and router "
               "rows; no other expert), the routed model with only the anchor and this expert (the others "
-              "masked out), and the routed model.", "",
-              "| expert | domain | alone | merged shared tensors | routed, anchor + own only | routed |",
-              "|---" * 6 + "|"]
+              "masked out), and the routed model; routed - alone with its paired standard error (what the "
+              "gap could move on another held-out set of this size).", "",
+              "| expert | domain | alone | merged shared tensors | routed, anchor + own only | routed | "
+              "routed - alone |", "|---" * 7 + "|"]
     for e, row in merge_cost.items():
+        se = "" if row.get("gap_se") is None else f" ± {row['gap_se']:.1f}"
         lines.append(f"| {e} | {row['domain']} | {row['alone']:.1f} | {row['merged_shared']:.1f} | "
-                     f"{row['own_only']:.1f} | {row['routed']:.1f} |")
+                     f"{row['own_only']:.1f} | {row['routed']:.1f} | {row['routed'] - row['alone']:.1f}{se} |")
     if assembly:
         lines += ["", "## Cost", "", f"Re-run for this routed model: {assembly['rerun'].replace(',', ', ')}.", "",
                   "| | training FLOPs |", "|---|---|",
@@ -140,12 +143,17 @@ def main() -> None:
             load_state(model, with_merged_shared(load_file(output("train_expert", e, "model.safetensors")), merged))
             merged_shared = score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"]
             load_state(model, with_only(routed, slot))
-            merge_cost[e] = {"domain": domain, "alone": table[f"expert:{e}"][domain]["pass_rate"],
-                             "merged_shared": merged_shared,
+            alone, routed_score = table[f"expert:{e}"][domain], table["routed"][domain]
+            merge_cost[e] = {"domain": domain, "alone": alone["pass_rate"], "merged_shared": merged_shared,
                              "own_only": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
-                             "routed": table["routed"][domain]["pass_rate"]}
+                             "routed": routed_score["pass_rate"],
+                             # routed - alone, paired per prompt (an expert scored before outcomes were kept: None)
+                             "gap_se": evaluation.paired_se(alone["correct"], routed_score["correct"])
+                             if "correct" in alone else None}
         parallel.shutdown()
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
+        outcomes = {m: {d: [int(c) for c in s[d]["correct"]] for d in domains} for m, s in table.items()
+                    if all("correct" in s[d] for d in domains)}
         table = {m: with_overall({d: s[d]["pass_rate"] for d in domains}, domains) for m, s in table.items()}
 
         # The routed model's registry version and what it cost against a monolithic retrain.
@@ -169,6 +177,7 @@ def main() -> None:
                             for i, layer in enumerate(layers) for e, p in enumerate(layer))
             write_json(out / "routing.json", routing)
             write_json(out / "samples.json", samples)
+            write_json(out / "outcomes.json", outcomes)  # 1/0 per held-out prompt, in the eval split's order
             (out / "report.md").write_text(report(table, routing, experts, domains, assembly, merge_cost))
             plot(table, routing, experts, domains, out)
             if curve:
@@ -177,7 +186,8 @@ def main() -> None:
         summary = {k: assembly[k] for k in ("upgrade_flops", "retrain_flops", "upgrade_ratio") if k in assembly}
         write_metrics(STAGE, table | {"merge_cost": merge_cost} | ({"cost": summary} if summary else {}))
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
-        run.log_metrics({f"{k}/{e}": row[k] for e, row in merge_cost.items() for k in ("merged_shared", "own_only")})
+        run.log_metrics({f"{k}/{e}": row[k] for e, row in merge_cost.items()
+                         for k in ("merged_shared", "own_only", "gap_se") if row[k] is not None})
         for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png"):
             if output(STAGE, name).exists():
                 run.log_artifact(output(STAGE, name))

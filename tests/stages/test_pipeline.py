@@ -296,16 +296,22 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
 
 
 def test_evaluate_reports_every_model_on_every_domain(project):
+    from bar.eval import paired_se
+
     scores = json.loads((project / "metrics" / "evaluate.json").read_text())
     cost = scores.pop("cost")  # the first routed model re-ran everything: more than a dense retrain
     assert cost["upgrade_ratio"] > 1 and cost["upgrade_flops"] == pytest.approx(cost["retrain_flops"] * cost[
         "upgrade_ratio"])
     merge_cost = scores.pop("merge_cost")  # each expert on its domain, as the merge leaves it
     assert set(merge_cost) == set(EXPERTS)
+    outcomes = json.loads((project / "outputs" / "evaluate" / "outcomes.json").read_text())
     for e, row in merge_cost.items():
         assert row["alone"] == scores[f"expert:{e}"][row["domain"]]
         assert row["routed"] == scores["routed"][row["domain"]]
         assert 0 <= row["merged_shared"] <= 100 and 0 <= row["own_only"] <= 100
+        alone, routed = outcomes[f"expert:{e}"][row["domain"]], outcomes["routed"][row["domain"]]
+        assert 100 * sum(routed) / len(routed) == row["routed"]
+        assert row["gap_se"] == paired_se(alone, routed)  # the report's error of routed - alone
     assert set(scores) == {"anchor", *(f"expert:{e}" for e in EXPERTS), "merged", "routed"}
     for model, row in scores.items():
         assert set(row) == {"general", *EXPERTS, "overall"}
