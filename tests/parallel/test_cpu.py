@@ -38,8 +38,6 @@ def test_upstream_still_needs_the_patches():
 
     assert "jit_fuser = torch.compile" in inspect.getsource(jit)
     assert "@jit_fuser\n    def _apply_expert_bias" in inspect.getsource(router)
-    out = python("import sys, megatron.core; print('torch._inductor' in sys.modules)")
-    assert out.stdout.strip().endswith("True")
 
 
 def test_patched_megatron_runs_dense_and_moe_on_cpu():

@@ -41,7 +41,6 @@ def test_editing_the_users_data_reruns_prepare_data(tmp_path):
     dvc(project, "repro", "prepare_data")
     sft = project / "outputs" / "prepare_data" / "math" / "sft.jsonl"
     assert [r["prompt"] for r in read_jsonl(sft)] == [r["prompt"] for r in rows]
-    assert json.loads(dvc(project, "status", "--json", "prepare_data").stdout) == {}
     user.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
     assert "prepare_data" in json.loads(dvc(project, "status", "--json", "prepare_data").stdout)
     dvc(project, "repro", "prepare_data")
