@@ -188,7 +188,8 @@ def main() -> None:
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
         run.log_metrics({f"{k}/{e}": row[k] for e, row in merge_cost.items()
                          for k in ("merged_shared", "own_only", "gap_se") if row[k] is not None})
-        for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png"):
+        for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png",
+                     "outcomes.json"):
             if output(STAGE, name).exists():
                 run.log_artifact(output(STAGE, name))
         if moe is not None:
