@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import edit_yaml, make_project, run, set_params
+from conftest import dvc, edit_yaml, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
 EXPERTS = ["math", "code", "tool_use", "safety"]
@@ -29,10 +29,6 @@ ASSEMBLY = set(ASSEMBLY_ORDER)
 
 def out_dir(project, stage):
     return project / "outputs" / stage.replace("@", "/")
-
-
-def dvc(project, *args, **kw):
-    return run([sys.executable, "-m", "dvc", *args], project, **kw)
 
 
 def lock(project) -> dict:

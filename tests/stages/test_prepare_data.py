@@ -1,16 +1,11 @@
 import json
-import sys
 
 import pytest
 
 from bar.data.example import is_eval_prompt
 from bar.specs import DataSpec
 from bar.stages import prepare_data, read_jsonl, train_anchor
-from conftest import edit_yaml, make_project, run
-
-
-def dvc(project, *args):
-    return run([sys.executable, "-m", "dvc", *args], project)
+from conftest import dvc, edit_yaml, make_project
 
 
 def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_path, monkeypatch):
