@@ -65,7 +65,7 @@ def git_commit(cwd: Path | str = ".") -> str:
     return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
 
 
-def _read_yaml(path: Path) -> dict:
+def read_dvc_file(path: Path) -> dict:
     """A DVC file (dvc.yaml, dvc.lock) as data; libyaml's loader when present (dvc.lock runs to
     thousands of lines and a stage reads it several times)."""
     return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
@@ -77,7 +77,7 @@ def _lock_outs(cwd: Path | str) -> dict[str, str]:
     if not lock.exists():
         return {}
     return {out["path"]: out.get("md5", "unknown")
-            for stage in _read_yaml(lock).get("stages", {}).values()
+            for stage in read_dvc_file(lock).get("stages", {}).values()
             for out in stage.get("outs", []) if "path" in out}
 
 
@@ -102,7 +102,7 @@ def stage_inputs(stage: str, cwd: Path | str = ".") -> dict[str, str]:
     for name in PIPELINES:
         path = Path(cwd) / name
         if path.exists():
-            definition = definition or _read_yaml(path).get("stages", {}).get(base, {})
+            definition = definition or read_dvc_file(path).get("stages", {}).get(base, {})
     deps = definition.get("do", definition).get("deps", [])
     deps = [d.replace("${item}", item) for d in deps if isinstance(d, str) and d.startswith("outputs/")]
     outs, inputs = _lock_outs(cwd), {}

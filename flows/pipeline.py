@@ -20,7 +20,6 @@ import sys
 from graphlib import TopologicalSorter
 from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
@@ -58,8 +57,10 @@ def plan(root: Path, targets: list[str]) -> tuple[list[str], set[str]]:
 
 
 def lock_entry(root: Path, stage: str) -> dict | None:
+    from bar.tracking import read_dvc_file
+
     lock = root / "dvc.lock"
-    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage) if lock.exists() else None
+    return read_dvc_file(lock).get("stages", {}).get(stage) if lock.exists() else None
 
 
 @task(task_run_name="{stage}", retries=1, retry_delay_seconds=5)
