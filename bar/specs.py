@@ -44,6 +44,8 @@ class Spec(BaseModel):
 class ModelSpec(Spec):
     """The dense architecture every model of the pipeline shares (experts add FFN slots)."""
 
+    base: str | None = Field(None, description="a local transformers Llama directory under data/ that "
+                             "pretrain_base imports instead of pre-training (its config.json sets the architecture)")
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)
@@ -68,6 +70,48 @@ class ModelSpec(Spec):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+
+def base_architecture(folder: Path) -> dict[str, Any]:
+    """The `ModelSpec` keys a local `transformers` Llama directory fixes (json only: no torch).
+
+    `vocab_size` (embedding rows) makes room for bar's special tokens the tokenizer lacks
+    (`bar.tokenizer.missing_specials`), rounded up to a multiple of 64."""
+    from bar.tokenizer import missing_specials, tokenizer_size
+
+    if not folder.is_dir():
+        raise InputError(f"no such folder {folder}")
+    needed = ["config.json", "tokenizer.json"]
+    if missing := [f for f in needed if not (folder / f).is_file()]:
+        raise InputError(f"{folder} lacks {', '.join(missing)}: save the model and its fast tokenizer there "
+                         f"with `model.save_pretrained(dir)` and `tokenizer.save_pretrained(dir)`")
+    if not any(folder.glob("*.safetensors")):
+        raise InputError(f"{folder} has no *.safetensors weights: save them with `model.save_pretrained(dir)` "
+                         f"(safetensors is its default)")
+    config = json.loads((folder / "config.json").read_text())
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    problems = {
+        "model_type": (config.get("model_type"), "llama"),
+        "hidden_act": (config.get("hidden_act", "silu"), "silu"),
+        "attention_bias": (config.get("attention_bias", False), False),
+        "mlp_bias": (config.get("mlp_bias", False), False),
+        "rope type": (rope.get("rope_type", rope.get("type", "default")), "default"),
+    }
+    for key, (value, allowed) in problems.items():
+        if value != allowed:
+            raise InputError(f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama "
+                             f"models (RMSNorm, SwiGLU, RoPE, no biases): {key} must be {json.dumps(allowed)}")
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    if head_dim * heads != config["hidden_size"]:
+        raise InputError(f"{folder / 'config.json'}: head_dim = {head_dim}: bar's models have "
+                         f"head_dim = hidden_size / num_attention_heads = {config['hidden_size'] // heads}")
+    rows = max(config["vocab_size"], tokenizer_size(folder) + len(missing_specials(folder)))
+    return {"num_layers": config["num_hidden_layers"], "hidden_size": config["hidden_size"],
+            "num_attention_heads": heads, "num_query_groups": config.get("num_key_value_heads") or heads,
+            "ffn_hidden_size": config["intermediate_size"], "vocab_size": -(-rows // 64) * 64,
+            "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+            "norm_eps": float(config.get("rms_norm_eps", 1e-6))}
 
 
 # --- specs/tokenizer.yaml ---------------------------------------------------------------
@@ -456,6 +500,8 @@ class Specs:
             path = self.path(name)
             over = self._preset()[name] or {}
             data = _merge(read_yaml(path), over)
+            if name == "model" and isinstance(data, dict) and data.get("base") is not None:
+                data = self._with_base(data, path, over)
             self._cache[name] = validate(SPEC_FILES[name], data, path, self.preset_path, over,
                                          prefix=(name,))
         return self._cache[name]
@@ -463,6 +509,26 @@ class Specs:
     @property
     def model(self) -> ModelSpec:
         return self._load("model")
+
+    def _with_base(self, data: dict, path: Path, over: dict) -> dict:
+        """`data` with the architecture of the user's base model (`base`), which the spec may
+        repeat but not contradict."""
+        base = data["base"]
+        parts = Path(os.path.normpath(str(base))).parts
+        if not isinstance(base, str) or Path(base).is_absolute() or parts[:1] != ("data",) or len(parts) < 2:
+            raise SpecError(f"{path}: base = {json.dumps(base)}: the base model must be a folder under data/ in "
+                            f"the repository (DVC re-runs tokenizer and pretrain_base when it changes); copy or "
+                            f"`dvc add` it there and write data/<name>")
+        try:
+            arch = base_architecture(self.root / base)
+        except InputError as e:
+            raise SpecError(f"{path}: base = {json.dumps(base)}: {e}") from None
+        for key, value in arch.items():
+            if key in data and data[key] != value:
+                where, name = (self.preset_path, f"model.{key}") if key in over else (path, key)
+                raise SpecError(f"{where}: {name} = {json.dumps(data[key])}: the base {base} has {value}; "
+                                f"remove the key (the base sets it) or set it to {value}")
+        return data | arch
 
     @property
     def tokenizer(self) -> TokenizerSpec:

@@ -24,9 +24,11 @@ CHAT_TEMPLATE = (
 )
 
 
+NAMED = [END_OF_TEXT, PAD, IM_START, IM_END, TOOL_CALL_START, TOOL_CALL_END]  # what the pipeline writes
+
+
 def special_tokens(num_reserved: int) -> list[str]:
-    return [END_OF_TEXT, PAD, IM_START, IM_END, TOOL_CALL_START, TOOL_CALL_END] + [
-        f"<|reserved_{i}|>" for i in range(num_reserved)]
+    return NAMED + [f"<|reserved_{i}|>" for i in range(num_reserved)]
 
 
 def train(texts: Iterable[str], vocab_size: int, min_frequency: int, num_reserved: int):
@@ -51,6 +53,40 @@ def train(texts: Iterable[str], vocab_size: int, min_frequency: int, num_reserve
     if len(fast) > vocab_size:
         raise ValueError(f"tokenizer has {len(fast)} tokens, more than vocab_size={vocab_size}")
     return fast
+
+
+def _tokens(folder: Path) -> tuple[set[str], int]:
+    """The tokens of a saved fast tokenizer (`tokenizer.json`) and its size (largest id + 1)."""
+    import json
+
+    spec = json.loads((Path(folder) / "tokenizer.json").read_text())
+    vocab, added = spec["model"]["vocab"], spec.get("added_tokens", [])
+    pieces = dict(vocab) if isinstance(vocab, dict) else {p[0]: i for i, p in enumerate(vocab)}  # Unigram: a list
+    ids = [*pieces.values(), *(a["id"] for a in added)]
+    return set(pieces) | {a["content"] for a in added}, max(ids, default=-1) + 1
+
+
+def tokenizer_size(folder: Path) -> int:
+    return _tokens(folder)[1]
+
+
+def missing_specials(folder: Path) -> list[str]:
+    """bar's special tokens a user's tokenizer lacks: `adapt` adds them, in this order."""
+    have = _tokens(folder)[0]
+    return [t for t in NAMED if t not in have]
+
+
+def adapt(folder: str | Path):
+    """A user's tokenizer made the pipeline's: bar's special tokens added where missing (new ids
+    after its own), <|im_end|> as the end of a turn, <|pad|> as padding, bar's ChatML template.
+    The pipeline's data is in that format; the anchor learns it."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    tok.add_special_tokens({"additional_special_tokens": missing_specials(Path(folder))})
+    tok.eos_token, tok.pad_token = IM_END, PAD
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
 
 
 def load(path: str | Path):

@@ -110,3 +110,29 @@ def megatron():
     parallel.init(1, 0)
     yield
     parallel.shutdown()
+
+
+def make_llama(folder: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+               ffn: int = 176, tied: bool = False, seed: int = 0) -> Path:
+    """A user's base model as `transformers` saves one: a random Llama and its own tokenizer (a
+    sentencepiece-style BPE with <s>, </s>, <unk>, none of bar's special tokens)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from bar.data.generate import documents
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.decoder = decoders.Metaspace()
+    bpe.train_from_iterator(documents("general", 300, seed=seed), trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=256,
+                         rms_norm_eps=1e-5, tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2,
+                         initializer_range=0.1)  # logits far enough apart that a wrong mapping shows
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder

@@ -127,3 +127,48 @@ def test_upgrade_spec_is_the_next_version_of_an_expert(specs_copy):
     shutil.copy(path, specs_copy / "specs" / "upgrades" / "math.v2.yaml")
     with pytest.raises(SpecError, match=r"math.v2.yaml: name = 'code': must be 'math'"):
         Specs(specs_copy).validate_all()
+
+
+def fake_base(folder: Path, **config) -> Path:
+    """What `bar validate` reads of a user's base model (json only): config and tokenizer."""
+    import json
+
+    folder.mkdir(parents=True)
+    config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 176, "vocab_size": 100, "rms_norm_eps": 1e-6,
+              "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}} | config
+    (folder / "config.json").write_text(json.dumps(config))
+    tokens = {"model": {"type": "BPE", "vocab": {f"t{i}": i for i in range(98)}},
+              "added_tokens": [{"id": 98, "content": "<s>"}, {"id": 99, "content": "<|im_end|>"}]}
+    (folder / "tokenizer.json").write_text(json.dumps(tokens))
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+def test_a_base_model_sets_the_architecture(specs_copy):
+    fake_base(specs_copy / "data" / "llama")
+    (specs_copy / "specs" / "model.yaml").write_text("base: data/llama\nseq_length: 256\nhidden_size: 64\n")
+    model = Specs(specs_copy).model
+    # 100 tokens, 5 of bar's special tokens missing (it has <|im_end|>): 105 rows, rounded up to 128.
+    assert (model.num_layers, model.num_query_groups, model.ffn_hidden_size, model.vocab_size) == (2, 2, 176, 128)
+    assert (model.rope_base, model.norm_eps, model.seq_length) == (500000.0, 1e-6, 256)
+
+
+@pytest.mark.parametrize("base,config,expected", [
+    ("/srv/llama", {}, ['base = "/srv/llama"', "must be a folder under data/", "dvc add"]),
+    ("data/llama2", {}, ["no such folder"]),
+    ("data/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama"']),
+    ("data/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
+    ("data/llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0}}, ['rope type = "llama3"']),
+    ("data/llama", {"num_hidden_layers": 3}, ["specs/model.yaml: num_layers = 4: the base data/llama has 3",
+                                              "remove the key"]),
+])
+def test_bad_base_model_one_clear_line(specs_copy, base, config, expected):
+    fake_base(specs_copy / "data" / "llama", **config)
+    (specs_copy / "specs" / "model.yaml").write_text(f"base: {base}\nseq_length: 256\nnum_layers: 4\n")
+    with pytest.raises(SpecError) as err:
+        Specs(specs_copy).model
+    msg = str(err.value)
+    assert "\n" not in msg and "specs/model.yaml" in msg
+    for fragment in expected:
+        assert fragment in msg, (fragment, msg)

@@ -1,4 +1,5 @@
-"""Export to a `transformers` layout: Llama for dense models, Mixtral for MoE models.
+"""Export to a `transformers` layout: Llama for dense models, Mixtral for MoE models; and import
+a user's dense Llama model (`from_hf`, the inverse of `to_hf`).
 
 Mixtral routes like our Megatron-Core MoE: softmax over the router logits, top-k, and the
 kept weights renormalised, which equals a softmax over the top-k logits (Megatron's default).
@@ -61,6 +62,54 @@ def to_hf(state: dict[str, torch.Tensor], arch: ModelSpec, vocab: int,
             out[dst + "mlp.up_proj.weight"] = up
             out[dst + "mlp.down_proj.weight"] = state[src + "mlp.linear_fc2.weight"]
     return {k: v.contiguous() for k, v in out.items()}
+
+
+def join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: ModelSpec) -> torch.Tensor:
+    """The inverse of `split_qkv`."""
+    groups = arch.num_query_groups
+    per_group = arch.num_attention_heads // groups
+    q = q.reshape(groups, per_group, arch.head_dim, arch.hidden_size)
+    k, v = (w.reshape(groups, 1, arch.head_dim, arch.hidden_size) for w in (k, v))
+    return torch.cat([q, k, v], dim=1).reshape(-1, arch.hidden_size)
+
+
+def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.Tensor]:
+    """Dense Llama tensors -> Megatron GPT tensors (float32), the vocabulary zero-padded to
+    `arch.vocab_size` rows. Tied embeddings: the LM head starts as a copy of them."""
+    def rows(w: torch.Tensor) -> torch.Tensor:
+        out = w.new_zeros(arch.vocab_size, w.shape[1])
+        out[: len(w)] = w
+        return out
+
+    embed = state["model.embed_tokens.weight"]
+    out = {
+        "embedding.word_embeddings.weight": rows(embed),
+        "decoder.final_layernorm.weight": state["model.norm.weight"],
+        "output_layer.weight": rows(state.get("lm_head.weight", embed)),
+    }
+    for i in range(arch.num_layers):
+        src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
+        attn, mlp = src + "self_attn.", src + "mlp."
+        out |= {
+            dst + "input_layernorm.weight": state[src + "input_layernorm.weight"],
+            dst + "self_attention.linear_qkv.weight": join_qkv(
+                state[attn + "q_proj.weight"], state[attn + "k_proj.weight"], state[attn + "v_proj.weight"], arch),
+            dst + "self_attention.linear_proj.weight": state[attn + "o_proj.weight"],
+            dst + "pre_mlp_layernorm.weight": state[src + "post_attention_layernorm.weight"],
+            dst + "mlp.linear_fc1.weight": torch.cat([state[mlp + "gate_proj.weight"], state[mlp + "up_proj.weight"]]),
+            dst + "mlp.linear_fc2.weight": state[mlp + "down_proj.weight"],
+        }
+    return {k: v.float().contiguous() for k, v in out.items()}
+
+
+def read_hf(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved `transformers` model (one or several *.safetensors files)."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        state |= load_file(f)
+    return state
 
 
 def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None):

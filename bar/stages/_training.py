@@ -181,7 +181,8 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
             write_json(out / "train_log.json", [{"phase": phase, **r} for phase, records in meta["logs"].items()
                                                 for r in records])
             write_json(out / "eval.json", meta["eval"])
-            plot_logs(meta["logs"], out / "training.png", name)
+            if any(meta["logs"].values()):  # an imported base trained nothing
+                plot_logs(meta["logs"], out / "training.png", name)
             export(load_file(out / "model.safetensors"), ModelSpec(**config["arch"]),
                    load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
                    config.get("topk"))
@@ -201,7 +202,8 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
         write_metrics("/".join(parts), metrics)
         run.log_metrics(metrics)
         run.set_tags({"reused_phases": ",".join(meta.get("reused", [])) or "none"})
-        run.log_artifact(output(*parts, "training.png"))
+        if output(*parts, "training.png").exists():
+            run.log_artifact(output(*parts, "training.png"))
         run.log_dict(meta["eval"], "eval.json")
         if register:
             register(run, output(*parts))

@@ -1,4 +1,5 @@
-"""Stage pretrain_base: language modelling on the general pre-training corpus, from scratch.
+"""Stage pretrain_base: language modelling on the general pre-training corpus, from scratch; or,
+with a base model of the user's (`specs/model.yaml: base`), that model imported.
 
 The tokenizer's special tokens that the corpus never contains (the chat markers, the tool-call
 markers, the reserved tokens) are, for the base, tokens added after pre-training: their
@@ -6,14 +7,16 @@ embedding and LM-head rows are the mean of the others' (`bar.model.init_added_to
 `transformers` initialises added tokens. The anchor learns the chat markers; only the
 tool-use expert sees `<tool_call>`/`</tool_call>`, and it can tell them apart only by training
 its embeddings and LM head (the published finding the frozen-embeddings ablation tests).
+An imported base gets the same treatment for the special tokens its tokenizer lacked.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from bar.specs import Specs, spec_hash
-from bar.stages import entry, output, read_jsonl
+from bar.stages import CHECKPOINTS, entry, output, read_jsonl
 from bar.stages import _training
 
 STAGE = "pretrain_base"
@@ -24,8 +27,9 @@ def resolved(specs: Specs) -> dict:
             "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
 
 
-def inputs() -> list:
-    return [output("prepare_data", "pretrain.jsonl"), output("tokenizer")]
+def inputs(specs: Specs) -> list:
+    base = [Path(specs.model.base)] if specs.model.base else []
+    return [output("prepare_data", "pretrain.jsonl"), output("tokenizer"), *base]
 
 
 def worker(specs: Specs) -> None:
@@ -36,8 +40,30 @@ def worker(specs: Specs) -> None:
     seen = {i for ids, _ in items for i in ids}
     _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.pretrain, seed=specs.params.seed,
                          items=items, init=None, eval_domains=["general"], eval_spec=specs.eval,
-                         fingerprint=_training.fingerprint(resolved(specs), inputs()),
+                         fingerprint=_training.fingerprint(resolved(specs), inputs(specs)),
                                added_tokens=sorted(set(tok.all_special_ids) - seen))
+
+
+def import_worker(specs: Specs) -> None:
+    """The user's base converted to Megatron-Core (`bar.model.hf.from_hf`), the special tokens
+    bar added to its tokenizer at the mean row, scored like a pre-trained base; no training."""
+    from bar import parallel, tokenizer
+    from bar.model import build, init_added_tokens
+    from bar.model.hf import from_hf, read_hf
+    from bar.train.checkpoint import Resumable, load_state
+
+    arch, tp_size = specs.model, specs.train.pretrain.tp_size
+    parallel.init(tp_size, specs.params.seed)
+    ckpt = Resumable(CHECKPOINTS / STAGE, _training.fingerprint(resolved(specs), inputs(specs)))
+    if not ckpt.finished():
+        tok = tokenizer.load(output("tokenizer"))
+        added = tok.convert_tokens_to_ids(tokenizer.missing_specials(Path(arch.base)))
+        model = build(arch, tp_size)
+        load_state(model, init_added_tokens(from_hf(read_hf(Path(arch.base)), arch), added, len(tok)))
+        scores = _training.score_all(model, tok, ["general"], specs.eval)
+        config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
+        ckpt.finish(model, {"logs": {}, "eval": scores, "config": config})
+    parallel.shutdown()
 
 
 def main() -> None:
@@ -45,10 +71,15 @@ def main() -> None:
 
     specs = Specs()
     spec = resolved(specs)
+    base = {"base_data_hash": _training.file_digest(Path(specs.model.base))} if specs.model.base else {}
     _training.run_parent(STAGE, tp_size=specs.train.pretrain.tp_size, resolved=spec, tags={
         "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
-        "tokenizer_hash": tracking.dvc_md5("outputs/tokenizer")})
+        "tokenizer_hash": tracking.dvc_md5("outputs/tokenizer"), **base})
+
+
+def work(specs: Specs) -> None:
+    (import_worker if specs.model.base else worker)(specs)
 
 
 if __name__ == "__main__":
-    entry(lambda: worker(Specs()) if "--worker" in sys.argv else main())
+    entry(lambda: work(Specs()) if "--worker" in sys.argv else main())

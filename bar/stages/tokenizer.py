@@ -1,7 +1,9 @@
 """Stage tokenizer: train the byte-level BPE on the prepared corpus; save it as a transformers tokenizer.
 
 The corpus is every document and every chat example of every domain (so domain words get
-merges), but the tool-call markers are special tokens, not learned merges.
+merges), but the tool-call markers are special tokens, not learned merges. With a base model
+of the user's (`specs/model.yaml: base`), its tokenizer instead, with bar's special tokens
+added (`bar.tokenizer.adapt`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ def main() -> None:
     from bar.specs import spec_hash
 
     specs = Specs()
-    spec, vocab_size = specs.tokenizer, specs.model.vocab_size
-    resolved = {"tokenizer": spec.model_dump(mode="json"), "vocab_size": vocab_size}
+    spec, vocab_size, base = specs.tokenizer, specs.model.vocab_size, specs.model.base
+    resolved = {"tokenizer": spec.model_dump(mode="json"), "vocab_size": vocab_size, "base": base}
     data_dir = output("prepare_data")
     with tracking.stage_run(STAGE, spec=resolved, tags={
             "spec_hash": spec_hash(resolved), "data_hash": tracking.dvc_md5(str(data_dir))}) as run:
-        tok = tokenizer.train(corpus(data_dir), vocab_size, spec.min_frequency, spec.num_reserved_tokens)
+        if base:
+            tok = tokenizer.adapt(base)
+        else:
+            tok = tokenizer.train(corpus(data_dir), vocab_size, spec.min_frequency, spec.num_reserved_tokens)
         with atomic_dir(output(STAGE)) as out:
             tok.save_pretrained(out)
         docs = [r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl")[:1000]]

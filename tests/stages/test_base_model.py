@@ -1,0 +1,58 @@
+"""A base model of the user's (`specs/model.yaml: base`) instead of pre-training one: real DVC
+runs the pipeline from it."""
+
+import json
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import dvc, edit_yaml, make_llama, make_project, run
+
+
+@pytest.mark.slow
+def test_the_pipeline_starts_from_the_users_llama(tmp_path):
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    project = make_project(tmp_path / "project")
+    user = make_llama(project / "data" / "base" / "llama")
+    model_yaml = project / "specs" / "model.yaml"
+    edit_yaml(model_yaml, "base", "data/base/llama")
+    bar = [sys.executable, "-m", "bar.cli"]
+    failed = run([*bar, "validate"], project, check=False)
+    assert failed.returncode
+    assert "specs/presets/tiny.yaml: model.vocab_size = 512: the base data/base/llama has 448" in failed.stderr
+    # The base sets the architecture: the spec keeps what it does not (the preset's is the tiny one).
+    model_yaml.write_text(yaml.safe_dump({"base": "data/base/llama", "seq_length": 256, "init_std": 0.02}))
+    edit_yaml(project / "specs" / "presets" / "tiny.yaml", "model", {"seq_length": 128})
+    edit_yaml(project / "specs" / "presets" / "tiny.yaml", "train.anchor.steps", 60)
+    run([*bar, "validate"], project)
+
+    dvc(project, "repro", "pretrain_base")
+    theirs = PreTrainedTokenizerFast.from_pretrained(str(user))
+    tok = PreTrainedTokenizerFast.from_pretrained(str(project / "outputs" / "tokenizer"))
+    text = "The weather was mild, so 12 friends walked home."
+    assert tok.encode(text, add_special_tokens=False) == theirs.encode(text, add_special_tokens=False)
+    added = tok.convert_tokens_to_ids(["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>",
+                                       "<tool_call>", "</tool_call>"])
+    assert added == list(range(len(theirs), len(theirs) + 6))
+
+    base = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()
+    original = AutoModelForCausalLM.from_pretrained(user).eval()
+    x = torch.randint(0, len(theirs), (2, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(base(x).logits[..., : len(theirs)], original(x).logits)
+    embed = base.model.embed_tokens.weight.detach()
+    assert torch.allclose(embed[added], embed[: len(theirs)].mean(0).expand(6, -1))
+    metrics = json.loads((project / "metrics" / "pretrain_base.json").read_text())
+    assert metrics["cost/tokens"] == 0 and "eval/general" in metrics
+
+    (user / "README.md").write_text("a new revision of the base\n")
+    status = json.loads(dvc(project, "status", "--json").stdout)
+    assert {"tokenizer", "pretrain_base", "train_anchor"} <= set(status)
+    (user / "README.md").unlink()
+
+    dvc(project, "repro", "train_anchor")  # post-training starts from it
+    log = json.loads((project / "outputs" / "train_anchor" / "train_log.json").read_text())
+    assert log[-1]["loss"] < log[0]["loss"] - 1.0
