@@ -15,13 +15,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-DOMAINS = ("general", "math", "code", "tool_use", "safety")
+DOMAINS = ("general", "math", "code", "tool_use", "safety")  # built in: a generator and a verifier each
 Domain = Literal["general", "math", "code", "tool_use", "safety"]
+# Any domain of specs/data.yaml: a built-in one, or one of the user's (its splits from files).
+DomainName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 PositiveInt = Field(gt=0)
 
 
@@ -127,6 +129,9 @@ class TokenizerSpec(Spec):
 # --- specs/data.yaml --------------------------------------------------------------------
 
 
+SPLIT_NAMES = ("midtrain", "sft", "rl", "anchor", "eval")
+
+
 class DomainDataSpec(Spec):
     """How many items of each split a domain's generator makes, or user files that replace them."""
 
@@ -134,7 +139,7 @@ class DomainDataSpec(Spec):
     sft: int = Field(0, ge=0, description="prompt/response pairs")
     rl: int = Field(0, ge=0, description="prompts with a verifier, for RLVR")
     anchor: int = Field(0, ge=0, description="prompt/response pairs in the anchor's post-training mix")
-    eval: int = Field(gt=0, description="held-out prompts, never in any training split")
+    eval: int = Field(0, ge=0, description="held-out prompts, never in any training split (or files.eval)")
     files: dict[Literal["midtrain", "sft", "rl", "anchor", "eval"], str] = Field(
         default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split")
     skip_bad_rows: bool = False
@@ -142,8 +147,9 @@ class DomainDataSpec(Spec):
 
 class DataSpec(Spec):
     seed: int = Field(ge=0)
-    pretrain: dict[Domain, int] = Field(description="documents per domain in the pre-training corpus")
-    domains: dict[Domain, DomainDataSpec]
+    pretrain: dict[Domain, int] = Field(description="documents per built-in domain in the pre-training corpus")
+    domains: dict[DomainName, DomainDataSpec] = Field(description=f"built in: {', '.join(DOMAINS)}; any other "
+                                                      "name is a domain of yours, its splits from files")
 
     @model_validator(mode="after")
     def _sizes(self) -> DataSpec:
@@ -207,7 +213,7 @@ EXPERT_STAGES = ("midtrain", "sft", "rlvr")
 class MixtureSpec(Spec):
     """What mix_data@<expert> draws from the prepared domain pools."""
 
-    sources: dict[Domain, float] = Field(description="domain -> weight (normalised over sources)")
+    sources: dict[DomainName, float] = Field(description="domain -> weight (normalised over sources)")
     general_share: float = Field(0.0, ge=0, lt=1, description="share of general chat in the SFT mix")
     sizes: dict[Literal["midtrain", "sft", "rl"], int] = Field(description="items per split")
 
@@ -272,7 +278,7 @@ class ExpertSpec(Spec):
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     version: int = Field(ge=1)
-    domain: Domain = Field(description="the domain it is scored on; its verifier is the RL reward")
+    domain: DomainName = Field(description="the domain it is scored on; its verifier is the RL reward")
     description: str = ""
     tp_size: int = Field(1, gt=0)
     mixture: MixtureSpec
@@ -538,6 +544,13 @@ class Specs:
     def data(self) -> DataSpec:
         spec = self._load("data")
         for domain, d in spec.domains.items():
+            if not d.eval and "eval" not in d.files:
+                raise SpecError(f"{self.path('data')}: domains.{domain}: no held-out prompts: set eval > 0 or "
+                                f"files.eval")
+            if domain not in DOMAINS and (counted := [s for s in SPLIT_NAMES if getattr(d, s) and s not in d.files]):
+                raise SpecError(f"{self.path('data')}: domains.{domain}.{counted[0]} = {getattr(d, counted[0])}: "
+                                f"{domain!r} is a domain of yours (built in: {', '.join(DOMAINS)}) and nothing "
+                                f"generates it: give files.{counted[0]}: data/<file> instead of a count")
             for split, file in d.files.items():
                 # User data: paths relative to the repository, under data/, which dvc.yaml lists as a
                 # dependency of prepare_data (so that DVC re-runs it when the data changes).
@@ -652,6 +665,11 @@ class Specs:
         spec = validate(ExpertSpec, _merge(data, over), path, self.preset_path, over, prefix=("experts",))
         if spec.name != name:
             raise SpecError(f"{path}: name = {spec.name!r}: must be {name!r}, as in the file name")
+        known = self.data.domains
+        for key, domain in [("domain", spec.domain), *((f"mixture.sources.{d}", d) for d in spec.mixture.sources)]:
+            if domain not in known:
+                raise SpecError(f"{path}: {key} = {domain!r}: not a domain of {self.path('data')} (domains: "
+                                f"{', '.join(known)}); add it there or use one of those")
         check_parallel(self.model, spec.tp_size, f"{path}: tp_size", moe=True)
         return spec
 

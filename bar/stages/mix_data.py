@@ -46,9 +46,10 @@ def mix(name: str, mixture: MixtureSpec, splits: list[str], seed: int, where: st
         for domain, n in plan(mixture, split).items():
             pool = read_jsonl(output("prepare_data", domain, f"{split}.jsonl"))
             if n > len(pool):
+                file = Specs().data.domains[domain].files.get(split)
+                more = f"add rows to {file}" if file else f"raise specs/data.yaml domains.{domain}.{split}"
                 raise SpecError(f"{where}: mixture.sizes.{split} asks for {n} {domain} items but "
-                                f"prepare_data made {len(pool)}: lower the size or raise "
-                                f"specs/data.yaml domains.{domain}.{split}")
+                                f"prepare_data made {len(pool)}: lower the size or {more}")
             rows += random.Random(derived_seed(seed, name, domain, split)).sample(pool, n)
         random.Random(derived_seed(seed, name, split)).shuffle(rows)
         out[split] = rows

@@ -1,11 +1,13 @@
 import json
+import sys
 
 import pytest
+import yaml
 
 from bar.data.example import is_eval_prompt
 from bar.specs import DataSpec
 from bar.stages import prepare_data, read_jsonl, train_anchor
-from conftest import dvc, edit_yaml, make_project
+from conftest import dvc, edit_yaml, make_project, run, set_params
 
 
 def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_path, monkeypatch):
@@ -40,3 +42,41 @@ def test_editing_the_users_data_reruns_prepare_data(tmp_path):
     assert "prepare_data" in json.loads(dvc(project, "status", "--json", "prepare_data").stdout)
     dvc(project, "repro", "prepare_data")
     assert len(read_jsonl(sft)) == 3
+
+
+def reverse_rows(words: list[str]) -> str:
+    """A domain of the user's: spell a word backwards (checked by exact match)."""
+    return "".join(json.dumps({"prompt": f"Spell '{w}' backwards.", "response": w[::-1]}) + "\n" for w in words)
+
+
+@pytest.mark.slow
+def test_a_domain_of_the_users_gets_its_expert(tmp_path):
+    """A domain that is not built in: its splits from files under data/, an expert spec on it;
+    real DVC prepares it and mixes the expert's data from it."""
+    project = make_project(tmp_path / "project")
+    words = [f"{a}{b}{c}" for a in "bcdfghjklm" for b in "aeiou" for c in "klmnprst"]  # 400 distinct words
+    for split, part in {"sft": words[:200], "rl": words[200:300], "eval": words[300:]}.items():
+        (project / "data" / f"reverse_{split}.jsonl").write_text(reverse_rows(part))
+    edit_yaml(project / "specs" / "data.yaml", "domains.reverse", {"files": {
+        s: f"data/reverse_{s}.jsonl" for s in ("sft", "rl", "eval")}})
+    spec = yaml.safe_load((project / "specs" / "experts" / "safety.yaml").read_text())
+    spec |= {"name": "reverse", "domain": "reverse", "description": "words backwards",
+             "mixture": {"sources": {"reverse": 1.0}, "general_share": 0.1, "sizes": {"sft": 150}}}
+    (project / "specs" / "experts" / "reverse.yaml").write_text(yaml.safe_dump(spec))
+    set_params(project, experts=["math", "code", "tool_use", "safety", "reverse"])
+    run([sys.executable, "-m", "bar.cli", "validate"], project)
+
+    failed = dvc(project, "repro", "mix_data@reverse", check=False)  # the tiny preset asks for 300 SFT items
+    assert failed.returncode and "prepare_data made 200: lower the size or add rows to data/reverse_sft.jsonl" in (
+        failed.stdout + failed.stderr)
+    out = project / "outputs" / "prepare_data" / "reverse"
+    assert [len(read_jsonl(out / f"{s}.jsonl")) for s in ("sft", "rl", "eval", "midtrain")] == [200, 100, 100, 0]
+    assert read_jsonl(out / "eval.jsonl")[0]["domain"] == "reverse"
+    edit_yaml(project / "specs" / "presets" / "tiny.yaml", "experts.mixture.sizes.sft", 150)
+    dvc(project, "repro", "mix_data@reverse")
+    mix = read_jsonl(project / "outputs" / "mix_data" / "reverse" / "sft.jsonl")
+    assert len(mix) == 150 and {r["domain"] for r in mix} == {"reverse", "general"}
+    assert sum(r["domain"] == "general" for r in mix) == 15
+
+    from bar.data.verify import verify_batch  # the expert's RLVR reward and its evaluation: exact match
+    assert verify_batch("reverse", ["pak", "kap"], [{"response": "pak"}] * 2) == [True, False]
