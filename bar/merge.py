@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 
 from bar.model.moe import ANCHOR_SLOT, _EXPERT, _ROUTER, expert_name, router_name
-from bar.specs import InputError
+from bar.specs import InputError, ModelSpec
 
 
 def is_shared(key: str) -> bool:
@@ -58,6 +58,11 @@ class MergeError(InputError):
     """Experts that cannot be merged; the message names the expert and the tensor."""
 
 
+def _value(config: dict, key: str):
+    # The architecture as a ModelSpec: an expert trained before a key was added (with its default) matches.
+    return ModelSpec(**config["arch"]) if key == "arch" and "arch" in config else config.get(key)
+
+
 def check_compatible(experts: dict[str, Path]) -> dict:
     """The experts' common config; MergeError naming the first expert that differs."""
     configs = {name: json.loads((path / "config.json").read_text()) for name, path in experts.items()}
@@ -67,7 +72,7 @@ def check_compatible(experts: dict[str, Path]) -> dict:
             raise MergeError(f"{experts[name]}: expert {name!r} is not a 2-slot expert "
                              f"(kind={config.get('kind')}, num_experts={config.get('num_experts')})")
         for key in ("arch", "vocab", "anchor_sha256", "tokenizer_sha256"):
-            if config.get(key) != first.get(key):
+            if _value(config, key) != _value(first, key):
                 raise MergeError(f"{experts[name] / 'config.json'}: expert {name!r} has a different {key} "
                                  f"than {first_name!r}: "
                                  f"{config.get(key)} != {first.get(key)}; experts must be branched from "

@@ -46,7 +46,7 @@ class Spec(BaseModel):
 class ModelSpec(Spec):
     """The dense architecture every model of the pipeline shares (experts add FFN slots)."""
 
-    base: str | None = Field(None, description="a local transformers Llama directory under data/ that "
+    base: str | None = Field(None, description="a local transformers Llama directory under data/base/ that "
                              "pretrain_base imports instead of pre-training (its config.json sets the architecture)")
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
@@ -521,10 +521,10 @@ class Specs:
         repeat but not contradict."""
         base = data["base"]
         parts = Path(os.path.normpath(str(base))).parts
-        if not isinstance(base, str) or Path(base).is_absolute() or parts[:1] != ("data",) or len(parts) < 2:
-            raise SpecError(f"{path}: base = {json.dumps(base)}: the base model must be a folder under data/ in "
-                            f"the repository (DVC re-runs tokenizer and pretrain_base when it changes); copy or "
-                            f"`dvc add` it there and write data/<name>")
+        if not isinstance(base, str) or Path(base).is_absolute() or parts[:2] != ("data", "base") or len(parts) < 3:
+            raise SpecError(f"{path}: base = {json.dumps(base)}: the base model must be a folder under data/base/ "
+                            f"in the repository (DVC re-runs tokenizer and pretrain_base when it changes); copy or "
+                            f"`dvc add` it there and write data/base/<name>")
         try:
             arch = base_architecture(self.root / base)
         except InputError as e:

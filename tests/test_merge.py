@@ -11,8 +11,9 @@ from bar.merge import MergeError, check_compatible, merge, with_merged_shared, w
 FC1 = "decoder.layers.0.mlp.experts.local_experts.{}.linear_fc1.weight"
 ROUTER = "decoder.layers.0.mlp.router.weight"
 EMB = "embedding.word_embeddings.weight"
-CONFIG = {"kind": "moe", "num_experts": 2, "arch": {"hidden_size": 4}, "vocab": 10,
-          "anchor_sha256": "a", "tokenizer_sha256": "t"}
+ARCH = {"num_layers": 1, "hidden_size": 4, "num_attention_heads": 2, "num_query_groups": 1, "ffn_hidden_size": 3,
+        "vocab_size": 10, "seq_length": 8, "rope_base": 10000.0, "norm_eps": 1e-5, "init_std": 0.02}
+CONFIG = {"kind": "moe", "num_experts": 2, "arch": ARCH, "vocab": 10, "anchor_sha256": "a", "tokenizer_sha256": "t"}
 
 
 def expert(root, name, seed, anchor_ffn, **config):
@@ -101,6 +102,12 @@ def test_incompatible_configs_are_named(experts, tmp_path):
     other, _ = expert(tmp_path, "tool_use", 9, anchor_ffn, tokenizer_sha256="other")
     with pytest.raises(MergeError, match="expert 'tool_use' has a different tokenizer_sha256 than 'math'"):
         check_compatible({**paths, "tool_use": other})
+    deeper, _ = expert(tmp_path, "deeper", 9, anchor_ffn, arch=ARCH | {"num_layers": 2})
+    with pytest.raises(MergeError, match="expert 'deeper' has a different arch than 'math'"):
+        check_compatible({**paths, "deeper": deeper})
+    # An expert trained by a newer bar records keys an older one did not (at their defaults): the same model.
+    newer, _ = expert(tmp_path, "newer", 9, anchor_ffn, arch=ARCH | {"base": None})
+    assert check_compatible({**paths, "newer": newer})["arch"] == ARCH
     dense, _ = expert(tmp_path, "dense", 9, anchor_ffn, kind="dense", num_experts=None)
     with pytest.raises(MergeError, match="expert 'dense' is not a 2-slot expert"):
         check_compatible({**paths, "dense": dense})

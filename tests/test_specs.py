@@ -151,8 +151,8 @@ def fake_base(folder: Path, **config) -> Path:
 
 
 def test_a_base_model_sets_the_architecture(specs_copy):
-    fake_base(specs_copy / "data" / "llama")
-    (specs_copy / "specs" / "model.yaml").write_text("base: data/llama\nseq_length: 256\nhidden_size: 64\n")
+    fake_base(specs_copy / "data" / "base" / "llama")
+    (specs_copy / "specs" / "model.yaml").write_text("base: data/base/llama\nseq_length: 256\nhidden_size: 64\n")
     model = Specs(specs_copy).model
     # 100 tokens, 5 of bar's special tokens missing (it has <|im_end|>): 105 rows, rounded up to 128.
     assert (model.num_layers, model.num_query_groups, model.ffn_hidden_size, model.vocab_size) == (2, 2, 176, 128)
@@ -160,16 +160,17 @@ def test_a_base_model_sets_the_architecture(specs_copy):
 
 
 @pytest.mark.parametrize("base,config,expected", [
-    ("/srv/llama", {}, ['base = "/srv/llama"', "must be a folder under data/", "dvc add"]),
-    ("data/llama2", {}, ["no such folder"]),
-    ("data/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama"']),
-    ("data/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
-    ("data/llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0}}, ['rope type = "llama3"']),
-    ("data/llama", {"num_hidden_layers": 3}, ["specs/model.yaml: num_layers = 4: the base data/llama has 3",
-                                              "remove the key"]),
+    ("/srv/llama", {}, ['base = "/srv/llama"', "must be a folder under data/base/", "dvc add"]),
+    ("data/llama", {}, ["must be a folder under data/base/"]),
+    ("data/base/llama2", {}, ["no such folder"]),
+    ("data/base/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama"']),
+    ("data/base/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
+    ("data/base/llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0}}, ['rope type = "llama3"']),
+    ("data/base/llama", {"num_hidden_layers": 3}, ["specs/model.yaml: num_layers = 4: the base data/base/llama has 3",
+                                                   "remove the key"]),
 ])
 def test_bad_base_model_one_clear_line(specs_copy, base, config, expected):
-    fake_base(specs_copy / "data" / "llama", **config)
+    fake_base(specs_copy / "data" / "base" / "llama", **config)
     (specs_copy / "specs" / "model.yaml").write_text(f"base: {base}\nseq_length: 256\nnum_layers: 4\n")
     with pytest.raises(SpecError) as err:
         Specs(specs_copy).model

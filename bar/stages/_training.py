@@ -35,6 +35,11 @@ def fingerprint(resolved: dict, inputs: list[Path]) -> str:
     return hashlib.sha256((json.dumps(resolved, sort_keys=True) + file_digest(*inputs)).encode()).hexdigest()[:16]
 
 
+def without_eval(resolved: dict) -> dict:
+    """A resolved spec without its `eval` section: what trained weights depend on."""
+    return {k: v for k, v in resolved.items() if k != "eval"}
+
+
 def load_examples(path: Path) -> list:
     from bar.data import Example
 
@@ -60,11 +65,18 @@ def score_all(model, tok, domains: list[str], spec: EvalSpec) -> dict:
                                     max_new_tokens=spec.max_new_tokens) for d in domains}
 
 
+DENSE_PHASE = "train"  # a dense stage's one training phase: checkpoints/<stage>/train/
+
+
 def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: list,
                      init: Path | None, eval_domains: list[str], eval_spec: EvalSpec,
-                     fingerprint: str, added_tokens: list[int] = ()) -> None:
+                     fingerprint: str, train_fingerprint: str, added_tokens: list[int] = ()) -> None:
     """Train a dense model on `items` from `init` (or from scratch), score it, write `final`.
-    `added_tokens` get the mean embedding and LM-head row after training (`bar.model.init_added_tokens`)."""
+    `added_tokens` get the mean embedding and LM-head row after training (`bar.model.init_added_tokens`).
+
+    The training is `checkpoints/<stage>/train/` with `train_fingerprint` (what the weights depend
+    on: not the held-out data), kept after publishing as an expert's phases are: a re-run for
+    another reason only (a domain added, so one more to score) loads those weights and scores them."""
     from safetensors.torch import load_file
 
     from bar import parallel, tokenizer
@@ -74,25 +86,31 @@ def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: li
     from bar.train.checkpoint import Resumable, load_state
 
     parallel.init(train.tp_size, seed)
-    ckpt = Resumable(CHECKPOINTS / stage, fingerprint)
-    if ckpt.finished():
+    result = Resumable(CHECKPOINTS / stage, fingerprint)
+    if result.finished():
         parallel.shutdown()
         return
     tok = tokenizer.load(output("tokenizer"))
     model = build(arch, train.tp_size)
-    if init is not None:
-        load_state(model, load_file(init / "model.safetensors"))
-    batches = Batches(items, batch_size=train.batch_size, seq_length=arch.seq_length,
-                      pad_id=tok.pad_token_id, seed=seed)
-    log = train_loop(model, batches, train, ckpt, desc=stage)
-    if added_tokens:
-        from bar.model import init_added_tokens
-        from bar.train.checkpoint import full_state
+    trained = Resumable(CHECKPOINTS / stage / DENSE_PHASE, train_fingerprint)
+    if done := trained.finished():
+        trained.load_finished(model)
+        log, reused = done["log"], [DENSE_PHASE] if done.get("run") != fingerprint else []
+    else:
+        if init is not None:
+            load_state(model, load_file(init / "model.safetensors"))
+        batches = Batches(items, batch_size=train.batch_size, seq_length=arch.seq_length,
+                          pad_id=tok.pad_token_id, seed=seed)
+        log, reused = train_loop(model, batches, train, trained, desc=stage), []
+        if added_tokens:
+            from bar.model import init_added_tokens
+            from bar.train.checkpoint import full_state
 
-        load_state(model, init_added_tokens(full_state(model), added_tokens, len(tok)))
+            load_state(model, init_added_tokens(full_state(model), added_tokens, len(tok)))
+        trained.finish(model, {"log": log, "run": fingerprint})
     scores = score_all(model, tok, eval_domains, eval_spec)
     config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
-    ckpt.finish(model, {"logs": {"train": log}, "eval": scores, "config": config})
+    result.finish(model, {"logs": {DENSE_PHASE: log}, "reused": reused, "eval": scores, "config": config})
     parallel.shutdown()
 
 

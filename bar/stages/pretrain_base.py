@@ -41,7 +41,8 @@ def worker(specs: Specs) -> None:
     _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.pretrain, seed=specs.params.seed,
                          items=items, init=None, eval_domains=["general"], eval_spec=specs.eval,
                          fingerprint=_training.fingerprint(resolved(specs), inputs(specs)),
-                               added_tokens=sorted(set(tok.all_special_ids) - seen))
+                         train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)), inputs(specs)),
+                         added_tokens=sorted(set(tok.all_special_ids) - seen))
 
 
 def import_worker(specs: Specs) -> None:
@@ -72,7 +73,8 @@ def main() -> None:
     specs = Specs()
     spec = resolved(specs)
     base = {"base_data_hash": _training.file_digest(Path(specs.model.base))} if specs.model.base else {}
-    _training.run_parent(STAGE, tp_size=specs.train.pretrain.tp_size, resolved=spec, tags={
+    phases = None if specs.model.base else [_training.DENSE_PHASE]  # an imported base trains nothing
+    _training.run_parent(STAGE, tp_size=specs.train.pretrain.tp_size, resolved=spec, phases=phases, tags={
         "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
         "tokenizer_hash": tracking.dvc_md5("outputs/tokenizer"), **base})
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bar.specs import Specs
+from bar.specs import DOMAINS, Specs
 from bar.stages import atomic_dir, entry, output, read_jsonl, write_metrics
 
 STAGE = "tokenizer"
 
 
 def corpus(data_dir: Path):
+    """The pre-training documents and the built-in domains' splits. Not a domain of the user's:
+    adding one later must not change the tokenizer (and so every model after it)."""
     yield from (r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl"))
-    for split in sorted(data_dir.glob("*/*.jsonl")):
+    for split in sorted(f for f in data_dir.glob("*/*.jsonl") if f.parent.name in DOMAINS):
         for r in read_jsonl(split):
             yield r["text"] if "text" in r else f"{r['prompt']}\n{r['response']}"
 

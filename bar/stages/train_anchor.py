@@ -18,12 +18,17 @@ def resolved(specs: Specs) -> dict:
 
 
 def sft_files() -> list:
-    return [output("prepare_data", "general", "sft.jsonl"), *sorted(output("prepare_data").glob("*/anchor.jsonl"))]
+    """General chat, then each domain's `anchor` rows (domains without any left out)."""
+    anchor = [f for f in sorted(output("prepare_data").glob("*/anchor.jsonl")) if f.stat().st_size]
+    return [output("prepare_data", "general", "sft.jsonl"), *anchor]
+
+
+def train_inputs() -> list:
+    return [*sft_files(), output("tokenizer"), output("pretrain_base", "model.safetensors")]
 
 
 def inputs() -> list:
-    return [*sft_files(), output("tokenizer"),
-            output("pretrain_base", "model.safetensors"), *sorted(output("prepare_data").glob("*/eval.jsonl"))]
+    return [*train_inputs(), *sorted(output("prepare_data").glob("*/eval.jsonl"))]
 
 
 def worker(specs: Specs) -> None:
@@ -34,7 +39,9 @@ def worker(specs: Specs) -> None:
              for path in sft_files() for e in _training.load_examples(path)]
     _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.anchor, seed=specs.params.seed,
                          items=items, init=output("pretrain_base"), eval_domains=sorted(specs.data.domains),
-                         eval_spec=specs.eval, fingerprint=_training.fingerprint(resolved(specs), inputs()))
+                         eval_spec=specs.eval, fingerprint=_training.fingerprint(resolved(specs), inputs()),
+                         train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)),
+                                                                 train_inputs()))
 
 
 def main() -> None:
@@ -42,7 +49,7 @@ def main() -> None:
 
     specs = Specs()
     spec = resolved(specs)
-    _training.run_parent(STAGE, tp_size=specs.train.anchor.tp_size, resolved=spec, tags={
+    _training.run_parent(STAGE, tp_size=specs.train.anchor.tp_size, resolved=spec, phases=[_training.DENSE_PHASE], tags={
         "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
         "base_hash": tracking.dvc_md5("outputs/pretrain_base")})
 

@@ -27,6 +27,7 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
     model_yaml.write_text(yaml.safe_dump({"base": "data/base/llama", "seq_length": 256, "init_std": 0.02}))
     edit_yaml(project / "specs" / "presets" / "tiny.yaml", "model", {"seq_length": 128})
     edit_yaml(project / "specs" / "presets" / "tiny.yaml", "train.anchor.steps", 60)
+    edit_yaml(project / "specs" / "presets" / "tiny.yaml", "eval.num_examples", 4)  # scores are not the point here
     run([*bar, "validate"], project)
 
     dvc(project, "repro", "pretrain_base")
@@ -54,5 +55,17 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
     (user / "README.md").unlink()
 
     dvc(project, "repro", "train_anchor")  # post-training starts from it
-    log = json.loads((project / "outputs" / "train_anchor" / "train_log.json").read_text())
+    anchor = project / "outputs" / "train_anchor"
+    log = json.loads((anchor / "train_log.json").read_text())
     assert log[-1]["loss"] < log[0]["loss"] - 1.0
+
+    # A domain of the user's added later: the anchor is scored on it too, but not trained again.
+    weights = (anchor / "model.safetensors").read_bytes()
+    rows = [{"prompt": f"Spell '{w}' backwards.", "response": w[::-1]} for w in ("kat", "dorp", "milu", "pane")]
+    (project / "data" / "reverse_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    edit_yaml(project / "specs" / "data.yaml", "domains.reverse", {"files": {"eval": "data/reverse_eval.jsonl"}})
+    dvc(project, "repro", "train_anchor")
+    assert (anchor / "model.safetensors").read_bytes() == weights
+    assert "reverse" in json.loads((anchor / "eval.json").read_text())
+    metrics = json.loads((project / "metrics" / "train_anchor.json").read_text())
+    assert metrics["cost/tokens"] == 0 and "eval/reverse" in metrics  # it reused its trained weights

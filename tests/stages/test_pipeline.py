@@ -108,7 +108,9 @@ def test_every_stage_published_outputs_and_metrics(project):
         assert out_dir(project, name).is_dir()
         assert json.loads((project / "metrics" / f"{name.replace('@', '/')}.json").read_text())
     assert (project / "outputs" / "pretrain_base" / "hf" / "model.safetensors").exists()
-    assert not (project / "checkpoints" / "pretrain_base").exists()  # cleared once published
+    # Cleared once published, but for the trained weights (a re-run that only has more to score reuses them).
+    kept = project / "checkpoints" / "pretrain_base"
+    assert sorted(str(p.relative_to(kept)) for p in kept.glob("*/*")) == ["train/final"]
     # An expert keeps each phase's final weights (what its next version may start from), no more.
     kept = project / "checkpoints" / "train_expert" / "code"
     assert sorted(str(p.relative_to(kept)) for p in kept.glob("*/*")) == ["midtrain/final", "rlvr/final", "sft/final"]
@@ -596,9 +598,9 @@ def test_nan_loss_fails_the_stage_naming_the_step_and_keeps_the_last_good_output
     assert failed.returncode != 0
     err = failed.stdout + failed.stderr
     assert re.search(r"train_anchor: loss is (nan|inf|-inf) at step 2; "
-                     r"last good checkpoint: step 1 in \S*checkpoints/train_anchor", err), err[-3000:]
-    assert (project / "checkpoints" / "train_anchor" / "step_0000001").is_dir()
-    assert not (project / "checkpoints" / "train_anchor" / "step_0000002").exists()
+                     r"last good checkpoint: step 1 in \S*checkpoints/train_anchor/train", err), err[-3000:]
+    assert (project / "checkpoints" / "train_anchor" / "train" / "step_0000001").is_dir()
+    assert not (project / "checkpoints" / "train_anchor" / "train" / "step_0000002").exists()
     assert lock(project)["train_anchor"] == before  # DVC recorded nothing of the failed run
     client = registry(project)
     newest = client.search_runs([client.get_experiment_by_name("bar").experiment_id],

@@ -23,8 +23,9 @@ def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_pa
     assert {r["domain"] for r in anchor} == {"math"} and not any(is_eval_prompt(r["prompt"]) for r in anchor)
     assert anchor != sft
     monkeypatch.chdir(tmp_path)
+    # General chat, then the anchor rows of the domains that have some.
     assert [p.as_posix() for p in train_anchor.sft_files()] == [f"outputs/prepare_data/{f}.jsonl" for f in (
-        "general/sft", "code/anchor", "general/anchor", "math/anchor")]
+        "general/sft", "math/anchor")]
 
 
 @pytest.mark.slow
@@ -80,3 +81,14 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path):
 
     from bar.data.verify import verify_batch  # the expert's RLVR reward and its evaluation: exact match
     assert verify_batch("reverse", ["pak", "kap"], [{"response": "pak"}] * 2) == [True, False]
+
+
+def test_the_tokenizer_learns_from_the_built_in_domains_only(tmp_path):
+    """Adding a domain of the user's later must not change the tokenizer (and every model after it)."""
+    from bar.stages.tokenizer import corpus
+
+    for rel, row in {"pretrain.jsonl": {"text": "a document"}, "math/sft.jsonl": {"prompt": "1+1?", "response": "2"},
+                     "reverse/sft.jsonl": {"prompt": "Spell 'kat' backwards.", "response": "tak"}}.items():
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text(json.dumps(row) + "\n")
+    assert list(corpus(tmp_path)) == ["a document", "1+1?\n2"]

@@ -70,7 +70,7 @@ def test_killed_training_resumes_to_the_same_weights(tiny_project, tmp_path):
     finish(torchrun(reference, 1))
 
     proc = torchrun(tiny_project, 1)
-    ckpts = tiny_project / "checkpoints" / "pretrain_base"
+    ckpts = tiny_project / "checkpoints" / "pretrain_base" / "train"
     deadline = time.time() + 300
     while not any((p / "checkpoint.json").exists() for p in ckpts.glob("step_*")):
         assert proc.poll() is None, "worker ended before its first checkpoint"
