@@ -46,6 +46,11 @@ def load_examples(path: Path) -> list:
     return [Example.from_json(r) for r in read_jsonl(path)]
 
 
+def eval_files() -> list[Path]:
+    """Every domain's held-out split: what a stage's scores depend on."""
+    return sorted(output("prepare_data").glob("*/eval.jsonl"))
+
+
 def eval_examples(domain: str, spec: EvalSpec) -> list:
     return load_examples(output("prepare_data", domain, "eval.jsonl"))[: spec.num_examples]
 

@@ -28,7 +28,7 @@ def train_inputs() -> list:
 
 
 def inputs() -> list:
-    return [*train_inputs(), *sorted(output("prepare_data").glob("*/eval.jsonl"))]
+    return [*train_inputs(), *_training.eval_files()]
 
 
 def worker(specs: Specs) -> None:

@@ -183,7 +183,9 @@ def worker(specs: Specs, name: str) -> None:
     from bar.train.checkpoint import Resumable
 
     spec, arch, data = specs.expert(name), specs.model, output("mix_data", name)
-    fp = _training.fingerprint(resolved(specs, name), [data, *model_inputs()])
+    # The run: its phases' weights depend on less (`phase_fingerprint`); a run that only has a
+    # domain more to score reuses them, and its cost counts no training.
+    fp = _training.fingerprint(resolved(specs, name), [data, *model_inputs(), *_training.eval_files()])
     parallel.init(spec.tp_size, specs.params.seed)
     root = CHECKPOINTS / STAGE / name
     expert = Resumable(root, fp)
