@@ -79,7 +79,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
 
     `vocab_size` (embedding rows) makes room for bar's special tokens the tokenizer lacks
     (`bar.tokenizer.missing_specials`), rounded up to a multiple of 64."""
-    from bar.tokenizer import missing_specials, tokenizer_size
+    from bar.tokenizer import missing_specials, saved_tokens
 
     if not folder.is_dir():
         raise InputError(f"no such folder {folder}")
@@ -108,7 +108,8 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     if head_dim * heads != config["hidden_size"]:
         raise InputError(f"{folder / 'config.json'}: head_dim = {head_dim}: bar's models have "
                          f"head_dim = hidden_size / num_attention_heads = {config['hidden_size'] // heads}")
-    rows = max(config["vocab_size"], tokenizer_size(folder) + len(missing_specials(folder)))
+    tokens, size = saved_tokens(folder)
+    rows = max(config["vocab_size"], size + len(missing_specials(tokens)))
     return {"num_layers": config["num_hidden_layers"], "hidden_size": config["hidden_size"],
             "num_attention_heads": heads, "num_query_groups": config.get("num_key_value_heads") or heads,
             "ffn_hidden_size": config["intermediate_size"], "vocab_size": -(-rows // 64) * 64,
@@ -431,6 +432,12 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(fields)
 
 
+def inside(path: str, *folder: str) -> bool:
+    """`path` is relative and names something inside `folder` (parts of a repository path)."""
+    parts = Path(os.path.normpath(path)).parts
+    return not Path(path).is_absolute() and parts[: len(folder)] == folder and len(parts) > len(folder)
+
+
 def validate(model: type[Spec], data: Any, path: Path, preset_path: Path | None = None,
              preset_data: Any = None, prefix: tuple = ()) -> Spec:
     """`model` of `data`, or SpecError naming the file (the preset's if it set the key)."""
@@ -520,8 +527,7 @@ class Specs:
         """`data` with the architecture of the user's base model (`base`), which the spec may
         repeat but not contradict."""
         base = data["base"]
-        parts = Path(os.path.normpath(str(base))).parts
-        if not isinstance(base, str) or Path(base).is_absolute() or parts[:2] != ("data", "base") or len(parts) < 3:
+        if not isinstance(base, str) or not inside(base, "data", "base"):
             raise SpecError(f"{path}: base = {json.dumps(base)}: the base model must be a folder under data/base/ "
                             f"in the repository (DVC re-runs tokenizer and pretrain_base when it changes); copy or "
                             f"`dvc add` it there and write data/base/<name>")
@@ -554,8 +560,7 @@ class Specs:
             for split, file in d.files.items():
                 # User data: paths relative to the repository, under data/, which dvc.yaml lists as a
                 # dependency of prepare_data (so that DVC re-runs it when the data changes).
-                parts = Path(os.path.normpath(file)).parts
-                if Path(file).is_absolute() or parts[:1] != ("data",) or len(parts) < 2:
+                if not inside(file, "data"):
                     raise SpecError(f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: user data "
                                     f"must be under data/ in the repository (DVC re-runs prepare_data when "
                                     f"something there changes, and only there); copy or `dvc add` it there "

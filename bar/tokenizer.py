@@ -55,7 +55,7 @@ def train(texts: Iterable[str], vocab_size: int, min_frequency: int, num_reserve
     return fast
 
 
-def _tokens(folder: Path) -> tuple[set[str], int]:
+def saved_tokens(folder: Path) -> tuple[set[str], int]:
     """The tokens of a saved fast tokenizer (`tokenizer.json`) and its size (largest id + 1)."""
     import json
 
@@ -66,14 +66,9 @@ def _tokens(folder: Path) -> tuple[set[str], int]:
     return set(pieces) | {a["content"] for a in added}, max(ids, default=-1) + 1
 
 
-def tokenizer_size(folder: Path) -> int:
-    return _tokens(folder)[1]
-
-
-def missing_specials(folder: Path) -> list[str]:
-    """bar's special tokens a user's tokenizer lacks: `adapt` adds them, in this order."""
-    have = _tokens(folder)[0]
-    return [t for t in NAMED if t not in have]
+def missing_specials(tokens: set[str]) -> list[str]:
+    """bar's special tokens a user's tokenizer (its `saved_tokens`) lacks: `adapt` adds them, in this order."""
+    return [t for t in NAMED if t not in tokens]
 
 
 def adapt(folder: str | Path):
@@ -83,7 +78,7 @@ def adapt(folder: str | Path):
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
-    tok.add_special_tokens({"additional_special_tokens": missing_specials(Path(folder))})
+    tok.add_special_tokens({"additional_special_tokens": missing_specials(saved_tokens(Path(folder))[0])})
     tok.eos_token, tok.pad_token = IM_END, PAD
     tok.chat_template = CHAT_TEMPLATE
     return tok

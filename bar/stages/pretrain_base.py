@@ -58,7 +58,7 @@ def import_worker(specs: Specs) -> None:
     ckpt = Resumable(CHECKPOINTS / STAGE, _training.fingerprint(resolved(specs), inputs(specs)))
     if not ckpt.finished():
         tok = tokenizer.load(output("tokenizer"))
-        added = tok.convert_tokens_to_ids(tokenizer.missing_specials(Path(arch.base)))
+        added = tok.convert_tokens_to_ids(tokenizer.missing_specials(tokenizer.saved_tokens(Path(arch.base))[0]))
         model = build(arch, tp_size)
         load_state(model, init_added_tokens(from_hf(read_hf(Path(arch.base)), arch), added, len(tok)))
         scores = _training.score_all(model, tok, ["general"], specs.eval)
