@@ -56,6 +56,8 @@ class ModelSpec(Spec):
     vocab_size: int = Field(gt=0, description="embedding rows; the tokenizer is trained to at most this")
     seq_length: int = Field(gt=0)
     rope_base: float = Field(10000.0, gt=0)
+    rope_scaling_factor: float | None = Field(None, gt=0, description="Llama 3.x RoPE scaling (its `factor`; "
+                                              "low/high frequency factors 1 and 4, original context 8192)")
     norm_eps: float = Field(1e-5, gt=0)
     init_std: float = Field(0.02, gt=0)
 
@@ -72,6 +74,10 @@ class ModelSpec(Spec):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+
+# Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).
+LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
 def base_architecture(folder: Path) -> dict[str, Any]:
@@ -97,12 +103,17 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         "hidden_act": (config.get("hidden_act", "silu"), "silu"),
         "attention_bias": (config.get("attention_bias", False), False),
         "mlp_bias": (config.get("mlp_bias", False), False),
-        "rope type": (rope.get("rope_type", rope.get("type", "default")), "default"),
     }
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "llama3":  # the scaling Megatron-Core implements, with these constants fixed
+        problems |= {f"rope {k}": (rope.get(k), v) for k, v in LLAMA3_ROPE.items()}
+    elif rope_type != "default":
+        problems["rope type"] = (rope_type, "default")
     for key, (value, allowed) in problems.items():
         if value != allowed:
             raise InputError(f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama "
-                             f"models (RMSNorm, SwiGLU, RoPE, no biases): {key} must be {json.dumps(allowed)}")
+                             f"models (RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, no biases): {key} must "
+                             f"be {json.dumps(allowed)}")
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     if head_dim * heads != config["hidden_size"]:
@@ -114,6 +125,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
             "num_attention_heads": heads, "num_query_groups": config.get("num_key_value_heads") or heads,
             "ffn_hidden_size": config["intermediate_size"], "vocab_size": -(-rows // 64) * 64,
             "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+            "rope_scaling_factor": float(rope["factor"]) if rope_type == "llama3" else None,
             "norm_eps": float(config.get("rms_norm_eps", 1e-6))}
 
 

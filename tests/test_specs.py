@@ -157,6 +157,7 @@ def test_a_base_model_sets_the_architecture(specs_copy):
     # 100 tokens, 5 of bar's special tokens missing (it has <|im_end|>): 105 rows, rounded up to 128.
     assert (model.num_layers, model.num_query_groups, model.ffn_hidden_size, model.vocab_size) == (2, 2, 176, 128)
     assert (model.rope_base, model.norm_eps, model.seq_length) == (500000.0, 1e-6, 256)
+    assert model.rope_scaling_factor is None
 
 
 @pytest.mark.parametrize("base,config,expected", [
@@ -165,7 +166,11 @@ def test_a_base_model_sets_the_architecture(specs_copy):
     ("data/base/llama2", {}, ["no such folder"]),
     ("data/base/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama"']),
     ("data/base/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
-    ("data/base/llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0}}, ['rope type = "llama3"']),
+    ("data/base/llama", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}}, ['rope type = "yarn"']),
+    ("data/base/llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0, "factor": 8.0,
+                                             "low_freq_factor": 2.0, "high_freq_factor": 4.0,
+                                             "original_max_position_embeddings": 8192}},
+     ["rope low_freq_factor = 2.0", "must be 1.0"]),
     ("data/base/llama", {"num_hidden_layers": 3}, ["specs/model.yaml: num_layers = 4: the base data/base/llama has 3",
                                                    "remove the key"]),
 ])

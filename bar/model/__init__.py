@@ -61,7 +61,8 @@ def build(arch: ModelSpec, tp_size: int = 1, num_experts: int | None = None,
                     vocab_size=arch.vocab_size, max_sequence_length=arch.seq_length,
                     pre_process=True, post_process=True, parallel_output=True,
                     share_embeddings_and_output_weights=False, position_embedding_type="rope",
-                    rotary_base=int(arch.rope_base))
+                    rotary_base=int(arch.rope_base), rope_scaling=arch.rope_scaling_factor is not None,
+                    rope_scaling_factor=arch.rope_scaling_factor or 8.0)
 
 
 def init_added_tokens(state: dict[str, torch.Tensor], added: list[int], vocab: int) -> dict[str, torch.Tensor]:

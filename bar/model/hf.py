@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bar.specs import ModelSpec
+from bar.specs import LLAMA3_ROPE, ModelSpec
 
 
 def split_qkv(qkv: torch.Tensor, arch: ModelSpec) -> tuple[torch.Tensor, ...]:
@@ -112,6 +112,12 @@ def read_hf(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def rope_parameters(arch: ModelSpec) -> dict:
+    if arch.rope_scaling_factor is None:
+        return {"rope_type": "default", "rope_theta": arch.rope_base}
+    return {"rope_type": "llama3", "rope_theta": arch.rope_base, "factor": arch.rope_scaling_factor, **LLAMA3_ROPE}
+
+
 def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None):
     from transformers import LlamaConfig, MixtralConfig
 
@@ -127,7 +133,7 @@ def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | 
         num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_attention_heads,
         num_key_value_heads=arch.num_query_groups, head_dim=arch.head_dim,
         max_position_embeddings=arch.seq_length, rms_norm_eps=arch.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": arch.rope_base},
+        rope_parameters=rope_parameters(arch),
         attention_bias=False, mlp_bias=False, tie_word_embeddings=False, hidden_act="silu",
         pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop_ids(tok)), bos_token_id=None,
         torch_dtype="float32", **moe,

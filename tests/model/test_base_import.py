@@ -6,17 +6,24 @@ import torch
 from conftest import make_llama
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, tied):
+# Llama 3.x's scaled RoPE (Llama 3.2's factor): with head_dim 16 and theta 10000 the lowest
+# frequencies have wavelengths past 8192 tokens, which the scaling divides by the factor.
+LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 32.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+@pytest.mark.parametrize("tied,rope", [(False, None), (True, None), (False, LLAMA3)], ids=["untied", "tied", "llama3"])
+def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, tied, rope):
     from transformers import AutoModelForCausalLM
 
     from bar.model import build
-    from bar.model.hf import from_hf, read_hf, to_hf
+    from bar.model.hf import from_hf, read_hf, rope_parameters, to_hf
     from bar.specs import ModelSpec, base_architecture
     from bar.train.checkpoint import load_state
 
-    folder = make_llama(tmp_path / "base", tied=tied)
+    folder = make_llama(tmp_path / "base", tied=tied, rope=rope)
     arch = ModelSpec(seq_length=64, **base_architecture(folder))
+    assert arch.rope_scaling_factor == (rope and rope["factor"])
     hf_state = read_hf(folder)
     state = from_hf(hf_state, arch)
     model = build(arch, 1)
@@ -34,6 +41,7 @@ def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, 
     assert theirs.std() > 0.5 and diff < 1e-4
     assert torch.equal(ours[..., vocab:], torch.zeros_like(ours[..., vocab:]))
 
+    assert rope_parameters(arch) == hf.config.rope_parameters  # what bar's exports write
     back = to_hf(state, arch, vocab)  # the export maps it back tensor for tensor
     expected = hf_state | {"lm_head.weight": hf.lm_head.weight.detach()}
     assert back.keys() == expected.keys()
