@@ -11,6 +11,7 @@ This module imports nothing heavier than pydantic and yaml.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -156,6 +157,8 @@ class DomainDataSpec(Spec):
     files: dict[Literal["midtrain", "sft", "rl", "anchor", "eval"], str] = Field(
         default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split")
     skip_bad_rows: bool = False
+    verifier: str | None = Field(None, description="a domain of yours: data/<file>.py defining verify(response, "
+                                 "check) -> bool (the RLVR reward and the score); default: exact match")
 
 
 class DataSpec(Spec):
@@ -581,7 +584,30 @@ class Specs:
                     raise SpecError(f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: no such file "
                                     f"or directory under {self.root}; point it at a JSONL file or a saved "
                                     f"`datasets` directory, or remove the key to generate this split")
+            if d.verifier is not None:
+                self._check_verifier(domain, d.verifier)
         return spec
+
+    def _check_verifier(self, domain: str, file: str) -> None:
+        """A user domain's verifier: a Python file under data/ with a top-level `verify` function
+        (read, not imported: `bar validate` runs no code of yours)."""
+        where = f"{self.path('data')}: domains.{domain}.verifier = {file!r}"
+        if domain in DOMAINS:
+            raise SpecError(f"{where}: {domain!r} is built in and has its own verifier; remove the key")
+        if not inside(file, "data") or not file.endswith(".py"):
+            raise SpecError(f"{where}: a verifier is a Python file under data/ (a dependency of prepare_data); "
+                            f"write data/<name>.py")
+        path = self.root / file
+        if not path.is_file():
+            raise SpecError(f"{where}: no such file under {self.root}; create it with "
+                            f"`def verify(response: str, check: dict) -> bool`, or remove the key for exact match")
+        try:
+            tree = ast.parse(path.read_text(), filename=file)
+        except SyntaxError as e:
+            raise SpecError(f"{where}: {file}:{e.lineno}: syntax error: {e.msg}") from None
+        if not any(isinstance(n, ast.FunctionDef) and n.name == "verify" for n in tree.body):
+            raise SpecError(f"{where}: {file} defines no top-level function `verify`; add "
+                            f"`def verify(response: str, check: dict) -> bool`")
 
     @property
     def train(self) -> TrainStagesSpec:

@@ -102,6 +102,36 @@ def test_bad_baseline_names(specs_copy, baselines, expected):
     assert "params.yaml" in str(err.value)
 
 
+@pytest.mark.parametrize("domain,verifier,body,expected", [
+    ("math", "data/v.py", "def verify(r, c):\n    return True\n", "'math' is built in and has its own verifier"),
+    ("units", "verifiers/v.py", None, "a verifier is a Python file under data/"),
+    ("units", "data/v.txt", None, "a verifier is a Python file under data/"),
+    ("units", "data/v.py", None, "no such file under"),
+    ("units", "data/v.py", "def verify(r, c)\n    return True\n", "data/v.py:1: syntax error"),
+    ("units", "data/v.py", "def score(r, c):\n    return True\n", "defines no top-level function `verify`"),
+])
+def test_a_bad_verifier_is_one_clear_line(specs_copy, domain, verifier, body, expected):
+    rows = specs_copy / "data" / "units.jsonl"
+    rows.parent.mkdir()
+    rows.write_text('{"prompt": "How long?", "response": "12 m"}\n')
+    if body is not None:
+        (specs_copy / verifier).parent.mkdir(exist_ok=True)
+        (specs_copy / verifier).write_text(body)
+    spec = {"files": {"eval": "data/units.jsonl"}} if domain == "units" else {"eval": 5}
+    edit_yaml(specs_copy / "specs" / "data.yaml", f"domains.{domain}", spec | {"verifier": verifier})
+    with pytest.raises(SpecError, match=f"data.yaml: domains.{domain}.verifier = '{verifier}': .*{expected}"):
+        Specs(specs_copy).data
+
+
+def test_a_verifier_is_validated_without_running_it(specs_copy):
+    (specs_copy / "data").mkdir()
+    (specs_copy / "data" / "units.jsonl").write_text('{"prompt": "How long?", "response": "12 m"}\n')
+    (specs_copy / "data" / "v.py").write_text("raise SystemExit('ran')\ndef verify(r, c):\n    return True\n")
+    edit_yaml(specs_copy / "specs" / "data.yaml", "domains.units", {"files": {"eval": "data/units.jsonl"},
+                                                                  "verifier": "data/v.py"})
+    assert Specs(specs_copy).data.domains["units"].verifier == "data/v.py"
+
+
 def test_preset_errors_name_the_preset_file(specs_copy):
     set_params(specs_copy, preset="tiny")
     edit_yaml(specs_copy / "specs" / "presets" / "tiny.yaml", "model.seq_length", "long")

@@ -14,9 +14,10 @@ PYTHONHASHSEED), with a train/eval split fixed by a hash of each prompt's text:
 from bar.data.example import DOMAINS, TOOL_CALL_END, TOOL_CALL_START, Example
 from bar.data.generate import documents, examples
 from bar.data.loaders import DataError, load_documents, load_examples
-from bar.data.verify import verify, verify_batch
+from bar.data.verify import VERIFIER, use_verifier, verify, verify_batch
 
 __all__ = [
+    "VERIFIER",
     "DOMAINS",
     "TOOL_CALL_END",
     "TOOL_CALL_START",
@@ -26,6 +27,7 @@ __all__ = [
     "examples",
     "load_documents",
     "load_examples",
+    "use_verifier",
     "verify",
     "verify_batch",
 ]

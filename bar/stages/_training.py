@@ -46,9 +46,16 @@ def load_examples(path: Path) -> list:
     return [Example.from_json(r) for r in read_jsonl(path)]
 
 
+def verifier_files() -> list[Path]:
+    """The verifiers of the user's domains (prepare_data's copies): what rewards and scores depend on."""
+    from bar.data import VERIFIER
+
+    return sorted(output("prepare_data").glob(f"*/{VERIFIER}"))
+
+
 def eval_files() -> list[Path]:
-    """Every domain's held-out split: what a stage's scores depend on."""
-    return sorted(output("prepare_data").glob("*/eval.jsonl"))
+    """Every domain's held-out split and the user's verifiers: what a stage's scores depend on."""
+    return sorted(output("prepare_data").glob("*/eval.jsonl")) + verifier_files()
 
 
 def eval_examples(domain: str, spec: EvalSpec) -> list:

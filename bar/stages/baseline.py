@@ -85,7 +85,7 @@ def worker(specs: Specs, name: str) -> None:
 
     kind, arch, phases = specs.baseline(name), specs.model, plan(specs, name)
     data = sorted({d for p in phases for d in p.data})
-    fp = _training.fingerprint(resolved(specs, name), [*data, *model_inputs()])
+    fp = _training.fingerprint(resolved(specs, name), [*data, *model_inputs(), *_training.eval_files()])
     parallel.init(1, specs.params.seed)
     root = CHECKPOINTS / STAGE / name
     run = Resumable(root, fp)

@@ -1,13 +1,15 @@
 """Stage prepare_data: generate (or load) every domain's splits and the pre-training corpus.
 
 Writes outputs/prepare_data/pretrain.jsonl ({"text"} documents) and, per domain,
-outputs/prepare_data/<domain>/{midtrain,sft,rl,anchor,eval}.jsonl, plus manifest.json.
+outputs/prepare_data/<domain>/{midtrain,sft,rl,anchor,eval}.jsonl (and a user domain's
+verifier.py, the copy the later stages score with), plus manifest.json.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 
 from bar.specs import Specs
 from bar.stages import atomic_dir, entry, output, write_json, write_jsonl, write_metrics
@@ -51,6 +53,9 @@ def prepare(spec, out) -> dict:
     counts["pretrain"] = len(docs)
     for domain, dspec in spec.domains.items():
         (out / domain).mkdir()
+        if dspec.verifier:
+            shutil.copyfile(dspec.verifier, out / domain / data.VERIFIER)
+            data.use_verifier(domain, dspec.verifier)  # its rows' checks are the verifier's to vet
         for split in SPLITS:
             rows = split_rows(domain, split, dspec, spec.seed)
             write_jsonl(out / domain / f"{split}.jsonl", rows)

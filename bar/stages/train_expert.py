@@ -67,7 +67,16 @@ def phase_fingerprint(specs: Specs, phases: list[Phase], tp_size: int) -> str:
              *([[r.model_dump(mode="json"), seed] for r, seed in p.replay] if p.replay else [])] for p in phases]
     data = sorted({d for p in phases for d in p.data})
     return _training.fingerprint({"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed,
-                                  "tp_size": tp_size, "phases": upto}, [*data, *model_inputs()])
+                                  "tp_size": tp_size, "phases": upto}, [*data, *model_inputs(), *rewards(phases)])
+
+
+def rewards(phases: list[Phase]) -> list[Path]:
+    """The user verifiers the RLVR phases among `phases` reward with (those of their prompts' domains):
+    editing one re-runs RLVR, not the phases before it."""
+    from bar.stages import read_jsonl
+
+    domains = {r["domain"] for p in phases if p.phase == "rlvr" for d in p.data for r in read_jsonl(d / "rl.jsonl")}
+    return [f for f in _training.verifier_files() if f.parent.name in domains]
 
 
 def phase_items(tok, data: Path, phase: str) -> list:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from bar.data import TOOL_CALL_END, TOOL_CALL_START, verify, verify_batch
@@ -196,3 +198,66 @@ def test_rlvr_rewards_each_prompt_with_its_own_domains_verifier():
     general = Example("general", "Say yes.", "yes", YES)
     replies = ["The answer is 5.", "yes", "The answer is 6.", "no"]
     assert rlvr_verify([math, general, math, general], replies) == [True, True, False, False]
+
+
+# --- a user domain's verifier file ------------------------------------------------------
+
+LAST_NUMBER = '''import re
+
+
+def verify(response, check):
+    """The reply's last number equals the reference's."""
+    numbers = re.findall(r"-?\\d+", response)
+    return bool(numbers) and int(numbers[-1]) == int(re.findall(r"-?\\d+", check["response"])[-1])
+
+
+def check_problem(check):
+    if not re.search(r"\\d", check.get("response", "")):
+        return "the reference response needs a number"
+'''
+
+
+def test_a_user_domains_verifier_scores_every_check_from_prepare_datas_copy(tmp_path, monkeypatch):
+    """The later stages find prepare_data's copy (outputs/prepare_data/<domain>/verifier.py, relative
+    to the project they run in); it scores the default exact checks too; editing it takes effect."""
+    monkeypatch.chdir(tmp_path)
+    assert verify_batch("units", ["It is 12 m."], [{"response": "12 meters"}]) == [False]  # no file: exact match
+    copy = tmp_path / "outputs" / "prepare_data" / "units" / "verifier.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(LAST_NUMBER)
+    assert verify_batch("units", ["It is 12 m.", "13 m", "none"], [{"response": "12 meters"}] * 3) == [
+        True, False, False]
+    copy.write_text(LAST_NUMBER.replace("int(numbers[-1]) ==", "int(numbers[-1]) - 1 =="))
+    os.utime(copy, ns=(1, 1))  # a different mtime, as an edit has
+    assert verify("units", "13 m", {"response": "12 meters"})
+    assert not list(copy.parent.glob("__pycache__"))  # nothing written inside prepare_data's output
+    assert verify("math", "The answer is 5.", {"answer": 5})  # built-in domains never look for a file
+
+
+@pytest.mark.parametrize("body,error", [
+    ("def verify(response, check):\n    return check['missing']\n", r"verifier.py \(domain 'units'.*raised KeyError"),
+    ("def verify(response, check):\n    return 1\n", r"verify returned 1 \(int\); it must return True or False"),
+    ("import not_a_module\n", r"importing it failed: ModuleNotFoundError"),
+])
+def test_a_broken_user_verifier_fails_naming_its_file(tmp_path, monkeypatch, body, error):
+    from bar.specs import InputError
+
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "outputs" / "prepare_data" / "units" / "verifier.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(body)
+    with pytest.raises(InputError, match=error):
+        verify("units", "12", {"response": "12"})
+
+
+def test_a_user_verifiers_check_problem_vets_the_rows(tmp_path):
+    from bar.data import DataError, load_examples, use_verifier
+
+    (tmp_path / "v.py").write_text(LAST_NUMBER)
+    use_verifier("units2", tmp_path / "v.py")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "How long?", "response": "12 meters"}\n{"prompt": "Colour?", "response": "red"}\n')
+    with pytest.raises(DataError, match=r"rows.jsonl:2: bad \"check\".*the reference response needs a number"):
+        load_examples(rows, "units2")
+    rows.write_text('{"prompt": "How long?", "response": "12 meters", "check": {"answer": 12, "response": "12"}}\n')
+    assert load_examples(rows, "units2")[0].check == {"answer": 12, "response": "12"}  # any check it accepts

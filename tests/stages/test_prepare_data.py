@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from bar.data.example import is_eval_prompt
-from bar.specs import DataSpec
-from bar.stages import prepare_data, read_jsonl, train_anchor
+from bar.specs import DataSpec, Specs
+from bar.stages import prepare_data, read_jsonl, train_anchor, train_expert
 from conftest import dvc, edit_yaml, make_project, run, set_params
 
 
@@ -51,9 +51,9 @@ def reverse_rows(words: list[str]) -> str:
 
 
 @pytest.mark.slow
-def test_a_domain_of_the_users_gets_its_expert(tmp_path):
+def test_a_domain_of_the_users_gets_its_expert(tmp_path, monkeypatch):
     """A domain that is not built in: its splits from files under data/, an expert spec on it;
-    real DVC prepares it and mixes the expert's data from it."""
+    real DVC prepares it and mixes the expert's data from it. Then its own verifier."""
     project = make_project(tmp_path / "project")
     words = [f"{a}{b}{c}" for a in "bcdfghjklm" for b in "aeiou" for c in "klmnprst"]  # 400 distinct words
     for split, part in {"sft": words[:200], "rl": words[200:300], "eval": words[300:]}.items():
@@ -62,7 +62,8 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path):
         s: f"data/reverse_{s}.jsonl" for s in ("sft", "rl", "eval")}})
     spec = yaml.safe_load((project / "specs" / "experts" / "safety.yaml").read_text())
     spec |= {"name": "reverse", "domain": "reverse", "description": "words backwards",
-             "mixture": {"sources": {"reverse": 1.0}, "general_share": 0.1, "sizes": {"sft": 150}}}
+             "mixture": {"sources": {"reverse": 1.0}, "general_share": 0.1, "sizes": {"sft": 150, "rl": 50}}}
+    spec["stages"]["rlvr"] = yaml.safe_load((project / "specs" / "experts" / "math.yaml").read_text())["stages"]["rlvr"]
     (project / "specs" / "experts" / "reverse.yaml").write_text(yaml.safe_dump(spec))
     set_params(project, experts=["math", "code", "tool_use", "safety", "reverse"])
     run([sys.executable, "-m", "bar.cli", "validate"], project)
@@ -80,7 +81,27 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path):
     assert sum(r["domain"] == "general" for r in mix) == 15
 
     from bar.data.verify import verify_batch  # the expert's RLVR reward and its evaluation: exact match
-    assert verify_batch("reverse", ["pak", "kap"], [{"response": "pak"}] * 2) == [True, False]
+    monkeypatch.chdir(project)
+    assert verify_batch("reverse", ["pak", "kap", "PAK"], [{"response": "pak"}] * 3) == [True, False, False]
+
+    # Its own verifier: prepare_data publishes it where the RLVR reward and the evaluation find it,
+    # and an edit of it re-runs prepare_data and changes the fingerprint of RLVR only.
+    verifier = project / "data" / "reverse.py"
+    verifier.write_text("def verify(response, check):\n    return response.strip().lower() == check['response']\n")
+    edit_yaml(project / "specs" / "data.yaml", "domains.reverse.verifier", "data/reverse.py")
+    dvc(project, "repro", "mix_data@reverse")
+    assert (out / "verifier.py").read_text() == verifier.read_text()
+    assert verify_batch("reverse", ["pak", "kap", "PAK"], [{"response": "pak"}] * 3) == [True, False, True]
+    specs = Specs(project)
+    phases = train_expert.phases_of(specs, "reverse", project / "outputs" / "mix_data" / "reverse")
+    assert [p.phase for p in phases] == ["sft", "rlvr"]
+    before = [train_expert.phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
+    verifier.write_text(verifier.read_text().replace(".lower()", ""))
+    assert "prepare_data" in json.loads(dvc(project, "status", "--json", "prepare_data").stdout)
+    dvc(project, "repro", "mix_data@reverse")
+    after = [train_expert.phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
+    assert after[0] == before[0] and after[1] != before[1]
+    assert verify_batch("reverse", ["PAK"], [{"response": "pak"}]) == [False]
 
 
 def test_the_tokenizer_learns_from_the_built_in_domains_only(tmp_path):
