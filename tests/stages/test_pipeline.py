@@ -561,6 +561,29 @@ def test_two_repros_at_once_one_runs_the_other_fails_on_dvcs_lock(project):
     assert runs[0].info.status == "FINISHED"
 
 
+def test_removing_an_expert_reruns_only_the_assembly(project):
+    """A capability removed: its expert leaves params.yaml; DVC's own status names only the
+    merge, the router and the evaluation, and the MoE loses the expert's slot. Put back, the
+    expert is still up to date and the merge is the one of before, bit for bit (so the router
+    and the evaluation are up to date again)."""
+    assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}
+    before, before_lock = out_hashes(project), lock(project)
+    kept = [e for e in EXPERTS if e != "tool_use"]
+    set_params(project, experts=kept)
+    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == ASSEMBLY
+    dvc(project, "repro", "merge_experts")
+    config = json.loads((out_dir(project, "merge_experts") / "config.json").read_text())
+    assert config["experts"] == ["anchor", *kept] and config["num_experts"] == len(kept) + 1
+    assert [c["name"] for c in config["components"]] == kept
+    assert {s: e for s, e in lock(project).items() if s != "merge_experts"} == {
+        s: e for s, e in before_lock.items() if s != "merge_experts"}  # no expert re-ran
+    set_params(project, experts=EXPERTS)
+    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == ASSEMBLY
+    dvc(project, "repro", "merge_experts")
+    assert out_hashes(project) == before
+    assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}
+
+
 def test_anchor_lr_edit_reruns_train_anchor_only(project):
     before, stamps = out_hashes(project), mtimes(project)
     edit_yaml(project / "specs" / "train.yaml", "anchor.optim.lr", 3.0e-4)
