@@ -99,22 +99,24 @@ def base_architecture(folder: Path) -> dict[str, Any]:
                          f"(safetensors is its default)")
     config = json.loads((folder / "config.json").read_text())
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    # What each key may be. Mistral without a sliding window is a Llama: the same tensors and maths.
     problems = {
-        "model_type": (config.get("model_type"), "llama"),
-        "hidden_act": (config.get("hidden_act", "silu"), "silu"),
-        "attention_bias": (config.get("attention_bias", False), False),
-        "mlp_bias": (config.get("mlp_bias", False), False),
+        "model_type": (config.get("model_type"), ["llama", "mistral"]),
+        "sliding_window": (config.get("sliding_window"), [None]),
+        "hidden_act": (config.get("hidden_act", "silu"), ["silu"]),
+        "attention_bias": (config.get("attention_bias", False), [False]),
+        "mlp_bias": (config.get("mlp_bias", False), [False]),
     }
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type == "llama3":  # the scaling Megatron-Core implements, with these constants fixed
-        problems |= {f"rope {k}": (rope.get(k), v) for k, v in LLAMA3_ROPE.items()}
-    elif rope_type != "default":
-        problems["rope type"] = (rope_type, "default")
+        problems |= {f"rope {k}": (rope.get(k), [v]) for k, v in LLAMA3_ROPE.items()}
+    else:
+        problems["rope type"] = (rope_type, ["default", "llama3"])
     for key, (value, allowed) in problems.items():
-        if value != allowed:
-            raise InputError(f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama "
-                             f"models (RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, no biases): {key} must "
-                             f"be {json.dumps(allowed)}")
+        if value not in allowed:
+            raise InputError(f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama models "
+                             f"(and Mistral's: RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no "
+                             f"biases): {key} must be {' or '.join(json.dumps(a) for a in allowed)}")
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     if head_dim * heads != config["hidden_size"]:

@@ -12,8 +12,9 @@ LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 32.0, "low_fre
           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
-@pytest.mark.parametrize("tied,rope", [(False, None), (True, None), (False, LLAMA3)], ids=["untied", "tied", "llama3"])
-def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, tied, rope):
+@pytest.mark.parametrize("tied,rope,family", [(False, None, "llama"), (True, None, "llama"), (False, LLAMA3, "llama"),
+                                              (False, None, "mistral")], ids=["untied", "tied", "llama3", "mistral"])
+def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, tied, rope, family):
     from transformers import AutoModelForCausalLM
 
     from bar.model import build
@@ -21,7 +22,7 @@ def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, 
     from bar.specs import ModelSpec, base_architecture
     from bar.train.checkpoint import load_state
 
-    folder = make_llama(tmp_path / "base", tied=tied, rope=rope)
+    folder = make_llama(tmp_path / "base", tied=tied, rope=rope, family=family)
     arch = ModelSpec(seq_length=64, **base_architecture(folder))
     assert arch.rope_scaling_factor == (rope and rope["factor"])
     hf_state = read_hf(folder)
@@ -30,6 +31,7 @@ def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, 
     load_state(model, state)
     model.eval()
     hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert hf.config.model_type == family
     vocab = hf.config.vocab_size
     assert arch.vocab_size > vocab  # rows for bar's special tokens, zero until pretrain_base sets them
     x = torch.randint(0, vocab, (3, 40), generator=torch.Generator().manual_seed(0))
@@ -37,7 +39,7 @@ def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, 
         ours = model(x, None, None, runtime_gather_output=True)
         theirs = hf(x).logits
     diff = (ours[..., :vocab] - theirs).abs().max().item()
-    print(f"imported Llama (tied={tied}): max |logit diff| = {diff:.2e}, logit std {theirs.std():.2f}")
+    print(f"imported {family} (tied={tied}, rope={rope and rope['rope_type']}): max |logit diff| = {diff:.2e}, logit std {theirs.std():.2f}")
     assert theirs.std() > 0.5 and diff < 1e-4
     assert torch.equal(ours[..., vocab:], torch.zeros_like(ours[..., vocab:]))
 
