@@ -25,11 +25,13 @@ import torch.nn.functional as F
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: set[int],
              vocab_size: int, pad_id: int, temperature: float = 0.0,
-             generator: torch.Generator | None = None) -> list[list[int]]:
+             generator: torch.Generator | None = None, sequence_topk: int | None = None) -> list[list[int]]:
     """New tokens for each prompt (ending with its stop token if one was produced).
 
     temperature 0 is greedy. `vocab_size` is the tokenizer's size: logits of the rows the
-    model pads its vocabulary with are never chosen.
+    model pads its vocabulary with are never chosen. `sequence_topk` (an MoE, TP=1): each
+    sequence is served by the anchor and the k experts its router favours over the prompt
+    (`_Decoder.choose`); None: every expert, token by token.
     """
     from bar import parallel
 
@@ -41,10 +43,15 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
     for i, p in enumerate(prompts):
         tokens[i, prompt_len - len(p):] = torch.tensor(p)
         pad[i, prompt_len - len(p):] = False
+    if sequence_topk and parallel.tp_size() > 1:
+        raise ValueError("sequence_topk decodes at TP=1 only (bar's own decoder)")
     decoder = (_Decoder(model, batch, prompt_len + max_new_tokens) if parallel.tp_size() == 1
                else _MegatronDecoder(model, batch, prompt_len + max_new_tokens))
     causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool).triu(1)
-    logits = decoder(tokens, causal[None, None] | pad[:, None, None, :prompt_len])
+    prompt_mask = causal[None, None] | pad[:, None, None, :prompt_len]
+    if sequence_topk:
+        decoder.keep = decoder.choose(tokens, prompt_mask, sequence_topk)
+    logits = decoder(tokens, prompt_mask)
 
     out = torch.empty(batch, max_new_tokens, dtype=torch.long)
     done = torch.zeros(batch, dtype=torch.bool)
@@ -104,6 +111,25 @@ class _Decoder:
         shape = (len(self.layers), batch, self.groups, max_len, self.head_dim)
         self.keys, self.values = torch.zeros(shape), torch.zeros(shape)
         self.offset = 0
+        self.keep: torch.Tensor | None = None  # (batch, slots): the experts each sequence may use
+        self.shares: list[torch.Tensor] | None = None  # while choosing: each layer's mean router probability
+
+    def choose(self, tokens: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor | None:
+        """Which experts serve each sequence: the anchor (slot 0) and the k others with the most
+        router probability over the prompt's tokens (mean over tokens and layers), from a pass of
+        the prompt with every expert active (the DEMix way of choosing domain experts, with the
+        fitted router as the domain posterior)."""
+        real = ~torch.diagonal(mask[:, 0], dim1=-2, dim2=-1)  # (batch, tokens): not padding
+        self.shares, self.real = [], real.float()[..., None]
+        self(tokens, mask)
+        layers, self.shares, self.offset = self.shares, None, 0
+        if not layers:  # a dense model: nothing to choose
+            return None
+        shares = torch.stack(layers).mean(0)
+        shares[:, 0] = float("-inf")
+        keep = torch.zeros_like(shares, dtype=torch.bool)
+        keep[:, 0] = True
+        return keep.scatter(1, shares.topk(min(k, shares.size(1) - 1), dim=-1).indices, True)
 
     def _rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
         cos, sin = self.cos[start:start + x.size(2)], self.sin[start:start + x.size(2)]
@@ -125,11 +151,15 @@ class _Decoder:
             return _swiglu(h, mlp.linear_fc1.weight, mlp.linear_fc2.weight)
         experts = mlp.experts.local_experts
         logits = F.linear(h, mlp.router.weight).float()
+        if self.keep is not None:  # the sequence's experts only: the softmax over their logits
+            logits = logits.masked_fill(~self.keep[:, None, :], float("-inf"))
         if self.topk < len(experts):  # softmax over the top-k logits, the others weigh 0
             top, idx = logits.topk(self.topk, dim=-1)
             probs = torch.zeros_like(logits).scatter(-1, idx, torch.softmax(top, dim=-1))
         else:
             probs = torch.softmax(logits, dim=-1)
+        if self.shares is not None:
+            self.shares.append((probs * self.real).sum(1) / self.real.sum(1))
         out = torch.zeros_like(h)
         for e, expert in enumerate(experts):
             out += probs[..., e:e + 1] * _swiglu(h, expert.linear_fc1.weight, expert.linear_fc2.weight)

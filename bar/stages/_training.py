@@ -65,8 +65,8 @@ def eval_examples(domain: str, spec: EvalSpec) -> list:
 # --- worker side -------------------------------------------------------------------------
 
 
-def score_all(model, tok, domains: list[str], spec: EvalSpec) -> dict:
-    """Greedy pass rate on each domain's held-out split."""
+def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int | None = None) -> dict:
+    """Greedy pass rate on each domain's held-out split (`sequence_topk`: `bar.generate.generate`)."""
     import torch
 
     from bar import eval as evaluation
@@ -74,7 +74,7 @@ def score_all(model, tok, domains: list[str], spec: EvalSpec) -> dict:
     model.eval()
     with torch.no_grad():
         return {d: evaluation.score(model, tok, eval_examples(d, spec), batch_size=spec.batch_size,
-                                    max_new_tokens=spec.max_new_tokens) for d in domains}
+                                    max_new_tokens=spec.max_new_tokens, sequence_topk=sequence_topk) for d in domains}
 
 
 DENSE_PHASE = "train"  # a dense stage's one training phase: checkpoints/<stage>/train/

@@ -19,7 +19,8 @@ STAGE = "fit_router"
 
 
 def resolved(specs: Specs) -> dict:
-    return {"router": specs.router.model_dump(mode="json"), "experts": specs.params.experts,
+    # Not sequence_topk: how the routed model decodes (evaluate's), not how its router is fitted.
+    return {"router": specs.router.model_dump(mode="json", exclude={"sequence_topk"}), "experts": specs.params.experts,
             "model": specs.model.model_dump(mode="json"), "seed": specs.params.seed}
 
 

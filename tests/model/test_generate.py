@@ -56,3 +56,43 @@ def test_cached_moe_decoding_matches_full_recompute(megatron, topk):
             for _ in range(12):
                 seq.append(int(model(torch.tensor([seq]), None, None)[0, -1, :300].argmax()))
         assert new == seq[len(prompt):]
+
+
+def test_sequence_topk_serves_each_sequence_with_the_anchor_and_the_expert_its_router_favours(megatron):
+    """sequence_topk=1: each row decodes exactly as the 2-slot model of the anchor and the expert
+    with the most router probability over its prompt (`bar.merge.with_only`), that choice taken
+    here from Megatron-Core's own router on the prompt, alone."""
+    from bar.generate import generate
+    from bar.merge import with_only
+    from bar.model import build
+    from bar.train.checkpoint import full_state, load_state
+
+    torch.manual_seed(0)
+    model = build(ARCH, 1, num_experts=4).eval()
+    with torch.no_grad():
+        for layer in model.decoder.layers:
+            layer.mlp.router.weight.normal_(0, 1.0)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(1, 300, (n,), generator=g).tolist() for n in (4, 7, 11, 6, 9, 5)]
+    kw = dict(max_new_tokens=10, stop_ids=set(), vocab_size=300, pad_id=0)
+    got = generate(model, prompts, sequence_topk=1, **kw)
+    per_token = generate(model, prompts, **kw)
+
+    probs = []
+    hooks = [layer.mlp.router.register_forward_hook(lambda m, args, out: probs.append(out[0].float()))
+             for layer in model.decoder.layers]
+    chosen = []
+    for prompt in prompts:
+        probs.clear()
+        with torch.no_grad():
+            model(torch.tensor([prompt]), None, None)
+        shares = torch.stack([p.reshape(-1, 4).mean(0) for p in probs]).mean(0)
+        chosen.append(1 + int(shares[1:].argmax()))
+    for h in hooks:
+        h.remove()
+    pair = build(ARCH, 1, num_experts=2).eval()
+    state = full_state(model)
+    for prompt, new, slot in zip(prompts, got, chosen):
+        load_state(pair, with_only(state, slot))
+        assert new == generate(pair, [prompt], **kw)[0]
+    assert len(set(chosen)) > 1 and got != per_token  # neither the choice nor its effect is vacuous

@@ -584,6 +584,21 @@ def test_removing_an_expert_reruns_only_the_assembly(project):
     assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}
 
 
+def test_sequence_topk_reruns_only_the_evaluation(project):
+    """How the routed model decodes is evaluate's, not the router fit's: DVC re-runs evaluate only,
+    which scores the routed model with each sequence served by the anchor and one chosen expert."""
+    before = out_hashes(project)
+    edit_yaml(project / "specs" / "router.yaml", "sequence_topk", 1)
+    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {"evaluate"}
+    dvc(project, "repro")
+    assert {s: h for s, h in out_hashes(project).items() if s != "evaluate"} == {
+        s: h for s, h in before.items() if s != "evaluate"}
+    assert lock(project)["evaluate"]["params"]["specs/router.yaml"] == {"sequence_topk": 1}
+    edit_yaml(project / "specs" / "router.yaml", "sequence_topk", None)
+    dvc(project, "repro")
+    assert out_hashes(project) == before  # back to every expert per token: the same evaluation, bit for bit
+
+
 def test_anchor_lr_edit_reruns_train_anchor_only(project):
     before, stamps = out_hashes(project), mtimes(project)
     edit_yaml(project / "specs" / "train.yaml", "anchor.optim.lr", 3.0e-4)
