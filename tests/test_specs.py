@@ -132,19 +132,6 @@ def test_a_verifier_is_validated_without_running_it(specs_copy):
     assert Specs(specs_copy).data.domains["units"].verifier == "data/v.py"
 
 
-def test_fit_router_depends_on_every_router_key_but_how_the_routed_model_decodes():
-    from bar.specs import RouterSpec
-
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-    def router_keys(stage):
-        return next(p["specs/router.yaml"] for p in stages[stage]["params"]
-                    if isinstance(p, dict) and "specs/router.yaml" in p)
-
-    assert set(router_keys("fit_router")) == set(RouterSpec.model_fields) - {"sequence_topk"}
-    assert router_keys("evaluate") == ["sequence_topk"]
-
-
 def test_preset_errors_name_the_preset_file(specs_copy):
     set_params(specs_copy, preset="tiny")
     edit_yaml(specs_copy / "specs" / "presets" / "tiny.yaml", "model.seq_length", "long")

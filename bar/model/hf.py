@@ -12,6 +12,7 @@ Megatron model (tests/model/test_hf.py), not by names.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -118,7 +119,8 @@ def rope_parameters(arch: ModelSpec) -> dict:
     return {"rope_type": "llama3", "rope_theta": arch.rope_base, "factor": arch.rope_scaling_factor, **LLAMA3_ROPE}
 
 
-def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None):
+def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None,
+              sequence_topk: int | None = None):
     from transformers import LlamaConfig, MixtralConfig
 
     from bar.tokenizer import stop_ids
@@ -139,19 +141,26 @@ def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | 
         torch_dtype="float32", **moe,
     )
     config.architectures = ["MixtralForCausalLM" if num_experts else "LlamaForCausalLM"]
+    if num_experts and sequence_topk:  # experts chosen per sequence: bar's class (modeling_bar.py)
+        config.sequence_topk = sequence_topk
+        config.architectures = ["BarMoeForCausalLM"]
+        config.auto_map = {"AutoModelForCausalLM": "modeling_bar.BarMoeForCausalLM"}
     return config
 
 
 def export(state: dict[str, torch.Tensor], arch: ModelSpec, tok, out: Path,
-           num_experts: int | None = None, topk: int | None = None) -> None:
-    """Write a directory `AutoModelForCausalLM.from_pretrained(out)` loads offline."""
+           num_experts: int | None = None, topk: int | None = None, sequence_topk: int | None = None) -> None:
+    """Write a directory `AutoModelForCausalLM.from_pretrained(out)` loads offline (with
+    `trust_remote_code=True` for an MoE that chooses its experts per sequence: modeling_bar.py)."""
     from safetensors.torch import save_file
     from transformers import GenerationConfig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = hf_config(arch, tok, num_experts, topk)
+    config = hf_config(arch, tok, num_experts, topk, sequence_topk)
     config.save_pretrained(out)
+    if getattr(config, "auto_map", None):
+        shutil.copyfile(Path(__file__).with_name("modeling_bar.py"), out / "modeling_bar.py")
     GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
                      do_sample=False).save_pretrained(out)
     save_file(to_hf(state, arch, len(tok), num_experts), out / "model.safetensors",

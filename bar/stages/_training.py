@@ -215,7 +215,7 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
                 plot_logs(meta["logs"], out / "training.png", name)
             export(load_file(out / "model.safetensors"), ModelSpec(**config["arch"]),
                    load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
-                   config.get("topk"))
+                   config.get("topk"), config.get("sequence_topk"))
         metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
         # cost/*: what this run trained; cost/flops_from_scratch also counts the phases it
         # started from (another version's), i.e. what training this model anew would cost;

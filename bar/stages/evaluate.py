@@ -116,8 +116,7 @@ def main() -> None:
 
     specs = Specs()
     experts, domains = specs.params.experts, sorted(specs.data.domains)
-    sequence_topk = specs.router.sequence_topk  # how the routed model decodes
-    resolved = {"eval": specs.eval.model_dump(mode="json"), "experts": experts, "sequence_topk": sequence_topk}
+    resolved = {"eval": specs.eval.model_dump(mode="json"), "experts": experts}
     with tracking.stage_run(STAGE, spec=resolved, tags={
             "spec_hash": spec_hash(resolved), "routed_hash": tracking.dvc_md5("outputs/fit_router")}) as run:
         table = {"anchor": json.loads(output("train_anchor", "eval.json").read_text())}
@@ -133,7 +132,7 @@ def main() -> None:
             load_state(model, state)
             if name == "merged":
                 merged = state  # also what each expert is scored with below
-            table[name] = score_all(model, tok, domains, specs.eval, sequence_topk if name == "routed" else None)
+            table[name] = score_all(model, tok, domains, specs.eval, config.get("sequence_topk"))
             if name == "routed":
                 routed = state  # each expert's domain is also scored with only it and the anchor below
                 routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}

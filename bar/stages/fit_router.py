@@ -19,9 +19,13 @@ STAGE = "fit_router"
 
 
 def resolved(specs: Specs) -> dict:
-    # Not sequence_topk: how the routed model decodes (evaluate's), not how its router is fitted.
-    return {"router": specs.router.model_dump(mode="json", exclude={"sequence_topk"}), "experts": specs.params.experts,
+    return {"router": specs.router.model_dump(mode="json"), "experts": specs.params.experts,
             "model": specs.model.model_dump(mode="json"), "seed": specs.params.seed}
+
+
+def fitting(resolved: dict) -> dict:
+    """What the fitted router depends on: not `sequence_topk` (how the routed model decodes)."""
+    return resolved | {"router": {k: v for k, v in resolved["router"].items() if k != "sequence_topk"}}
 
 
 def inputs(specs: Specs) -> list:
@@ -103,32 +107,43 @@ def worker(specs: Specs) -> None:
     spec, arch, seed, experts = specs.router, specs.model, specs.params.seed, specs.params.experts
     fp = _training.fingerprint(resolved(specs), inputs(specs))
     parallel.init(spec.tp_size, seed)
-    ckpt = Resumable(CHECKPOINTS / STAGE, fp)
-    if ckpt.finished():
+    result = Resumable(CHECKPOINTS / STAGE, fp)
+    if result.finished():
         parallel.shutdown()
         return
     tok = tokenizer.load(output("tokenizer"))
     merged = load_file(output("merge_experts", "model.safetensors"))
     model = build(arch, spec.tp_size, num_experts=len(experts) + 1, topk=spec.topk, z_loss=spec.z_loss,
                   load_balancing=spec.load_balancing)
-    load_state(model, merged)
-    set_trainable(model, ["router"], freeze_anchor_row=False)
     picked = sample(experts, spec.sample_fraction, seed)
-    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for _, e in picked]
-    batching = dict(batch_size=spec.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed)
-    batches = Batches(items, **batching)
-    if spec.domain_loss:
-        batches = DomainRouting(model, items, [slot for slot, _ in picked], spec.domain_loss, **batching)
-    log = train_loop(model, batches, spec, ckpt, desc=STAGE)
-    after = full_state(model)
-    changed = [k for k in after if ".mlp.router." not in k and not torch.equal(after[k], merged[k])]
-    if changed:
-        raise RuntimeError(f"{STAGE}: only the router may train, but {changed[:3]} changed")
+    # The fit is kept after publishing (checkpoints/fit_router/train/final): a re-run that changes
+    # only how the routed model decodes (sequence_topk) reuses it and trains nothing.
+    fitted = Resumable(CHECKPOINTS / STAGE / _training.DENSE_PHASE,
+                       _training.fingerprint(fitting(resolved(specs)), inputs(specs)))
+    if done := fitted.finished():
+        fitted.load_finished(model)
+        log, reused = done["log"], [_training.DENSE_PHASE] if done["run"] != fp else []
+    else:
+        load_state(model, merged)
+        set_trainable(model, ["router"], freeze_anchor_row=False)
+        items = [tokenizer.chat_ids(tok, e.prompt, e.response) for _, e in picked]
+        batching = dict(batch_size=spec.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed)
+        batches = Batches(items, **batching)
+        if spec.domain_loss:
+            batches = DomainRouting(model, items, [slot for slot, _ in picked], spec.domain_loss, **batching)
+        log, reused = train_loop(model, batches, spec, fitted, desc=STAGE), []
+        after = full_state(model)
+        changed = [k for k in after if ".mlp.router." not in k and not torch.equal(after[k], merged[k])]
+        if changed:
+            raise RuntimeError(f"{STAGE}: only the router may train, but {changed[:3]} changed")
+        fitted.finish(model, {"log": log, "run": fp})
     import json
 
     config = json.loads(output("merge_experts", "config.json").read_text())
-    config |= {"topk": spec.topk or len(experts) + 1, "router_examples": len(items)}
-    ckpt.finish(model, {"logs": {"train": log}, "eval": {}, "config": config, "router_examples": len(items)})
+    config |= {"topk": spec.topk or len(experts) + 1, "sequence_topk": spec.sequence_topk,
+               "router_examples": len(picked)}
+    result.finish(model, {"logs": {_training.DENSE_PHASE: log}, "reused": reused, "eval": {}, "config": config,
+                          "router_examples": len(picked)})
     parallel.shutdown()
 
 
@@ -137,9 +152,9 @@ def main() -> None:
 
     specs = Specs()
     res = resolved(specs)
-    _training.run_parent(STAGE, tp_size=specs.router.tp_size, resolved=res, tags={
+    _training.run_parent(STAGE, tp_size=specs.router.tp_size, resolved=res, phases=[_training.DENSE_PHASE], tags={
         "spec_hash": spec_hash(res), "merged_hash": tracking.dvc_md5("outputs/merge_experts")},
-        trainable={"train": ["router"]},
+        trainable={_training.DENSE_PHASE: ["router"]},
         extra_metrics=lambda meta: {"router_examples": meta["router_examples"]}, register=register)
 
 

@@ -182,3 +182,35 @@ def test_domain_loss_routes_each_sample_as_its_expert_did(tmp_path, dense_states
     assert plain_other > other + 0.1 or plain_split > split + 0.1, (plain_other, plain_split)
     assert {k for k in merged if not torch.equal(merged[k], state[k])} == {
         f"decoder.layers.{i}.mlp.router.weight" for i in range(ARCH.num_layers)}
+
+
+def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, megatron):
+    """`sequence_topk`: the export carries modeling_bar.py; `transformers`' greedy generate, prompt
+    by prompt, gives what bar.generate gives (and not what routing every expert per token gives)."""
+    from transformers import AutoModelForCausalLM
+
+    from bar.generate import generate
+    from bar.model import build
+    from bar.model.hf import export
+    from bar.tokenizer import stop_ids
+    from bar.tokenizer import train as train_tokenizer
+    from bar.train.checkpoint import full_state
+
+    torch.manual_seed(0)
+    model = build(ARCH, 1, num_experts=4).eval()
+    with torch.no_grad():
+        for layer in model.decoder.layers:
+            layer.mlp.router.weight.normal_(0, 1.0)  # routing far from uniform
+    tok = train_tokenizer(["hello world 123"] * 20, 300, 1, 2)
+    export(full_state(model), ARCH, tok, tmp_path / "hf", num_experts=4, sequence_topk=1)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", trust_remote_code=True).eval()
+    assert type(hf).__name__ == "BarMoeForCausalLM"
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(1, len(tok), (n,), generator=g).tolist() for n in (4, 7, 11, 6, 9, 5)]
+    kw = dict(max_new_tokens=10, stop_ids=stop_ids(tok), vocab_size=len(tok), pad_id=tok.pad_token_id)
+    ours = generate(model, prompts, sequence_topk=1, **kw)
+    assert ours != generate(model, prompts, **kw)
+    for prompt, new in zip(prompts, ours):
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False,
+                          eos_token_id=sorted(stop_ids(tok)), pad_token_id=tok.pad_token_id)
+        assert out[0, len(prompt):].tolist() == new

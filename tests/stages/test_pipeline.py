@@ -584,19 +584,27 @@ def test_removing_an_expert_reruns_only_the_assembly(project):
     assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}
 
 
-def test_sequence_topk_reruns_only_the_evaluation(project):
-    """How the routed model decodes is evaluate's, not the router fit's: DVC re-runs evaluate only,
-    which scores the routed model with each sequence served by the anchor and one chosen expert."""
+def test_sequence_topk_reuses_the_fitted_router_and_exports_bars_class(project):
+    """How the routed model decodes is not how its router is fitted: fit_router re-runs, reuses
+    its kept fit (no training), exports bar's model class; evaluate scores it per sequence."""
+    from transformers import AutoModelForCausalLM
+
     before = out_hashes(project)
+    weights = (out_dir(project, "fit_router") / "model.safetensors").read_bytes()
     edit_yaml(project / "specs" / "router.yaml", "sequence_topk", 1)
-    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {"evaluate"}
+    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {"fit_router"}
     dvc(project, "repro")
-    assert {s: h for s, h in out_hashes(project).items() if s != "evaluate"} == {
-        s: h for s, h in before.items() if s != "evaluate"}
-    assert lock(project)["evaluate"]["params"]["specs/router.yaml"] == {"sequence_topk": 1}
+    after = out_hashes(project)
+    assert {s for s in STAGES if after[s] != before[s]} == {"fit_router", "evaluate"}
+    out = out_dir(project, "fit_router")
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert json.loads((project / "metrics" / "fit_router.json").read_text())["cost/tokens"] == 0
+    assert json.loads((out / "config.json").read_text())["sequence_topk"] == 1
+    hf = AutoModelForCausalLM.from_pretrained(out / "hf", trust_remote_code=True)
+    assert type(hf).__name__ == "BarMoeForCausalLM" and hf.config.sequence_topk == 1
     edit_yaml(project / "specs" / "router.yaml", "sequence_topk", None)
     dvc(project, "repro")
-    assert out_hashes(project) == before  # back to every expert per token: the same evaluation, bit for bit
+    assert out_hashes(project) == before  # back to every expert per token: the same outputs, bit for bit
 
 
 def test_anchor_lr_edit_reruns_train_anchor_only(project):
