@@ -340,7 +340,7 @@ class RouterSpec(Spec):
     topk: int | None = Field(None, gt=0, description="experts active per token; null = all")
     sequence_topk: int | None = Field(None, gt=0, description="at inference, each sequence is served by the "
                                       "anchor and the k experts the router favours over its prompt; null = "
-                                      "every expert, token by token (the published recipe; the transformers export)")
+                                      "every expert, token by token (the published recipe)")
     z_loss: float = Field(1e-3, ge=0, description="router z-loss coefficient")
     load_balancing: float = Field(0.0, ge=0, description="aux load-balancing coefficient (0 = off)")
     domain_loss: float = Field(0.0, ge=0, description="weight of a term asking each token of expert i's "

@@ -77,7 +77,22 @@ def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int
                                     max_new_tokens=spec.max_new_tokens, sequence_topk=sequence_topk) for d in domains}
 
 
-DENSE_PHASE = "train"  # a dense stage's one training phase: checkpoints/<stage>/train/
+DENSE_PHASE = "train"  # a single-phase stage's training: checkpoints/<stage>/train/
+
+
+def kept_training(stage: str, model, train_fingerprint: str, fingerprint: str, train) -> tuple[list, list[str]]:
+    """(log, reused phases) of `model`'s training: `train(ckpt) -> log` in checkpoints/<stage>/train/
+    with `train_fingerprint` (what the weights depend on), kept after publishing; or the weights
+    already there, which count as reused when another run (not `fingerprint`) trained them."""
+    from bar.train.checkpoint import Resumable
+
+    trained = Resumable(CHECKPOINTS / stage / DENSE_PHASE, train_fingerprint)
+    if done := trained.finished():
+        trained.load_finished(model)
+        return done["log"], [DENSE_PHASE] if done.get("run") != fingerprint else []
+    log = train(trained)
+    trained.finish(model, {"log": log, "run": fingerprint})
+    return log, []
 
 
 def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: list,
@@ -104,22 +119,21 @@ def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: li
         return
     tok = tokenizer.load(output("tokenizer"))
     model = build(arch, train.tp_size)
-    trained = Resumable(CHECKPOINTS / stage / DENSE_PHASE, train_fingerprint)
-    if done := trained.finished():
-        trained.load_finished(model)
-        log, reused = done["log"], [DENSE_PHASE] if done.get("run") != fingerprint else []
-    else:
+
+    def fit(ckpt) -> list:
         if init is not None:
             load_state(model, load_file(init / "model.safetensors"))
         batches = Batches(items, batch_size=train.batch_size, seq_length=arch.seq_length,
                           pad_id=tok.pad_token_id, seed=seed)
-        log, reused = train_loop(model, batches, train, trained, desc=stage), []
+        log = train_loop(model, batches, train, ckpt, desc=stage)
         if added_tokens:
             from bar.model import init_added_tokens
             from bar.train.checkpoint import full_state
 
             load_state(model, init_added_tokens(full_state(model), added_tokens, len(tok)))
-        trained.finish(model, {"log": log, "run": fingerprint})
+        return log
+
+    log, reused = kept_training(stage, model, train_fingerprint, fingerprint, fit)
     scores = score_all(model, tok, eval_domains, eval_spec)
     config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
     result.finish(model, {"logs": {DENSE_PHASE: log}, "reused": reused, "eval": scores, "config": config})

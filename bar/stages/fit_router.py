@@ -116,14 +116,8 @@ def worker(specs: Specs) -> None:
     model = build(arch, spec.tp_size, num_experts=len(experts) + 1, topk=spec.topk, z_loss=spec.z_loss,
                   load_balancing=spec.load_balancing)
     picked = sample(experts, spec.sample_fraction, seed)
-    # The fit is kept after publishing (checkpoints/fit_router/train/final): a re-run that changes
-    # only how the routed model decodes (sequence_topk) reuses it and trains nothing.
-    fitted = Resumable(CHECKPOINTS / STAGE / _training.DENSE_PHASE,
-                       _training.fingerprint(fitting(resolved(specs)), inputs(specs)))
-    if done := fitted.finished():
-        fitted.load_finished(model)
-        log, reused = done["log"], [_training.DENSE_PHASE] if done["run"] != fp else []
-    else:
+
+    def fit(ckpt) -> list:
         load_state(model, merged)
         set_trainable(model, ["router"], freeze_anchor_row=False)
         items = [tokenizer.chat_ids(tok, e.prompt, e.response) for _, e in picked]
@@ -131,12 +125,17 @@ def worker(specs: Specs) -> None:
         batches = Batches(items, **batching)
         if spec.domain_loss:
             batches = DomainRouting(model, items, [slot for slot, _ in picked], spec.domain_loss, **batching)
-        log, reused = train_loop(model, batches, spec, fitted, desc=STAGE), []
+        log = train_loop(model, batches, spec, ckpt, desc=STAGE)
         after = full_state(model)
         changed = [k for k in after if ".mlp.router." not in k and not torch.equal(after[k], merged[k])]
         if changed:
             raise RuntimeError(f"{STAGE}: only the router may train, but {changed[:3]} changed")
-        fitted.finish(model, {"log": log, "run": fp})
+        return log
+
+    # The fit is kept after publishing (checkpoints/fit_router/train/final): a re-run that changes
+    # only how the routed model decodes (sequence_topk) reuses it and trains nothing.
+    log, reused = _training.kept_training(STAGE, model, _training.fingerprint(fitting(resolved(specs)), inputs(specs)),
+                                          fp, fit)
     import json
 
     config = json.loads(output("merge_experts", "config.json").read_text())

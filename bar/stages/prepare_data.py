@@ -11,11 +11,10 @@ import hashlib
 import random
 import shutil
 
-from bar.specs import Specs
+from bar.specs import SPLIT_NAMES, Specs
 from bar.stages import atomic_dir, entry, output, write_json, write_jsonl, write_metrics
 
 STAGE = "prepare_data"
-SPLITS = ("midtrain", "sft", "rl", "anchor", "eval")
 
 
 def derived_seed(seed: int, *names: str) -> int:
@@ -56,7 +55,7 @@ def prepare(spec, out) -> dict:
         if dspec.verifier:
             shutil.copyfile(dspec.verifier, out / domain / data.VERIFIER)
             data.use_verifier(domain, dspec.verifier)  # its rows' checks are the verifier's to vet
-        for split in SPLITS:
+        for split in SPLIT_NAMES:
             rows = split_rows(domain, split, dspec, spec.seed)
             write_jsonl(out / domain / f"{split}.jsonl", rows)
             counts[f"{domain}/{split}"] = len(rows)
