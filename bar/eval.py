@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bar import data, tokenizer
-from bar.generate import generate
+from bar.generate import choose_experts, generate
 
 
 def responses(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size: int = 32,
@@ -81,3 +81,14 @@ def routing_shares(model, tok, examples: list[data.Example], batch_size: int = 1
         for h in handles:
             h.remove()
     return (sums / count).tolist()
+
+
+def expert_choices(model, tok, examples: list[data.Example], sequence_topk: int, batch_size: int = 32) -> list[float]:
+    """Share of the examples' prompts each slot serves when the routed model decodes them with
+    `sequence_topk` ([slot]; the anchor, slot 0, serves every prompt)."""
+    encoded = [tokenizer.prompt_ids(tok, e.prompt) for e in examples]
+    counts = torch.zeros(model.config.num_moe_experts)
+    for start in range(0, len(encoded), batch_size):
+        counts += choose_experts(model, encoded[start:start + batch_size], sequence_topk=sequence_topk,
+                                 pad_id=tok.pad_token_id).sum(0)
+    return (counts / len(encoded)).tolist()

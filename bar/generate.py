@@ -37,18 +37,12 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
 
     was_training = model.training
     model.eval()
-    batch, prompt_len = len(prompts), max(len(p) for p in prompts)
-    tokens = torch.full((batch, prompt_len), pad_id, dtype=torch.long)
-    pad = torch.ones(batch, prompt_len + max_new_tokens, dtype=torch.bool)  # True = no token there
-    for i, p in enumerate(prompts):
-        tokens[i, prompt_len - len(p):] = torch.tensor(p)
-        pad[i, prompt_len - len(p):] = False
+    tokens, pad, prompt_mask = _left_pad(prompts, pad_id, max_new_tokens)
+    batch, prompt_len = tokens.shape
     if sequence_topk and parallel.tp_size() > 1:
         raise ValueError("sequence_topk decodes at TP=1 only (bar's own decoder)")
     decoder = (_Decoder(model, batch, prompt_len + max_new_tokens) if parallel.tp_size() == 1
                else _MegatronDecoder(model, batch, prompt_len + max_new_tokens))
-    causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool).triu(1)
-    prompt_mask = causal[None, None] | pad[:, None, None, :prompt_len]
     if sequence_topk:
         decoder.keep = decoder.choose(tokens, prompt_mask, sequence_topk)
     logits = decoder(tokens, prompt_mask)
@@ -78,6 +72,31 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
         n = next((i + 1 for i, tok in enumerate(row) if tok in stop_ids), len(row))
         results.append(row[:n])
     return results
+
+
+@torch.no_grad()
+def choose_experts(model, prompts: list[list[int]], *, sequence_topk: int, pad_id: int) -> torch.Tensor:
+    """(prompts, slots) True where a slot serves the prompt when `generate` decodes it with
+    `sequence_topk` (the anchor, slot 0, always). An MoE at TP=1."""
+    was_training = model.training
+    model.eval()
+    tokens, _, mask = _left_pad(prompts, pad_id, 0)
+    keep = _Decoder(model, *tokens.shape).choose(tokens, mask, sequence_topk)
+    model.train(was_training)
+    return keep
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, max_new_tokens: int):
+    """The prompts left-padded to one length, where there is no token (prompt and new tokens;
+    True = none) and the prompt's attention mask (Megatron's: True = masked out)."""
+    batch, prompt_len = len(prompts), max(len(p) for p in prompts)
+    tokens = torch.full((batch, prompt_len), pad_id, dtype=torch.long)
+    pad = torch.ones(batch, prompt_len + max_new_tokens, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        tokens[i, prompt_len - len(p):] = torch.tensor(p)
+        pad[i, prompt_len - len(p):] = False
+    causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool).triu(1)
+    return tokens, pad, causal[None, None] | pad[:, None, None, :prompt_len]
 
 
 class _MegatronDecoder:

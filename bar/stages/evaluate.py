@@ -7,7 +7,10 @@ and routed models are scored here, and so is each expert on its own domain as th
 leaves it (its FFNs and router rows, the merged shared tensors) and the routed model with only
 the anchor and that expert (every other expert masked out): an expert's gap to the routed model
 splits into what merging the shared tensors costs, what the fitted router's split between the
-anchor and the expert costs, and what the other experts' share costs. Writes
+anchor and the expert costs, and what the other experts' share costs. A routed model served
+per sequence (`specs/router.yaml: sequence_topk`) is also scored with every expert per token
+(the published recipe, row `routed_per_token`), and which expert served each domain's prompts
+is recorded (choices.json). Writes
 metrics/evaluate.json (DVC metrics), outputs/evaluate/{scores.csv, routing.csv} (DVC plots),
 PNG plots, report.md and outcomes.json (whether each model passed each held-out prompt, from which
 the report's paired standard errors come).
@@ -26,6 +29,7 @@ from bar.specs import Specs, spec_hash
 from bar.stages import atomic_dir, entry, output, write_json, write_metrics
 
 STAGE = "evaluate"
+PER_TOKEN = "routed_per_token"  # the routed model with every expert per token, when it is served per sequence
 
 
 def with_overall(scores: dict[str, float], domains: list[str]) -> dict[str, float]:
@@ -40,7 +44,8 @@ def mean_shares(layers: list[list[float]]) -> list[float]:
 
 
 def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[float]]],
-           experts: list[str], domains: list[str], assembly: dict, merge_cost: dict) -> str:
+           experts: list[str], domains: list[str], assembly: dict, merge_cost: dict,
+           choices: dict[str, list[float]]) -> str:
     cols = domains + ["overall"]
     lines = ["# Evaluation", "", "Pass rate (0-100) of greedy replies on each domain's held-out prompts.", "",
              "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -52,6 +57,12 @@ def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[floa
               "| domain | " + " | ".join(slots) + " |", "|---" * (len(slots) + 1) + "|"]
     for domain, layers in routing.items():
         lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean_shares(layers)) + " |")
+    if choices:
+        lines += ["", "Experts chosen per sequence (`specs/router.yaml: sequence_topk`): share of each domain's "
+                  "held-out prompts each expert served (the anchor serves all).", "",
+                  "| domain | " + " | ".join(experts) + " |", "|---" * (len(experts) + 1) + "|"]
+        for domain, shares in choices.items():
+            lines.append(f"| {domain} | " + " | ".join(f"{100 * c:.1f}%" for c in shares[1:]) + " |")
     lines += ["", "## Where an expert's score goes", "",
               "Each expert on its own domain: alone, with the merged shared tensors (its own FFNs and router "
               "rows; no other expert), the routed model with only the anchor and this expert (the others "
@@ -124,7 +135,7 @@ def main() -> None:
             table[f"expert:{e}"] = json.loads(output("train_expert", e, "eval.json").read_text())
         parallel.init(1, specs.params.seed)
         tok = tokenizer.load(output("tokenizer"))
-        routing = {}
+        routing, choices = {}, {}
         for name, stage in (("merged", "merge_experts"), ("routed", "fit_router")):
             config = json.loads(output(stage, "config.json").read_text())
             model = build(specs.model, 1, num_experts=config["num_experts"], topk=config.get("topk"))
@@ -132,10 +143,15 @@ def main() -> None:
             load_state(model, state)
             if name == "merged":
                 merged = state  # also what each expert is scored with below
-            table[name] = score_all(model, tok, domains, specs.eval, config.get("sequence_topk"))
+            k = config.get("sequence_topk")
+            table[name] = score_all(model, tok, domains, specs.eval, k)
             if name == "routed":
                 routed = state  # each expert's domain is also scored with only it and the anchor below
                 routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}
+                if k:  # experts chosen per sequence: which served each domain, and the published per-token routing
+                    choices = {d: evaluation.expert_choices(model, tok, eval_examples(d, specs.eval), k)
+                               for d in domains}
+                    table[PER_TOKEN] = score_all(model, tok, domains, specs.eval)
         merge_cost = {}
         for slot, e in enumerate(experts, start=1):
             domain = specs.expert(e).domain
@@ -176,9 +192,11 @@ def main() -> None:
                 w.writerows([d, i, (["anchor", *experts])[e], round(p, 4)] for d, layers in routing.items()
                             for i, layer in enumerate(layers) for e, p in enumerate(layer))
             write_json(out / "routing.json", routing)
+            if choices:
+                write_json(out / "choices.json", choices)  # {domain: [share of prompts per slot]}
             write_json(out / "samples.json", samples)
             write_json(out / "outcomes.json", outcomes)  # 1/0 per held-out prompt, in the eval split's order
-            (out / "report.md").write_text(report(table, routing, experts, domains, assembly, merge_cost))
+            (out / "report.md").write_text(report(table, routing, experts, domains, assembly, merge_cost, choices))
             plot(table, routing, experts, domains, out)
             if curve:
                 write_json(out / "cost_curve.json", curve)
@@ -189,7 +207,7 @@ def main() -> None:
         run.log_metrics({f"{k}/{e}": row[k] for e, row in merge_cost.items()
                          for k in ("merged_shared", "own_only", "gap_se") if row[k] is not None})
         for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png",
-                     "outcomes.json"):
+                     "outcomes.json", "choices.json"):
             if output(STAGE, name).exists():
                 run.log_artifact(output(STAGE, name))
         if moe is not None:

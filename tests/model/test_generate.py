@@ -62,7 +62,7 @@ def test_sequence_topk_serves_each_sequence_with_the_anchor_and_the_expert_its_r
     """sequence_topk=1: each row decodes exactly as the 2-slot model of the anchor and the expert
     with the most router probability over its prompt (`bar.merge.with_only`), that choice taken
     here from Megatron-Core's own router on the prompt, alone."""
-    from bar.generate import generate
+    from bar.generate import choose_experts, generate
     from bar.merge import with_only
     from bar.model import build
     from bar.train.checkpoint import full_state, load_state
@@ -96,3 +96,7 @@ def test_sequence_topk_serves_each_sequence_with_the_anchor_and_the_expert_its_r
         load_state(pair, with_only(state, slot))
         assert new == generate(pair, [prompt], **kw)[0]
     assert len(set(chosen)) > 1 and got != per_token  # neither the choice nor its effect is vacuous
+    # What evaluate reports as each domain's choice: the same experts, the anchor always beside them.
+    keep = choose_experts(model, prompts, sequence_topk=1, pad_id=0)
+    assert keep[:, 0].all() and keep.sum(1).tolist() == [2] * len(prompts)
+    assert keep[:, 1:].float().argmax(1).add(1).tolist() == chosen

@@ -169,7 +169,7 @@ def test_registry_has_each_expert_and_the_routed_model_with_lineage(project):
 
 @pytest.mark.parametrize("stage,hf_class", [("train_anchor", "LlamaForCausalLM"),
                                             ("train_expert@tool_use", "MixtralForCausalLM"),
-                                            ("fit_router", "MixtralForCausalLM")])
+                                            ("fit_router", "BarMoeForCausalLM")])
 def test_exported_hf_model_matches_megatron(project, stage, hf_class):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -187,8 +187,9 @@ def test_exported_hf_model_matches_megatron(project, stage, hf_class):
         model = build(arch, 1, num_experts=config.get("num_experts"), topk=config.get("topk"))
         load_state(model, load_file(out / "model.safetensors"))
         model.eval()
-        hf = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
+        hf = AutoModelForCausalLM.from_pretrained(out / "hf", trust_remote_code=True).eval()
         assert type(hf).__name__ == hf_class
+        hf.config.sequence_topk = None  # bar's class, every expert per token: the logits of the same weights
         x = torch.randint(0, config["vocab"], (3, 40), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             ours = model(x, None, None, runtime_gather_output=True)[..., : config["vocab"]]
@@ -280,10 +281,12 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
     try:
         model = build(ModelSpec(**config["arch"]), 1, num_experts=config["num_experts"], topk=config["topk"])
         load_state(model, load_file(out / "model.safetensors"))
-        ours = responses(model.eval(), tok, prompts, max_new_tokens=24)
+        assert config["sequence_topk"] == 1  # the default: served per sequence, as bar's export class does
+        ours = responses(model.eval(), tok, prompts, max_new_tokens=24, sequence_topk=config["sequence_topk"])
     finally:
         parallel.shutdown()
-    hf = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
+    hf = AutoModelForCausalLM.from_pretrained(out / "hf", trust_remote_code=True).eval()
+    assert type(hf).__name__ == "BarMoeForCausalLM"
     theirs = []
     for prompt in prompts:
         ids = torch.tensor([tokenizer.prompt_ids(tok, prompt)])
@@ -310,7 +313,11 @@ def test_evaluate_reports_every_model_on_every_domain(project):
         alone, routed = outcomes[f"expert:{e}"][row["domain"]], outcomes["routed"][row["domain"]]
         assert 100 * sum(routed) / len(routed) == row["routed"]
         assert row["gap_se"] == paired_se(alone, routed)  # the report's error of routed - alone
-    assert set(scores) == {"anchor", *(f"expert:{e}" for e in EXPERTS), "merged", "routed"}
+    assert set(scores) == {"anchor", *(f"expert:{e}" for e in EXPERTS), "merged", "routed", "routed_per_token"}
+    # Served per sequence (the default), each domain's prompts were served by some expert beside the anchor.
+    choices = json.loads((project / "outputs" / "evaluate" / "choices.json").read_text())
+    assert set(choices) == {"general", *EXPERTS}
+    assert all(served[0] == 1 and sum(served[1:]) == pytest.approx(1) for served in choices.values())
     for model, row in scores.items():
         assert set(row) == {"general", *EXPERTS, "overall"}
         assert all(0 <= v <= 100 for v in row.values()), model
@@ -504,8 +511,9 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     cost = evaluation["merge_cost"]["tool_use"]
     assert (f"| tool_use | {alone:.1f} | {cost['merged_shared']:.1f} | {cost['own_only']:.1f} | {routed:.1f} | "
             f"{routed - alone:.1f} | ") in report
-    shares = report.split("Share of router probability")[1].split("\n## ")[0]
+    shares, served = report.split("Share of router probability")[1].split("\n## ")[0].split("Experts chosen")
     assert shares.count("%") == 1 and "| general | " in shares and "| safety | " in shares
+    assert "| math | " in served and "BAR, every expert per token" in rows
     for png in ("rlvr_reward.png", "forgetting.png", "scores.png", "routing.png", "cost_curve.png"):
         assert (project / "reports" / png).stat().st_size > 0
     readme = (project / "README.md").read_text()
@@ -584,27 +592,31 @@ def test_removing_an_expert_reruns_only_the_assembly(project):
     assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}
 
 
-def test_sequence_topk_reuses_the_fitted_router_and_exports_bars_class(project):
-    """How the routed model decodes is not how its router is fitted: fit_router re-runs, reuses
-    its kept fit (no training), exports bar's model class; evaluate scores it per sequence."""
+def test_per_token_serving_reuses_the_fitted_router_and_exports_a_plain_mixtral(project):
+    """How the routed model is served is not how its router is fitted: switching from experts
+    per sequence (the default) to every expert per token re-runs fit_router, which reuses its
+    kept fit (no training) and exports a plain Mixtral, and evaluate, which scores it per token."""
     from transformers import AutoModelForCausalLM
 
     before = out_hashes(project)
-    weights = (out_dir(project, "fit_router") / "model.safetensors").read_bytes()
-    edit_yaml(project / "specs" / "router.yaml", "sequence_topk", 1)
+    out = out_dir(project, "fit_router")
+    weights = (out / "model.safetensors").read_bytes()
+    per_token = json.loads((project / "metrics" / "evaluate.json").read_text())["routed_per_token"]
+    edit_yaml(project / "specs" / "router.yaml", "sequence_topk", None)
     assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {"fit_router"}
     dvc(project, "repro")
     after = out_hashes(project)
     assert {s for s in STAGES if after[s] != before[s]} == {"fit_router", "evaluate"}
-    out = out_dir(project, "fit_router")
     assert (out / "model.safetensors").read_bytes() == weights
     assert json.loads((project / "metrics" / "fit_router.json").read_text())["cost/tokens"] == 0
-    assert json.loads((out / "config.json").read_text())["sequence_topk"] == 1
-    hf = AutoModelForCausalLM.from_pretrained(out / "hf", trust_remote_code=True)
-    assert type(hf).__name__ == "BarMoeForCausalLM" and hf.config.sequence_topk == 1
-    edit_yaml(project / "specs" / "router.yaml", "sequence_topk", None)
+    assert json.loads((out / "config.json").read_text())["sequence_topk"] is None
+    assert type(AutoModelForCausalLM.from_pretrained(out / "hf")).__name__ == "MixtralForCausalLM"
+    scores = json.loads((project / "metrics" / "evaluate.json").read_text())
+    assert scores["routed"] == per_token and "routed_per_token" not in scores  # what evaluate showed beside it
+    assert not (project / "outputs" / "evaluate" / "choices.json").exists()
+    edit_yaml(project / "specs" / "router.yaml", "sequence_topk", 1)
     dvc(project, "repro")
-    assert out_hashes(project) == before  # back to every expert per token: the same outputs, bit for bit
+    assert out_hashes(project) == before  # back to experts per sequence: the same outputs, bit for bit
 
 
 def test_anchor_lr_edit_reruns_train_anchor_only(project):
