@@ -87,8 +87,8 @@ def expert_choices(model, tok, examples: list[data.Example], sequence_topk: int,
     """Share of the examples' prompts each slot serves when the routed model decodes them with
     `sequence_topk` ([slot]; the anchor, slot 0, serves every prompt)."""
     encoded = [tokenizer.prompt_ids(tok, e.prompt) for e in examples]
-    counts = torch.zeros(model.config.num_moe_experts)
+    counts = torch.zeros(model.config.num_moe_experts, dtype=torch.long)
     for start in range(0, len(encoded), batch_size):
         counts += choose_experts(model, encoded[start:start + batch_size], sequence_topk=sequence_topk,
                                  pad_id=tok.pad_token_id).sum(0)
-    return (counts / len(encoded)).tolist()
+    return [c / len(encoded) for c in counts.tolist()]
