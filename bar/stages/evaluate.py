@@ -147,10 +147,10 @@ def main() -> None:
             table[name] = score_all(model, tok, domains, specs.eval, k)
             if name == "routed":
                 routed = state  # each expert's domain is also scored with only it and the anchor below
-                routing = {d: evaluation.routing_shares(model, tok, eval_examples(d, specs.eval)) for d in domains}
+                examples = {d: eval_examples(d, specs.eval) for d in domains}
+                routing = {d: evaluation.routing_shares(model, tok, examples[d]) for d in domains}
                 if k:  # experts chosen per sequence: which served each domain, and the published per-token routing
-                    choices = {d: evaluation.expert_choices(model, tok, eval_examples(d, specs.eval), k)
-                               for d in domains}
+                    choices = {d: evaluation.expert_choices(model, tok, examples[d], k) for d in domains}
                     table[PER_TOKEN] = score_all(model, tok, domains, specs.eval)
         merge_cost = {}
         for slot, e in enumerate(experts, start=1):

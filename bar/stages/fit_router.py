@@ -105,7 +105,8 @@ def worker(specs: Specs) -> None:
     from bar.train.checkpoint import Resumable, full_state, load_state
 
     spec, arch, seed, experts = specs.router, specs.model, specs.params.seed, specs.params.experts
-    fp = _training.fingerprint(resolved(specs), inputs(specs))
+    res = resolved(specs)
+    fp = _training.fingerprint(res, inputs(specs))
     parallel.init(spec.tp_size, seed)
     result = Resumable(CHECKPOINTS / STAGE, fp)
     if result.finished():
@@ -134,8 +135,7 @@ def worker(specs: Specs) -> None:
 
     # The fit is kept after publishing (checkpoints/fit_router/train/final): a re-run that changes
     # only how the routed model decodes (sequence_topk) reuses it and trains nothing.
-    log, reused = _training.kept_training(STAGE, model, _training.fingerprint(fitting(resolved(specs)), inputs(specs)),
-                                          fp, fit)
+    log, reused = _training.kept_training(STAGE, model, _training.fingerprint(fitting(res), inputs(specs)), fp, fit)
     import json
 
     config = json.loads(output("merge_experts", "config.json").read_text())
