@@ -15,8 +15,9 @@ Layers of defence (each catches what the others miss):
 - an audit hook (cannot be removed once added) that denies process creation, signals to
   other processes, sockets, writing/removing files, ctypes, raising rlimits, threads,
   reading frames off tracebacks/generators, and imports of dangerous modules;
-- a per-program wall-clock timer (SIGALRM); the parent also kills this process when a
-  program exceeds its time (for C-level hangs that never return to the interpreter).
+- a per-program processor-time timer (SIGPROF); the parent also kills this process when a
+  program overruns a wall-clock deadline (for C-level hangs that never return to the
+  interpreter, and for programs that wait rather than compute).
 """
 
 import json
@@ -121,9 +122,11 @@ def _run(program, builtins_dict, timeout_s):
     """JSON text of the program's results, or None on any failure."""
     global _armed
     source, entry, calls = program
-    # The timer repeats so a program that catches the first ProgramTimeout gets another.
+    # The timer counts the processor time of this process (not the wall clock, which a machine
+    # busy with training stretches), and repeats so a program that catches the first
+    # ProgramTimeout gets another. The parent's wall-clock deadline stops a program that waits.
     _armed = True
-    signal.setitimer(signal.ITIMER_REAL, timeout_s, 0.05)
+    signal.setitimer(signal.ITIMER_PROF, timeout_s, 0.05)
     try:
         namespace = {"__builtins__": builtins_dict, "__name__": "__sandbox__"}
         exec(compile(source, "<program>", "exec"), namespace)
@@ -137,7 +140,7 @@ def _run(program, builtins_dict, timeout_s):
         return None
     finally:
         _armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def _write(fd, text):
@@ -155,7 +158,7 @@ def main():
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     _limit_resources(payload["memory_mb"], payload["cpu_s"])
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGPROF, _on_alarm)
     # Writing a missing .pyc would be a denied file write and fail the import instead.
     sys.dont_write_bytecode = True
     builtins_dict = _program_builtins()

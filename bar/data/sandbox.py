@@ -34,7 +34,11 @@ Program = tuple[str, str, list[list]]
 
 _CHILD = Path(__file__).with_name("_sandbox_child.py")
 _STARTUP_S = 5.0  # allowance for interpreter start-up on a machine busy with training
-_GRACE_S = 1.0  # past a program's timeout, before the parent kills a child stuck in C code
+# A program gets `timeout_s` of processor time (the child's timer), and the parent kills a child
+# whose program has not answered after _WALL_FACTOR * timeout_s + _GRACE_S of wall clock (stuck in
+# C code, or waiting): the slack is for a machine busy with training, which stretches wall time.
+_WALL_FACTOR = 4.0
+_GRACE_S = 1.0
 _READ_BYTES = 1 << 16
 
 
@@ -44,7 +48,8 @@ def run_functions(
     """For each program, the return values of `entry(*args)` for each argument list (after a
     JSON round trip, so tuples come back as lists), or None if anything failed: syntax error,
     missing entry, an exception, a denied operation, the time or memory limit, or a result
-    that is not JSON-serialisable. `timeout_s` is per program (all its calls together)."""
+    that is not JSON-serialisable. `timeout_s` is the processor time of a program (all its calls
+    together); one that computes no more but does not finish is stopped by a wall-clock deadline."""
     if timeout_s <= 0 or memory_mb <= 0:
         raise ValueError(f"timeout_s and memory_mb must be > 0, got {timeout_s}, {memory_mb}")
     jobs = [
@@ -134,7 +139,7 @@ def _collect(
                 return started, finished  # garbled protocol: treat like a death
             finished.append(record["results"])
         if lines:  # each line starts the clock of the next program
-            deadline = time.monotonic() + timeout_s + _GRACE_S
+            deadline = time.monotonic() + _WALL_FACTOR * timeout_s + _GRACE_S
     return started, finished
 
 

@@ -59,6 +59,41 @@ def test_infinite_loop():
     assert _bad_program_result("def f():\n    while True:\n        pass") is None
 
 
+def test_the_time_limit_is_processor_time_so_a_busy_machine_does_not_fail_correct_code():
+    # A machine busy with training stretches wall time: here the child is stopped for 3 s in
+    # the middle of a program that needs well under its 2 s of processor time. It still passes
+    # (a wall-clock timer would have fired while it was stopped); the parent's wall-clock
+    # deadline (4x the limit plus a grace) is only for programs that stop computing.
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    def stop_the_child_mid_program():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for child in psutil.Process().children():
+                try:
+                    if "_sandbox_child.py" in " ".join(child.cmdline()) and child.cpu_times().user > 0.15:
+                        os.killpg(child.pid, signal.SIGSTOP)
+                        time.sleep(3)
+                        os.killpg(child.pid, signal.SIGCONT)
+                        return
+                except psutil.Error:
+                    pass
+            time.sleep(0.01)
+
+    stopper = threading.Thread(target=stop_the_child_mid_program)
+    stopper.start()
+    start = time.monotonic()
+    results = run_functions([("def f(n):\n    return sum(i % 7 for i in range(n))", "f", [[4 * 10**6]])],
+                            timeout_s=2.0)
+    stopper.join()
+    assert time.monotonic() - start > 3  # it was stopped
+    assert results == [[sum(i % 7 for i in range(4 * 10**6))]]
+
+
 def test_loop_that_swallows_the_timeout():
     source = """
         def f():
