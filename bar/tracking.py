@@ -219,19 +219,35 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
 
 
 def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
-    """The cost/* metrics of the newest finished run of each stage ({dvc stage: metrics})."""
+    """The cost/* metrics of the run that produced each stage's current outputs ({dvc stage: metrics}):
+    the newest finished run whose metrics agree with the stage's `metrics/` file (which DVC keeps
+    with the outputs, so after a roll-back it is the older run's), else the newest finished run."""
     mlflow = _mlflow(cwd)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return {}
-    out = {}
+    newest, agreeing = {}, {}
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
                                   order_by=["attributes.start_time ASC"]):
         stage = run.data.tags.get("dvc_stage")
         if stage:
-            out[stage] = {k: v for k, v in run.data.metrics.items() if k.startswith("cost/")}
-    return out
+            newest[stage] = run.data.metrics
+            if _agrees(run.data.metrics, _stage_metrics(cwd, stage)):
+                agreeing[stage] = run.data.metrics
+    return {stage: {k: v for k, v in m.items() if k.startswith("cost/")}
+            for stage, m in {**newest, **agreeing}.items()}
+
+
+def _stage_metrics(cwd: Path | str, stage: str) -> dict:
+    path = Path(cwd) / "metrics" / f"{stage.replace('@', '/')}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _agrees(logged: dict, metrics: dict) -> bool:
+    """Every number of a stage's metrics file that the run logged has the value the run logged."""
+    return all(abs(logged[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in metrics.items()
+               if k in logged and isinstance(v, (int, float)))
 
 
 LINEAGE_TAGS = ("dvc_stage", "expert_version", "spec_hash", "data_hash", "anchor_hash", "base_hash",

@@ -28,6 +28,21 @@ def test_stage_inputs_come_from_dvc_yaml_with_dvc_md5(tmp_path):
     assert tracking.stage_inputs("evaluate", tmp_path) == {"outputs/fit_router": "unknown"}
 
 
+def test_stage_costs_are_the_runs_that_made_the_current_outputs(tmp_path):
+    """After an upgrade rolled back, the cost of a stage is its older run's: the one whose
+    metrics agree with the stage's metrics file, which DVC restores with the outputs."""
+    for flops, score in ((10.0, 38.5), (25.0, 98.5)):  # v1, then v2
+        with tracking.stage_run("train_expert@code", spec={}, tags={}, cwd=tmp_path) as run:
+            run.log_metrics({"cost/flops": flops, "eval/code": score})
+    assert tracking.stage_costs(tmp_path)["train_expert@code"]["cost/flops"] == 25.0  # no metrics file: newest
+    (tmp_path / "metrics" / "train_expert").mkdir(parents=True)
+    (tmp_path / "metrics" / "train_expert" / "code.json").write_text(json.dumps({"cost/flops": 10, "eval/code": 38.5}))
+    costs = tracking.stage_costs(tmp_path)["train_expert@code"]
+    assert costs["cost/flops"] == 10.0 and costs["cost/wall_seconds"] > 0
+    (tmp_path / "metrics" / "train_expert" / "code.json").write_text(json.dumps({"cost/flops": 10, "eval/code": 50}))
+    assert tracking.stage_costs(tmp_path)["train_expert@code"]["cost/flops"] == 25.0  # none agrees: newest
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
