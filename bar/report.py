@@ -96,14 +96,15 @@ def markdown_table(rows: dict[str, dict[str, float]], cols: list[str], first: st
 
 
 def upgrades(root: Path, specs: Specs, domains: list[str]) -> dict[str, dict[str, float]]:
-    """For each expert with several versions: the routed model built from each version."""
+    """For each expert with several versions: the routed model built from each version (from its
+    newest run that has one: a version trained again supersedes its earlier runs)."""
     from bar import tracking
 
     rows = {}
     for expert in specs.params.experts:
-        history = [h for h in tracking.expert_history(expert, root) if h["routed"]]
-        if len(history) > 1:
-            for h in history:
+        newest = {h["version"]: h for h in tracking.expert_history(expert, root) if h["routed"]}
+        if len(newest) > 1:
+            for h in sorted(newest.values(), key=lambda h: int(h["version"]) if h["version"].isdigit() else -1):
                 rows[f"{expert} v{h['version']} ({h['run_id'][:8]})"] = h["routed"]
     return rows
 
