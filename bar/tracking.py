@@ -227,13 +227,15 @@ def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return {}
-    newest, agreeing = {}, {}
+    newest, agreeing, files = {}, {}, {}
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
                                   order_by=["attributes.start_time ASC"]):
         stage = run.data.tags.get("dvc_stage")
         if stage:
+            if stage not in files:
+                files[stage] = _stage_metrics(cwd, stage)
             newest[stage] = run.data.metrics
-            if _agrees(run.data.metrics, _stage_metrics(cwd, stage)):
+            if _agrees(run.data.metrics, files[stage]):
                 agreeing[stage] = run.data.metrics
     return {stage: {k: v for k, v in m.items() if k.startswith("cost/")}
             for stage, m in {**newest, **agreeing}.items()}
