@@ -7,7 +7,12 @@ tensors (embeddings, attention, norms, LM head) are combined by a strategy:
 - `mean`: the plain average over experts (the published recipe);
 - `weighted_mean`: an average with per-expert weights;
 - `base_plus_mean_delta`: anchor + scale * mean(expert - anchor). With scale 1 this equals
-  `mean` up to rounding; scale > 1 amplifies what the experts learned (task arithmetic).
+  `mean` up to rounding; scale > 1 amplifies what the experts learned (task arithmetic);
+- `disjoint_mean`: anchor + the mean of the experts' changes over the experts that changed each
+  element (the disjoint merge of TIES-merging, without its trimming and sign election). An
+  element one expert trained keeps that expert's change instead of 1/N of it (an embedding row
+  of a token only tool use writes, attention only math's RLVR unfreezes); one every expert
+  changed is their mean, as in `mean`.
 
 Experts stream from their safetensors files one at a time: peak memory is about one expert
 plus the merged output (and float64 running sums of the shared tensors), never N experts.
@@ -97,11 +102,14 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
         coef = {n: weights[n] / total for n in names}
     else:
         coef = {n: 1 / len(names) for n in names}
-    if strategy == "base_plus_mean_delta" and anchor is None:
-        raise MergeError("base_plus_mean_delta needs the anchor model")
+    if strategy in ("base_plus_mean_delta", "disjoint_mean") and anchor is None:
+        raise MergeError(f"{strategy} needs the anchor model")
+    base = safe_open(str(anchor / "model.safetensors"), "pt") if anchor is not None and strategy in (
+        "base_plus_mean_delta", "disjoint_mean") else None
 
     out: dict[str, torch.Tensor] = {}
-    sums: dict[str, torch.Tensor] = {}  # shared tensors: sum of coef * tensor, float64
+    sums: dict[str, torch.Tensor] = {}  # shared tensors: sum of coef * tensor, float64 (disjoint_mean: of changes)
+    changed: dict[str, torch.Tensor] = {}  # disjoint_mean: how many experts changed each element
     anchor_rows: dict[str, torch.Tensor] = {}  # router rows of the anchor slot: weighted sum
     keys: list[str] = []
     for i, n in enumerate(names, start=1):
@@ -131,16 +139,21 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
                     else:
                         anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT]
                     out[name][i] = t[1]
+                elif strategy == "disjoint_mean":  # shared: its change from the anchor
+                    delta = t.double() - base.get_tensor(key).double()
+                    sums[key] = delta if i == 1 else sums[key].add_(delta)
+                    changed[key] = (delta != 0).short() if i == 1 else changed[key].add_(delta != 0)
                 else:  # shared (is_shared)
                     term = coef[n] * t.double()
                     sums[key] = term if i == 1 else sums[key].add_(term)
                 del t  # nothing from this file outlives the loop: its memory map is released
     for name, row in anchor_rows.items():
         out[name][ANCHOR_SLOT] = row
-    base = safe_open(str(anchor / "model.safetensors"), "pt") if strategy == "base_plus_mean_delta" else None
     for key in list(sums):
         acc = sums.pop(key)
-        if base is not None:
+        if strategy == "disjoint_mean":
+            acc = base.get_tensor(key).double() + acc / changed.pop(key).clamp(min=1)
+        elif base is not None:
             b = base.get_tensor(key).double()
             acc = b + delta_scale * (acc - b)
         out[key] = acc.to(torch.float32)

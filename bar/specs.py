@@ -320,7 +320,7 @@ class ExpertSpec(Spec):
 class MergeSpec(Spec):
     """How the experts' shared tensors (embeddings, attention, norms, LM head) are combined."""
 
-    strategy: Literal["mean", "weighted_mean", "base_plus_mean_delta"] = "mean"
+    strategy: Literal["mean", "weighted_mean", "base_plus_mean_delta", "disjoint_mean"] = "mean"
     weights: dict[str, float] = Field(default_factory=dict, description="expert -> weight (weighted_mean)")
     delta_scale: float = Field(1.0, gt=0, description="base_plus_mean_delta: anchor + scale * mean delta")
 

@@ -137,3 +137,24 @@ def test_the_stage_refuses_experts_of_another_anchor_before_any_mlflow_run(tmp_p
         "'math': another anchor != a; experts must be branched from the same anchor with the same tokenizer "
         "and architecture"]
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "outputs" / "merge_experts").exists()
+
+
+def test_disjoint_mean_keeps_a_change_only_one_expert_made(experts, tmp_path):
+    """Per element: the anchor plus the mean change of the experts that changed it."""
+    paths, states, _ = experts
+    anchor = tmp_path / "anchor"
+    anchor.mkdir()
+    base = torch.randn(10, 4)
+    save_file({EMB: base}, anchor / "model.safetensors")
+    for name, rows in (("math", slice(0, 5)), ("code", slice(3, 10)), ("safety", slice(0, 0))):
+        changed = base.clone()
+        changed[rows] = states[name][EMB][rows]
+        save_file({k: changed if k == EMB else t for k, t in states[name].items()}, paths[name] / "model.safetensors")
+    out = merge(paths, "disjoint_mean", anchor=anchor)
+    math, code = states["math"][EMB], states["code"][EMB]
+    assert torch.allclose(out[EMB][:3], math[:3])                      # math alone changed them
+    assert torch.allclose(out[EMB][3:5], (math[3:5] + code[3:5]) / 2)  # both: their mean
+    assert torch.allclose(out[EMB][5:], code[5:])                      # code alone
+    assert torch.allclose(merge(paths, "mean")[EMB][:3], (2 * base[:3] + math[:3]) / 3)  # what mean keeps
+    with pytest.raises(MergeError, match="disjoint_mean needs the anchor"):
+        merge(paths, "disjoint_mean")
