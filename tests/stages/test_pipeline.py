@@ -630,7 +630,7 @@ def test_anchor_lr_edit_reruns_train_anchor_only(project):
     assert after["train_anchor"] != before["train_anchor"]
     assert {s: after[s] for s in STAGES[:3]} == {s: before[s] for s in STAGES[:3]}
     assert lock(project)["train_anchor"]["params"]["specs/train.yaml"]["anchor"]["optim"]["lr"] == 3.0e-4
-    # The experts branch from the anchor, the merge may add its weights (base_plus_mean_delta)
+    # The experts branch from the anchor, the merge adds the experts' changes to its weights (disjoint_mean)
     # and the report reads its scores: DVC re-runs them next.
     assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {f"train_expert@{e}" for e in EXPERTS} | {
         "merge_experts", "evaluate"}
