@@ -11,11 +11,11 @@ tensors (embeddings, attention, norms, LM head) are combined by a strategy:
 - `disjoint_mean`: anchor + the mean of the experts' changes over the experts that changed each
   element (the disjoint merge of TIES-merging, without its trimming and sign election). An
   element one expert trained keeps that expert's change instead of 1/N of it (an embedding row
-  of a token only tool use writes, attention only math's RLVR unfreezes); one every expert
-  changed is their mean, as in `mean`.
+  of a token only tool use writes); one every expert changed is their mean, as in `mean`.
 
 Experts stream from their safetensors files one at a time: peak memory is about one expert
-plus the merged output (and float64 running sums of the shared tensors), never N experts.
+plus the merged output (and float64 running sums of the shared tensors; for `disjoint_mean`
+an int16 count per element), never N experts.
 """
 
 from __future__ import annotations
