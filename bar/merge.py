@@ -102,10 +102,11 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
         coef = {n: weights[n] / total for n in names}
     else:
         coef = {n: 1 / len(names) for n in names}
-    if strategy in ("base_plus_mean_delta", "disjoint_mean") and anchor is None:
-        raise MergeError(f"{strategy} needs the anchor model")
-    base = safe_open(str(anchor / "model.safetensors"), "pt") if anchor is not None and strategy in (
-        "base_plus_mean_delta", "disjoint_mean") else None
+    base = None  # the anchor, for the strategies that combine the experts' changes from it
+    if strategy in ("base_plus_mean_delta", "disjoint_mean"):
+        if anchor is None:
+            raise MergeError(f"{strategy} needs the anchor model")
+        base = safe_open(str(anchor / "model.safetensors"), "pt")
 
     out: dict[str, torch.Tensor] = {}
     sums: dict[str, torch.Tensor] = {}  # shared tensors: sum of coef * tensor, float64 (disjoint_mean: of changes)
