@@ -10,6 +10,7 @@ to the policy as it was when RLVR started.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -38,6 +39,11 @@ def verify(examples: list[data.Example], replies: list[str]) -> list[bool]:
         for i, ok in zip(rows, data.verify_batch(domain, [replies[i] for i in rows], [examples[i].check for i in rows])):
             passed[i] = ok
     return passed
+
+
+# What scores a step's replies: (the example each reply answers, the replies' text) -> one
+# reward per reply (True/False count as 1/0). `verify` in the pipeline.
+Reward = Callable[[list[data.Example], list[str]], Sequence[float]]
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -81,8 +87,9 @@ def draws(items: list, spec: RLVRSpec, seed: int) -> list:
 
 
 def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed: int, ckpt: Resumable,
-          desc: str) -> list[dict]:
-    """GRPO on `items` (prompts + verifier checks); returns the per-step log."""
+          desc: str, reward: Reward = verify) -> list[dict]:
+    """GRPO on `items` (prompts + verifier checks), each reply scored by `reward`; returns the
+    per-step log."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer(model, spec.optim, spec.lr_scale)
     meta = ckpt.restore(model, opt)
@@ -106,7 +113,7 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
                                stop_ids=tokenizer.stop_ids(tok), vocab_size=vocab, pad_id=pad,
                                temperature=spec.temperature, generator=gen)
         replies = [tokenizer.decode_response(tok, c) for c in completions]
-        rewards = torch.tensor(verify([e for e in picked for _ in range(spec.group_size)], replies),
+        rewards = torch.tensor(reward([e for e in picked for _ in range(spec.group_size)], replies),
                                dtype=torch.float32)
         adv = group_advantages(rewards, spec.group_size)
         tokens, mask = _batch(prompts, completions, pad)
