@@ -1,11 +1,11 @@
-"""GRPO: the loss, the advantages and the batch on hand-made tensors."""
+"""GRPO: the loss, the advantages and the batch on hand-made tensors; a short run with a rigged reward."""
 
 import math
 
 import pytest
 import torch
 
-from bar.specs import OptimSpec, RLVRSpec
+from bar.specs import RECIPE, OptimSpec, RLVRSpec
 from bar.train.rlvr import _batch, group_advantages, grpo_loss
 
 
@@ -89,3 +89,83 @@ def test_the_batch_masks_exactly_the_completion_tokens_as_targets_and_pads_on_th
     assert mask.tolist() == [[0, 0, 1, 0], [0, 1, 1, 1]]
     assert tokens[:, 1:][mask.bool()].tolist() == [6, 7, 8, 9]
 
+
+PROMPT = "Pick a digit."
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from bar.tokenizer import train
+
+    return train(["Pick a digit: 0 1 2 3 4 5 6 7 8 9."] * 10, 300, 1, 0)
+
+
+def prob(model, tok, token: int) -> float:
+    """p(token | PROMPT) at temperature 1."""
+    from bar.tokenizer import prompt_ids
+    from bar.train.rlvr import token_logprobs
+
+    with torch.no_grad():
+        return token_logprobs(model, torch.tensor([prompt_ids(tok, PROMPT) + [token]]), len(tok), 1.0)[0, -1].exp().item()
+
+
+def policy(tok, token: int, p: float):
+    """A random 2-layer dense model whose LM-head row of `token` is moved so that p(token | PROMPT) = p
+    (a random model gives each of ~300 tokens 1/300: too rare for 32 samples a step to find)."""
+    from bar.model import build
+    from bar.specs import ModelSpec
+    from bar.tokenizer import prompt_ids
+
+    torch.manual_seed(0)
+    model = build(ModelSpec(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
+                            ffn_hidden_size=128, vocab_size=len(tok), seq_length=32), 1)
+    seen = []
+    hook = model.output_layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids(tok, PROMPT)]), None, None, runtime_gather_output=True)[0, -1]
+        hook.remove()
+        h = seen[0][-1, 0]  # the LM head's input at the prompt's last position ([s, b, hidden])
+        others = torch.cat([logits[:token], logits[token + 1:len(tok)]]).logsumexp(0)
+        model.output_layer.weight[token] += (math.log(p / (1 - p)) + others - logits[token]) * h / h.dot(h)
+    return model
+
+
+def run(model, tok, tmp_path, reward, steps: int):
+    from bar.data import Example
+    from bar.train import rlvr
+    from bar.train.checkpoint import Resumable
+
+    spec = RLVRSpec(steps=steps, optim=OptimSpec(lr=3e-3, schedule="constant"), trainable=RECIPE["rlvr"],
+                    prompts_per_step=4, group_size=8, max_new_tokens=3, checkpoint_every=1000)
+    example = Example(domain="math", prompt=PROMPT, response="7", check={})
+    return rlvr.train(model, None, [example], tok, spec, 0, Resumable(tmp_path / "rlvr", "rigged"), "rigged",
+                      reward=reward)
+
+
+def test_rlvr_raises_the_probability_of_the_token_its_reward_pays_for(megatron, tok, tmp_path):
+    seven = tok.convert_tokens_to_ids("7")  # digits are single tokens: a reply starts with "7" iff its first token is 7
+    model = policy(tok, seven, 0.1)
+    assert prob(model, tok, seven) == pytest.approx(0.1, abs=1e-4)
+    seen = []
+
+    def starts_with_seven(examples, replies):
+        seen.append((len(examples), len(replies)))
+        return [r.startswith("7") for r in replies]
+
+    log = run(model, tok, tmp_path, starts_with_seven, steps=20)
+    assert seen == [(32, 32)] * 20 and [r["step"] for r in log] == list(range(1, 21))
+    after = prob(model, tok, seven)
+    print(f"p(7 | prompt): 0.10 -> {after:.3f}; reward by step {[round(r['reward_mean'], 2) for r in log]}")
+    assert after > 0.5  # 0.82-0.88 over model and sampling seeds 0-6; a flipped advantage ends near 0.001
+
+
+def test_a_loss_that_is_not_a_number_stops_rlvr_and_names_the_step(megatron, tok, tmp_path):
+    calls = []
+
+    def nan_on_second_step(examples, replies):
+        calls.append(len(replies))
+        return [math.nan if len(calls) == 2 else 0.0] * len(replies)
+
+    with pytest.raises(FloatingPointError, match=r"^rigged: loss is nan at step 2$"):
+        run(policy(tok, tok.convert_tokens_to_ids("7"), 0.1), tok, tmp_path, nan_on_second_step, steps=5)
+    assert len(calls) == 2
