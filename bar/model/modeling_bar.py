@@ -6,16 +6,40 @@ over those only, as `bar.generate` decodes. Load it with
 `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`; without that flag
 `transformers` loads a plain Mixtral, which routes every expert per token.
 
+Tested with `transformers` 5.23.0 (bar's pin) to 5.25.0 (`TESTED_TRANSFORMERS`); loading it
+under another minor release warns. `transformers` 5.24 renamed the key/value cache argument of
+the models' `forward` from `past_key_values` to `cache` (`generate` passes `cache=`): this class
+reads the cache whatever its argument is called, as the `Cache` among the arguments.
+
 This file is copied into exports and imported by `transformers` from there: it imports nothing
 of bar's."""
 
+import warnings
+
 import torch
+import transformers
+from packaging.version import Version
 from transformers import MixtralForCausalLM
+from transformers.cache_utils import Cache
+
+TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")  # the oldest and the newest release this file is tested with
+
+
+def past_length(kwargs: dict) -> int:
+    """Tokens already in the key/value cache passed to `forward`, 0 without one: the cache is
+    the `Cache` among the keyword arguments (`past_key_values` until transformers 5.23, `cache`
+    since 5.24)."""
+    return max((v.get_seq_length() for v in kwargs.values() if isinstance(v, Cache)), default=0)
 
 
 class BarMoeForCausalLM(MixtralForCausalLM):
     def __init__(self, config):
         super().__init__(config)
+        low, high = (Version(v).release[:2] for v in TESTED_TRANSFORMERS)
+        if not low <= Version(transformers.__version__).release[:2] <= high:
+            warnings.warn(f"BarMoeForCausalLM is tested with transformers {TESTED_TRANSFORMERS[0]} to "
+                          f"{TESTED_TRANSFORMERS[1]}, not {transformers.__version__}: check that greedy "
+                          "generate still matches bar's decoding", stacklevel=2)
         self.keep = None  # (batch, experts): which experts serve each sequence
         for layer in self.model.layers:
             layer.mlp.gate.register_forward_hook(self._route)
@@ -30,12 +54,13 @@ class BarMoeForCausalLM(MixtralForCausalLM):
         weights, index = torch.softmax(logits.float(), dim=-1).topk(gate.top_k, dim=-1)
         return logits, weights / weights.sum(dim=-1, keepdim=True), index
 
-    def forward(self, input_ids=None, attention_mask=None, past_key_values=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        """The experts are chosen on the prompt's pass: the one with an empty cache (or none).
+        The other arguments pass through untouched, under their names."""
         k = getattr(self.config, "sequence_topk", None)
-        if k and input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
+        if k and input_ids is not None and past_length(kwargs) == 0:
             self.keep = self.choose(input_ids, attention_mask, kwargs.get("position_ids"), k)
-        return super().forward(input_ids=input_ids, attention_mask=attention_mask,
-                               past_key_values=past_key_values, **kwargs)
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     @torch.no_grad()
     def choose(self, input_ids, attention_mask, position_ids, k: int) -> torch.Tensor:
