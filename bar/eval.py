@@ -57,22 +57,24 @@ def paired_se(a: list[bool], b: list[bool]) -> float:
 def routing_shares(model, tok, examples: list[data.Example], batch_size: int = 16) -> list[list[float]]:
     """Mean router probability of each expert, per layer ([layer][expert]), over the tokens of
     the examples (prompt and reference reply, teacher-forced)."""
-    from bar.train.batches import attention_mask, pack
+    from bar import parallel
+    from bar.train.batches import pack
 
+    device = parallel.device()
     routers = [layer.mlp.router for layer in model.decoder.layers]
     captured = {}
     handles = [r.register_forward_hook(lambda m, args, out, i=i: captured.__setitem__(i, out[0].float()))
                for i, r in enumerate(routers)]
     items = [tokenizer.chat_ids(tok, e.prompt, e.response) for e in examples]
     rows = pack(items, max(len(ids) for ids, _ in items) - 1, tok.pad_token_id)
-    sums, count = torch.zeros(len(routers), model.config.num_moe_experts), 0
+    sums, count = torch.zeros(len(routers), model.config.num_moe_experts, device=device), 0
     try:
         model.eval()
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            tokens = torch.tensor([r[0] for r in chunk])
-            segments = torch.tensor([r[2] for r in chunk])
-            model(tokens, None, attention_mask(segments))
+            tokens = torch.tensor([r[0] for r in chunk], device=device)
+            segments = torch.tensor([r[2] for r in chunk], device=device)
+            model(tokens, None, segments)  # each packed example attends to itself only
             real = (segments > 0).t().reshape(-1)  # the router sees tokens sequence-major
             for i in range(len(routers)):
                 sums[i] += captured[i][real].sum(0)
@@ -87,7 +89,9 @@ def expert_choices(model, tok, examples: list[data.Example], sequence_topk: int,
     """Share of the examples' prompts each slot serves when the routed model decodes them with
     `sequence_topk` ([slot]; the anchor, slot 0, serves every prompt)."""
     encoded = [tokenizer.prompt_ids(tok, e.prompt) for e in examples]
-    counts = torch.zeros(model.config.num_moe_experts, dtype=torch.long)
+    from bar import parallel
+
+    counts = torch.zeros(model.config.num_moe_experts, dtype=torch.long, device=parallel.device())
     for start in range(0, len(encoded), batch_size):
         counts += choose_experts(model, encoded[start:start + batch_size], sequence_topk=sequence_topk,
                                  pad_id=tok.pad_token_id).sum(0)

@@ -37,7 +37,8 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
 
     was_training = model.training
     model.eval()
-    tokens, pad, prompt_mask = _left_pad(prompts, pad_id, max_new_tokens)
+    device = parallel.device()
+    tokens, pad, prompt_mask = _left_pad(prompts, pad_id, max_new_tokens, device)
     batch, prompt_len = tokens.shape
     if sequence_topk and parallel.tp_size() > 1:
         raise ValueError("sequence_topk decodes at TP=1 only (bar's own decoder)")
@@ -47,14 +48,15 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
         decoder.keep = decoder.choose(tokens, prompt_mask, sequence_topk)
     logits = decoder(tokens, prompt_mask)
 
-    out = torch.empty(batch, max_new_tokens, dtype=torch.long)
-    done = torch.zeros(batch, dtype=torch.bool)
-    stops = torch.tensor(sorted(stop_ids))
+    out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    stops = torch.tensor(sorted(stop_ids), device=device)
     for t in range(max_new_tokens):
         logits[:, vocab_size:] = float("-inf")
         if temperature > 0:
             probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            # Sampled on the generator's device (the CPU: every rank draws the same tokens).
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
         else:
             nxt = logits.argmax(dim=-1)
         nxt = torch.where(done, pad_id, nxt)
@@ -78,24 +80,26 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: 
 def choose_experts(model, prompts: list[list[int]], *, sequence_topk: int, pad_id: int) -> torch.Tensor:
     """(prompts, slots) True where a slot serves the prompt when `generate` decodes it with
     `sequence_topk` (the anchor, slot 0, always). An MoE at TP=1."""
+    from bar import parallel
+
     was_training = model.training
     model.eval()
-    tokens, _, mask = _left_pad(prompts, pad_id, 0)
+    tokens, _, mask = _left_pad(prompts, pad_id, 0, parallel.device())
     keep = _Decoder(model, *tokens.shape).choose(tokens, mask, sequence_topk)
     model.train(was_training)
     return keep
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int, max_new_tokens: int):
+def _left_pad(prompts: list[list[int]], pad_id: int, max_new_tokens: int, device: torch.device):
     """The prompts left-padded to one length, where there is no token (prompt and new tokens;
     True = none) and the prompt's attention mask (Megatron's: True = masked out)."""
     batch, prompt_len = len(prompts), max(len(p) for p in prompts)
-    tokens = torch.full((batch, prompt_len), pad_id, dtype=torch.long)
-    pad = torch.ones(batch, prompt_len + max_new_tokens, dtype=torch.bool)
+    tokens = torch.full((batch, prompt_len), pad_id, dtype=torch.long, device=device)
+    pad = torch.ones(batch, prompt_len + max_new_tokens, dtype=torch.bool, device=device)
     for i, p in enumerate(prompts):
-        tokens[i, prompt_len - len(p):] = torch.tensor(p)
+        tokens[i, prompt_len - len(p):] = torch.tensor(p, device=device)
         pad[i, prompt_len - len(p):] = False
-    causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool).triu(1)
+    causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).triu(1)
     return tokens, pad, causal[None, None] | pad[:, None, None, :prompt_len]
 
 
@@ -124,11 +128,15 @@ class _Decoder:
         self.embedding = model.embedding.word_embeddings.weight
         self.final_norm, self.output = model.decoder.final_layernorm.weight, model.output_layer.weight
         self.layers = model.decoder.layers
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), model.rotary_pos_emb.inv_freq.float())
+        dtype, device = self.embedding.dtype, self.embedding.device
+        inv_freq = model.rotary_pos_emb.inv_freq.float().to(device)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device=device), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)
-        self.cos, self.sin = angles.cos(), angles.sin()
+        # As Megatron-Core applies RoPE: angles in float32, their cos and sin in the model's dtype.
+        self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
         shape = (len(self.layers), batch, self.groups, max_len, self.head_dim)
-        self.keys, self.values = torch.zeros(shape), torch.zeros(shape)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.offset = 0
         self.keep: torch.Tensor | None = None  # (batch, slots): the experts each sequence may use
         self.shares: list[torch.Tensor] | None = None  # while choosing: each layer's mean router probability
@@ -169,7 +177,7 @@ class _Decoder:
         if not hasattr(mlp, "router"):
             return _swiglu(h, mlp.linear_fc1.weight, mlp.linear_fc2.weight)
         experts = mlp.experts.local_experts
-        logits = F.linear(h, mlp.router.weight).float()
+        logits = F.linear(h.float(), mlp.router.weight.float())  # in fp32, as moe_router_dtype says
         if self.keep is not None:  # the sequence's experts only: the softmax over their logits
             logits = logits.masked_fill(~self.keep[:, None, :], float("-inf"))
         if self.topk < len(experts):  # softmax over the top-k logits, the others weigh 0

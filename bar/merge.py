@@ -113,6 +113,7 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
     changed: dict[str, torch.Tensor] = {}  # disjoint_mean: how many experts changed each element
     anchor_rows: dict[str, torch.Tensor] = {}  # router rows of the anchor slot: weighted sum
     keys: list[str] = []
+    dtypes: dict[str, torch.dtype] = {}  # the experts' (their precision): the merged model keeps it
     for i, n in enumerate(names, start=1):
         with safe_open(str(experts[n] / "model.safetensors"), "pt") as f:
             if i == 1:
@@ -136,9 +137,9 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
                     name = router_name(int(r.group(1)))
                     if i == 1:
                         out[name] = torch.empty((len(names) + 1, *t.shape[1:]), dtype=t.dtype)
-                        anchor_rows[name] = coef[n] * t[ANCHOR_SLOT]
+                        anchor_rows[name] = coef[n] * t[ANCHOR_SLOT].double()
                     else:
-                        anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT]
+                        anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT].double()
                     out[name][i] = t[1]
                 elif strategy == "disjoint_mean":  # shared: its change from the anchor
                     delta = t.double() - base.get_tensor(key).double()
@@ -147,6 +148,8 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
                 else:  # shared (is_shared)
                     term = coef[n] * t.double()
                     sums[key] = term if i == 1 else sums[key].add_(term)
+                if not (m or r):
+                    dtypes[key] = t.dtype
                 del t  # nothing from this file outlives the loop: its memory map is released
     for name, row in anchor_rows.items():
         out[name][ANCHOR_SLOT] = row
@@ -157,5 +160,5 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
         elif base is not None:
             b = base.get_tensor(key).double()
             acc = b + delta_scale * (acc - b)
-        out[key] = acc.to(torch.float32)
+        out[key] = acc.to(dtypes[key])
     return out

@@ -61,6 +61,9 @@ class ModelSpec(Spec):
                                               "low/high frequency factors 1 and 4, original context 8192)")
     norm_eps: float = Field(1e-5, gt=0)
     init_std: float = Field(0.02, gt=0)
+    precision: Literal["fp32", "bf16"] = Field("fp32", description=(
+        "what every stage trains, stores and decodes in; bf16: bf16 weights and activations, fp32 main "
+        "weights, optimizer state, gradient accumulation, router logits and loss"))
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSpec:
@@ -75,6 +78,12 @@ class ModelSpec(Spec):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
 
 
 # Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).

@@ -38,6 +38,12 @@ def llama(arch):
 
 
 def seconds(fn) -> float:
+    """Wall seconds of `fn()`, waiting for the GPU's queued work when there is a GPU."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start

@@ -1,6 +1,7 @@
 """The model: a Megatron-Core GPT (local layer spec) of a `ModelSpec`, dense or MoE.
 
-RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings, float32.
+RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings; parameters in
+the spec's precision (float32 or bfloat16).
 Architecture only: how it is parallelised lives in `bar.parallel`, how it trains in `bar.train`.
 """
 
@@ -31,7 +32,8 @@ def transformer_config(arch: ModelSpec, tp_size: int, num_experts: int | None = 
         gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False,
         hidden_dropout=0.0, attention_dropout=0.0, init_method_std=arch.init_std,
         tensor_model_parallel_size=tp_size, sequence_parallel=False,
-        use_cpu_initialization=True, params_dtype=torch.float32, pipeline_dtype=torch.float32,
+        use_cpu_initialization=True, params_dtype=arch.dtype, pipeline_dtype=arch.dtype,
+        bf16=arch.precision == "bf16",
         # Fused kernels are CUDA-only.
         bias_activation_fusion=False, bias_dropout_fusion=False, masked_softmax_fusion=False,
         apply_rope_fusion=False, gradient_accumulation_fusion=False, persist_layer_norm=False,
@@ -52,11 +54,30 @@ def layer_spec(num_experts: int | None = None):
 
 
 def build(arch: ModelSpec, tp_size: int = 1, num_experts: int | None = None,
-          topk: int | None = None, z_loss: float = 0.0, load_balancing: float = 0.0):
-    """A GPTModel on this rank (call `bar.parallel.init` first)."""
-    from megatron.core.models.gpt import GPTModel
+          topk: int | None = None, z_loss: float = 0.0, load_balancing: float = 0.0, device=None):
+    """A GPTModel on this rank's device (call `bar.parallel.init` first), its parameters in the
+    spec's precision.
+
+    Weights are initialised on the CPU in float32 and then cast (`use_cpu_initialization`), so a
+    seed gives the same model at every precision and tensor-parallel size. Megatron-Core's own
+    bf16 wrapper, `Float16Module`, is not used: it would rename every parameter (`module.`) and
+    only casts floating-point inputs and outputs, and bar's inputs are token ids and its losses
+    are computed in float32 (`vocab_parallel_cross_entropy` upcasts the logits). `device`: the
+    rank's (`bar.parallel.device`) unless given; on the meta device nothing is allocated or
+    initialised (`bar.plan`)."""
+    from bar import parallel
 
     config = transformer_config(arch, tp_size, num_experts, topk, z_loss, load_balancing)
+    device = torch.device(device) if device is not None else parallel.device()
+    if device.type == "meta":  # initialising on meta computes nothing, and sets the tensor-parallel attributes
+        with device:
+            return _gpt(config, arch, num_experts).to(dtype=arch.dtype)
+    return _gpt(config, arch, num_experts).to(device=device, dtype=arch.dtype)
+
+
+def _gpt(config, arch: ModelSpec, num_experts: int | None):
+    from megatron.core.models.gpt import GPTModel
+
     return GPTModel(config=config, transformer_layer_spec=layer_spec(num_experts),
                     vocab_size=arch.vocab_size, max_sequence_length=arch.seq_length,
                     pre_process=True, post_process=True, parallel_output=True,

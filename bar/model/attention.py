@@ -13,7 +13,10 @@ time on CPU). The rotation is the same, at the same positions, once instead of e
 Masks follow Megatron's convention: `attention_mask` is boolean, True = masked out,
 broadcastable to [batch, heads, q, k]. Without a mask, attention is causal when queries
 and keys cover the same positions, and unmasked when a single new query attends to a
-key/value cache.
+key/value cache. Packed training rows pass their document ids instead ([batch, seq] integers,
+`bar.train.batches`): each document attends causally to itself only, one SDPA call per
+document, so memory grows with the sequence length, not with its square as a [batch, 1, seq,
+seq] mask does.
 """
 
 import torch
@@ -41,6 +44,10 @@ class SDPAttention(MegatronModule):
         assert attention_bias is None and packed_seq_params is None
         # [s, b, heads, head_dim] -> [b, heads, s, head_dim]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+        if attention_mask is not None and not attention_mask.dtype == torch.bool:
+            out = self._per_document(q, k, v, attention_mask)
+            s, b = out.size(2), out.size(0)
+            return out.permute(2, 0, 1, 3).reshape(s, b, -1)
         mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
         is_causal = attention_mask is None and mask_type == AttnMaskType.causal and q.size(2) == k.size(2)
         out = F.scaled_dot_product_attention(
@@ -49,6 +56,17 @@ class SDPAttention(MegatronModule):
         # [b, heads, s, head_dim] -> [s, b, heads * head_dim]
         s, b = out.size(2), out.size(0)
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)
+
+
+    def _per_document(self, q, k, v, documents: torch.Tensor) -> torch.Tensor:
+        """Causal attention within each run of equal document ids of each row ([b, heads, s, d])."""
+        rows = []
+        for i, ids in enumerate(documents.tolist()):
+            starts = [0] + [t for t in range(1, len(ids)) if ids[t] != ids[t - 1]] + [len(ids)]
+            rows.append(torch.cat([F.scaled_dot_product_attention(
+                q[i:i + 1, :, a:b], k[i:i + 1, :, a:b], v[i:i + 1, :, a:b], is_causal=True, scale=self.softmax_scale,
+                enable_gqa=self.num_heads != self.num_groups) for a, b in zip(starts, starts[1:])], dim=2))
+        return torch.cat(rows)
 
 
 class CachedRopeSelfAttention(SelfAttention):

@@ -75,8 +75,8 @@ def join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: ModelSpec)
 
 
 def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.Tensor]:
-    """Dense Llama tensors -> Megatron GPT tensors (float32), the vocabulary zero-padded to
-    `arch.vocab_size` rows. Tied embeddings: the LM head starts as a copy of them."""
+    """Dense Llama tensors -> Megatron GPT tensors (in `arch.precision`), the vocabulary zero-padded
+    to `arch.vocab_size` rows. Tied embeddings: the LM head starts as a copy of them."""
     def rows(w: torch.Tensor) -> torch.Tensor:
         out = w.new_zeros(arch.vocab_size, w.shape[1])
         out[: len(w)] = w
@@ -100,7 +100,7 @@ def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.
             dst + "mlp.linear_fc1.weight": torch.cat([state[mlp + "gate_proj.weight"], state[mlp + "up_proj.weight"]]),
             dst + "mlp.linear_fc2.weight": state[mlp + "down_proj.weight"],
         }
-    return {k: v.float().contiguous() for k, v in out.items()}
+    return {k: v.to(arch.dtype).contiguous() for k, v in out.items()}
 
 
 def read_hf(folder: Path) -> dict[str, torch.Tensor]:
@@ -138,7 +138,7 @@ def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | 
         rope_parameters=rope_parameters(arch),
         attention_bias=False, mlp_bias=False, tie_word_embeddings=False, hidden_act="silu",
         pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop_ids(tok)), bos_token_id=None,
-        torch_dtype="float32", **moe,
+        dtype=str(arch.dtype).removeprefix("torch."), **moe,
     )
     config.architectures = ["MixtralForCausalLM" if num_experts else "LlamaForCausalLM"]
     if num_experts and sequence_topk:  # experts chosen per sequence: bar's class (modeling_bar.py)
@@ -148,11 +148,26 @@ def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | 
     return config
 
 
-def export(state: dict[str, torch.Tensor], arch: ModelSpec, tok, out: Path,
-           num_experts: int | None = None, topk: int | None = None, sequence_topk: int | None = None) -> None:
-    """Write a directory `AutoModelForCausalLM.from_pretrained(out)` loads offline (with
-    `trust_remote_code=True` for an MoE that chooses its experts per sequence: modeling_bar.py)."""
+def save_weights(state: dict[str, torch.Tensor], out: Path, max_shard_size: int | str = "5GB") -> None:
+    """`state` as `save_pretrained` writes weights: `model.safetensors`, or shards of at most
+    `max_shard_size` (`model-00001-of-00003.safetensors`, ...) with `model.safetensors.index.json`."""
+    from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
+
+    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({n: state[n] for n in names}, out / filename, metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+
+
+def export(state: dict[str, torch.Tensor], arch: ModelSpec, tok, out: Path,
+           num_experts: int | None = None, topk: int | None = None, sequence_topk: int | None = None,
+           max_shard_size: int | str = "5GB") -> None:
+    """Write a directory `AutoModelForCausalLM.from_pretrained(out)` loads offline (with
+    `trust_remote_code=True` for an MoE that chooses its experts per sequence: modeling_bar.py),
+    its weights in the spec's precision (`config.json: dtype`), sharded beyond `max_shard_size`."""
     from transformers import GenerationConfig
 
     out = Path(out)
@@ -163,7 +178,7 @@ def export(state: dict[str, torch.Tensor], arch: ModelSpec, tok, out: Path,
         shutil.copyfile(Path(__file__).with_name("modeling_bar.py"), out / "modeling_bar.py")
     GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
                      do_sample=False).save_pretrained(out)
-    save_file(to_hf(state, arch, len(tok), num_experts), out / "model.safetensors",
-              metadata={"format": "pt"})
+    save_weights({k: v.to(arch.dtype) for k, v in to_hf(state, arch, len(tok), num_experts).items()},
+                 out, max_shard_size)
     tok.save_pretrained(out)
     (out / "bar.json").write_text(json.dumps({"source": "bar", "arch": arch.model_dump()}, indent=1))

@@ -79,6 +79,23 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def device() -> torch.device:
+    """This rank's device: the GPU of its local rank when there are GPUs, else the CPU. Every
+    tensor the model, batches, masks, caches and optimizer create lives there."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def check_precision(precision: str, key: str) -> None:
+    """Refuse, before any work, a precision this machine's device cannot compute in."""
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        from bar.specs import SpecError
+
+        raise SpecError(f"{key} = bf16: {torch.cuda.get_device_name()} has no bfloat16 support; "
+                        f"allowed here: fp32")
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
@@ -129,8 +146,8 @@ def local_shard(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
 
 def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     """Global L2 norm of the gradients, counting each tensor-parallel shard once."""
-    sharded = torch.zeros((), dtype=torch.float64)
-    replicated = torch.zeros((), dtype=torch.float64)
+    sharded = torch.zeros((), dtype=torch.float64, device=device())
+    replicated = torch.zeros((), dtype=torch.float64, device=device())
     for p in params:
         if p.grad is None:
             continue

@@ -33,6 +33,14 @@ def entry(main, *args) -> None:
     from bar.specs import InputError
 
     try:
+        if "--worker" not in sys.argv and Path("specs/model.yaml").exists():
+            from bar.specs import Specs
+
+            specs = Specs()
+            if specs.model.precision != "fp32":  # before any work: a device without it fails here
+                from bar import parallel
+
+                parallel.check_precision(specs.model.precision, f"{specs.path('model')}: precision")
         main(*args)
     except (InputError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)

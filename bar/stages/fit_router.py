@@ -68,7 +68,9 @@ class DomainRouting:
             router.register_forward_hook(self.hook)
 
     def get(self, step: int) -> dict:
-        self.current = self.slots.get(step)["tokens"].t().reshape(-1)  # [s * b], Megatron's order
+        from bar import parallel
+
+        self.current = self.slots.get(step)["tokens"].t().reshape(-1).to(parallel.device())  # [s * b], Megatron's order
         return self.batches.get(step)
 
     def num_tokens(self, step: int) -> int:

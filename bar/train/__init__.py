@@ -12,6 +12,7 @@ from bar import parallel
 from bar.specs import OptimSpec, TrainSpec
 from bar.train.batches import Batches
 from bar.train.checkpoint import Resumable
+from bar.train.optimizer import Optimizer
 
 
 def lr_at(step: int, optim: OptimSpec, total: int) -> float:
@@ -24,25 +25,15 @@ def lr_at(step: int, optim: OptimSpec, total: int) -> float:
     return optim.min_lr + (optim.lr - optim.min_lr) * shape
 
 
-def optimizer(model, optim: OptimSpec, lr_scale: dict[str, float] | None = None) -> torch.optim.AdamW:
-    """AdamW over the parameters of `model` that require grad. `lr_scale` multiplies the
-    learning rate of named parameter groups (`bar.model.moe.group_of`); see `set_lr`."""
-    from bar.model.moe import group_of
-
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            scale = lr_scale.get(group_of(name), 1.0) if lr_scale else 1.0
-            # Weight decay on matrices only (not on norms), as in GPT-2/Llama recipes.
-            decay = optim.weight_decay if p.ndim >= 2 else 0.0
-            groups.setdefault((scale, decay), []).append(p)
-    return torch.optim.AdamW([{"params": ps, "weight_decay": decay, "lr_scale": scale}
-                              for (scale, decay), ps in groups.items()], lr=optim.lr, betas=optim.betas)
+def optimizer(model, optim: OptimSpec, lr_scale: dict[str, float] | None = None) -> Optimizer:
+    """AdamW over the parameters of `model` that require grad, on fp32 main weights
+    (`bar.train.optimizer`). `lr_scale` multiplies the learning rate of named parameter groups
+    (`bar.model.moe.group_of`); see `set_lr`."""
+    return Optimizer(model, optim, lr_scale)
 
 
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr * group["lr_scale"]
+def set_lr(opt: Optimizer, lr: float) -> None:
+    opt.set_lr(lr)
 
 
 class Log:
@@ -71,7 +62,6 @@ def progress(total: int, initial: int, desc: str):
 def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) -> list[dict]:
     """Train the parameters of `model` that require grad for `spec.steps` steps (resuming if a
     matching checkpoint exists); returns the per-step log."""
-    params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer(model, spec.optim, getattr(spec, "lr_scale", None))
     meta = ckpt.restore(model, opt)
     start = saved = meta["step"] if meta else 0
@@ -81,18 +71,17 @@ def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) 
     for step in range(start, spec.steps):
         lr = lr_at(step, spec.optim, spec.steps)
         set_lr(opt, lr)
-        batch = batches.get(step)
-        per_token = model(batch["tokens"], None, batch["attention_mask"], labels=batch["labels"])
+        batch = {k: v.to(parallel.device()) for k, v in batches.get(step).items()}
+        per_token = model(batch["tokens"], None, batch["documents"], labels=batch["labels"])
         num_tokens = batch["loss_mask"].sum()
         loss = (per_token * batch["loss_mask"]).sum() / num_tokens.clamp(min=1)
         if not torch.isfinite(loss):
             last = f"step {saved} in {ckpt.root}" if saved else "none (nothing saved yet)"
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step + 1}; "
                                      f"last good checkpoint: {last}")
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
-        grad_norm = parallel.clip_grad_norm(params, spec.optim.grad_clip)
-        opt.step()
+        grad_norm = opt.step(spec.optim.grad_clip)
         log.append({"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
                     "tokens": int(num_tokens)})
         bar.update(1)

@@ -1,9 +1,10 @@
 """Packed training batches, a pure function of (items, seed, step).
 
 Items (token ids + which tokens are trained) are packed whole into rows of seq_length + 1
-tokens, in an order shuffled per epoch. Each row carries segment ids so attention never
-crosses from one item into another: a packed row trains exactly like its items would
-separately. Because a batch depends only on the step, a resumed run sees the same data.
+tokens, in an order shuffled per epoch. Each row carries segment ids (`documents`, passed to
+the model as its attention mask: `bar.model.attention`) so attention never crosses from one
+item into another: a packed row trains exactly like its items would separately. Because a
+batch depends only on the step, a resumed run sees the same data.
 """
 
 from __future__ import annotations
@@ -34,15 +35,6 @@ def pack(items: list[Item], seq_length: int, pad_id: int) -> list[tuple[list[int
         cur[0].extend(ids), cur[1].extend(trained), cur[2].extend([seg] * len(ids))
     flush()
     return rows
-
-
-def attention_mask(segments: torch.Tensor) -> torch.Tensor:
-    """[b, 1, s, s] boolean, True = masked: causal and within one segment."""
-    s = segments.size(1)
-    same = segments[:, :, None] == segments[:, None, :]
-    causal = torch.ones(s, s, dtype=torch.bool).tril()
-    allowed = (same & causal) | torch.eye(s, dtype=torch.bool)  # a pad row still sees itself
-    return ~allowed[:, None]
 
 
 class Batches:
@@ -95,7 +87,7 @@ class Batches:
         return {
             "tokens": tokens[:, :-1], "labels": tokens[:, 1:],
             "loss_mask": (trained[:, 1:] & same & (segments[:, 1:] > 0)).float(),
-            "attention_mask": attention_mask(segments[:, :-1]),
+            "documents": segments[:, :-1],
         }
 
 

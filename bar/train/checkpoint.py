@@ -1,8 +1,8 @@
 """Checkpoints: safetensors of full (unsharded) tensors + a JSON file that describes them.
 
 A checkpoint directory holds `model.safetensors`, optionally `optim.safetensors` (AdamW
-moments) and `checkpoint.json` (step, fingerprint of what is being trained, the log so far,
-RNG state, and the sha256 of each tensor file). It is written under a temporary name and
+moments, and the fp32 main weights of a bf16 model) and `checkpoint.json` (step, fingerprint
+of what is being trained, the log so far, RNG state, and the sha256 of each tensor file). It is written under a temporary name and
 renamed into place, and `checkpoint.json` is written last, so a directory without a valid
 manifest is never taken as complete. Tensors are full, so a checkpoint loads at any
 tensor-parallel size.
@@ -31,8 +31,8 @@ def sha256(path: Path) -> str:
 
 
 def full_state(model) -> dict[str, torch.Tensor]:
-    """Every parameter of the model as a full tensor, on every rank (Megatron names)."""
-    return {name: parallel.full_tensor(p).contiguous() for name, p in model.named_parameters()}
+    """Every parameter of the model as a full tensor in host memory, on every rank (Megatron names)."""
+    return {name: parallel.full_tensor(p).contiguous().cpu() for name, p in model.named_parameters()}
 
 
 def load_state(model, state: dict[str, torch.Tensor], strict: bool = True) -> None:
@@ -49,27 +49,6 @@ def load_state(model, state: dict[str, torch.Tensor], strict: bool = True) -> No
                     raise ValueError(f"{name}: checkpoint shape {tuple(state[name].shape)} does not fit "
                                      f"{tuple(p.shape)} at this tensor-parallel size")
                 p.copy_(shard)
-
-
-def _optim_state(model, optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, p in model.named_parameters():
-        st = optimizer.state.get(p)
-        if st:
-            out[f"{name}.exp_avg"] = parallel.full_tensor(p, st["exp_avg"]).contiguous()
-            out[f"{name}.exp_avg_sq"] = parallel.full_tensor(p, st["exp_avg_sq"]).contiguous()
-            out[f"{name}.step"] = st["step"].detach().clone().reshape(1)
-    return out
-
-
-def _load_optim_state(model, optimizer, state: dict[str, torch.Tensor]) -> None:
-    for name, p in model.named_parameters():
-        if f"{name}.step" in state:
-            optimizer.state[p] = {
-                "step": state[f"{name}.step"].reshape(()).clone(),
-                "exp_avg": parallel.local_shard(p, state[f"{name}.exp_avg"]).clone(),
-                "exp_avg_sq": parallel.local_shard(p, state[f"{name}.exp_avg_sq"]).clone(),
-            }
 
 
 def write(path: Path, tensors: dict[str, dict[str, torch.Tensor]], meta: dict) -> None:
@@ -121,7 +100,7 @@ class Resumable:
 
     def save(self, step: int, model, optimizer, extra: dict) -> None:
         """Collective: every rank gathers, rank 0 writes."""
-        state, optim = full_state(model), _optim_state(model, optimizer)
+        state, optim = full_state(model), optimizer.state_tensors()
         if parallel.rank() == 0:
             path = self.root / f"step_{step:07d}"
             write(path, {"model": state, "optim": optim},
@@ -139,7 +118,7 @@ class Resumable:
             return None
         path, meta = found
         load_state(model, load_file(path / "model.safetensors"))
-        _load_optim_state(model, optimizer, load_file(path / "optim.safetensors"))
+        optimizer.load_state_tensors(load_file(path / "optim.safetensors"))
         return meta
 
     def finish(self, model, extra: dict) -> None:

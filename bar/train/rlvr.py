@@ -52,14 +52,14 @@ def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
 
 
-def _batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
+def _batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device=None):
     """Right-padded prompt+completion rows and the mask of completion tokens (as targets)."""
     rows = [p + c for p, c in zip(prompts, completions)]
     width = max(map(len, rows))
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), width - 1)
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), width - 1, device=device)
     for i, (p, c) in enumerate(zip(prompts, completions)):
-        tokens[i, : len(p) + len(c)] = torch.tensor(p + c)
+        tokens[i, : len(p) + len(c)] = torch.tensor(p + c, device=device)
         mask[i, len(p) - 1 : len(p) - 1 + len(c)] = 1.0  # target index t predicts token t+1
     return tokens, mask
 
@@ -90,7 +90,6 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
           desc: str, reward: Reward = verify) -> list[dict]:
     """GRPO on `items` (prompts + verifier checks), each reply scored by `reward`; returns the
     per-step log."""
-    params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer(model, spec.optim, spec.lr_scale)
     meta = ckpt.restore(model, opt)
     start = meta["step"] if meta else 0
@@ -114,9 +113,9 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
                                temperature=spec.temperature, generator=gen)
         replies = [tokenizer.decode_response(tok, c) for c in completions]
         rewards = torch.tensor(reward([e for e in picked for _ in range(spec.group_size)], replies),
-                               dtype=torch.float32)
+                               dtype=torch.float32, device=parallel.device())
         adv = group_advantages(rewards, spec.group_size)
-        tokens, mask = _batch(prompts, completions, pad)
+        tokens, mask = _batch(prompts, completions, pad, parallel.device())
 
         model.train()
         with torch.no_grad():
@@ -128,10 +127,9 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
             loss, kl = grpo_loss(new_lp, old_lp, ref_lp, adv, mask, spec)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step + 1}")
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
-            grad_norm = parallel.clip_grad_norm(params, spec.optim.grad_clip)
-            opt.step()
+            grad_norm = opt.step(spec.optim.grad_clip)
         solved = rewards.view(-1, spec.group_size).max(1).values
         log.append({"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
                     "reward_mean": float(rewards.mean()), "pass_rate": float(solved.mean()),

@@ -6,8 +6,11 @@ That venv holds only `transformers` and whatever of its requirements this venv l
 old (`pip` sees this venv's packages through a .pth file and installs nothing it already has);
 everything else, torch included, is imported from this venv. It lives under
 $BAR_VENV_CACHE (default ~/.cache/bar), as venv-transformers-<version>, and needs the package
-registry once, to be built; without it the test fails and says so. BAR_TRANSFORMERS_VERSION
-sets another release to check (`newest`: the newest on the registry).
+registry once, to be built; without it the test fails and says so. The release checked beside
+the pin is the newest on the registry in CI (`CI=true`: the next API change fails CI, not a
+user) and the newest tested one elsewhere; BAR_TRANSFORMERS_VERSION sets another (`newest`: the
+registry's). A release newer than the tested range must give bar's tokens too; only the
+range's own warning is allowed then.
 
 Each run loads the export in a fresh interpreter, with `trust_remote_code=True` and bar made
 unimportable (the export's code must import nothing of bar's), generates greedily prompt by
@@ -152,7 +155,7 @@ def routed_export(tmp_path_factory, megatron):
     return request, alone, batch
 
 
-@pytest.mark.parametrize("end", ["pinned", "newest tested"])
+@pytest.mark.parametrize("end", ["pinned", "newest"])
 def test_the_routed_export_generates_as_bar_under_each_end_of_its_transformers_range(routed_export, end):
     import transformers
 
@@ -163,7 +166,7 @@ def test_the_routed_export_generates_as_bar_under_each_end_of_its_transformers_r
             f"starts at {low}: update it")
         version, python = low, sys.executable
     else:
-        version = os.environ.get("BAR_TRANSFORMERS_VERSION") or high
+        version = os.environ.get("BAR_TRANSFORMERS_VERSION") or ("newest" if os.environ.get("CI") else high)
         version = newest_on_registry() if version == "newest" else version
         python = transformers_venv(version)
     request, alone, batch = routed_export
@@ -177,4 +180,11 @@ def test_the_routed_export_generates_as_bar_under_each_end_of_its_transformers_r
     assert got["class"] == "BarMoeForCausalLM"
     assert got["alone"] == alone
     assert got["batch"] == batch
-    assert got["warnings"] == []
+    from packaging.version import Version
+
+    beyond = Version(version).release[:2] > Version(high).release[:2]
+    warned = [w for w in got["warnings"] if not (beyond and w.startswith("BarMoeForCausalLM is tested with"))]
+    assert warned == []
+    if beyond:
+        print(f"transformers {version} is newer than the tested range {low}..{high} and gives bar's tokens: "
+              f"extend modeling_bar.TESTED_TRANSFORMERS")
