@@ -102,6 +102,50 @@ def _report(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    """Memory per rank of each training stage (bar.plan), for the specs or a bigger model."""
+    from bar import parallel, plan
+    from bar.specs import SpecError, Specs
+
+    rows = []
+    parallel.init(1, 0)
+    try:
+        if args.model:
+            arch = plan.example_arch(args.model, args.precision, args.seq_length)
+            experts = args.experts
+            print(f"{args.model}: {arch.num_layers} layers, hidden {arch.hidden_size}, FFN {arch.ffn_hidden_size}, "
+                  f"vocabulary {arch.vocab_size}, {arch.precision}; micro-batch {args.micro_batch} x "
+                  f"{arch.seq_length} tokens; per rank at tp {args.tp}, dp {args.dp} (a distributed optimizer "
+                  f"shards main weights and AdamW over dp)")
+            tokens = args.micro_batch * arch.seq_length
+            for name, n, groups in (("dense", None, None), ("expert (2 slots), SFT", 2, ["domain_ffn", "router",
+                                    "embeddings", "lm_head"]), ("expert (2 slots), RLVR", 2, list(_all_groups())),
+                                    (f"routed ({experts + 1} slots), router fit", experts + 1, ["router"])):
+                counts = plan.count(arch, n, groups)
+                rows.append((name, plan.memory(arch, counts, tokens, n, None, args.tp, args.dp), counts.total))
+        else:
+            specs = Specs(args.root)
+            arch = specs.model
+            print(f"specs of {specs.root.resolve()} (preset {specs.params.preset}, {arch.precision}): per rank, "
+                  f"at each stage's tp and batch")
+            for name, n, topk, groups, tokens, tp in plan.stages(specs):
+                counts = plan.count(arch, n, groups)
+                rows.append((f"{name} (tp {tp})", plan.memory(arch, counts, tokens, n, topk, tp), counts.total))
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        parallel.shutdown()
+    print(plan.table(rows, args.gpu_memory))
+    return 0
+
+
+def _all_groups():
+    from bar.specs import GROUPS
+
+    return GROUPS
+
+
 def _print_run(title: str, run: dict) -> None:
     print(f"  {title}: run {run['run_id']} [{run['status']}]")
     for k, v in run["tags"].items():
@@ -138,6 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", action="store_true", help="also rewrite the table in README.md")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_report)
+    p = sub.add_parser("plan", help="memory per rank of each training stage (weights, gradients, optimizer, "
+                       "activations), from models built on the meta device")
+    p.add_argument("--model", help="instead of the specs: a transformers config.json or an example (olmo2-7b), "
+                   "shown as a dense model, a 2-slot expert and a routed model")
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="with --model (default bf16)")
+    p.add_argument("--tp", type=int, default=1, help="with --model: tensor-parallel size")
+    p.add_argument("--dp", type=int, default=1, help="with --model: data-parallel size (distributed optimizer)")
+    p.add_argument("--micro-batch", type=int, default=1, help="with --model: sequences per micro-batch")
+    p.add_argument("--seq-length", type=int, help="with --model: tokens per sequence (default: the config's)")
+    p.add_argument("--experts", type=int, default=4, help="with --model: experts of the routed model (default 4)")
+    p.add_argument("--gpu-memory", type=float, help="GB per device: say whether each stage fits")
+    p.add_argument("--root", default=".", help="repository root (default: .)")
+    p.set_defaults(func=_plan)
     args = parser.parse_args(argv)
     return args.func(args)
 
