@@ -1,14 +1,17 @@
 """The promotion gate: does an upgraded routed model replace the `champion`?
 
 Scores are held-out pass rates (0-100) per domain plus `overall`, as `evaluate` tags them on
-each `bar-moe` version (`eval.<domain>`).
+each `bar-moe` version (`eval.<domain>`). `decide` judges scores; `gate` judges registered
+versions and moves the `champion` aliases (what the upgrade flow runs after the pipeline).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from bar.specs import PromotionSpec
+from bar import tracking
+from bar.specs import PromotionSpec, Specs
 
 
 @dataclass
@@ -46,3 +49,19 @@ def decide(champion: dict[str, float] | None, candidate: dict[str, float], domai
         return Decision(False, reasons, deltas)
     return Decision(True, [f"{domain} gained {gain:.1f} points and no other domain dropped more than "
                            f"{spec.tolerance:g}"], deltas)
+
+
+def gate(root: Path | str, expert: str, candidate, champion) -> Decision:
+    """`decide` on `candidate` (a `bar-moe` model version) against `champion` (the version aliased
+    `champion` before the pipeline ran, or None) with `expert`'s domain and specs/promotion.yaml;
+    if it passes, `champion` points at the candidate and, on `bar-expert-<expert>`, at the
+    version the candidate was built from."""
+    specs = Specs(root)
+    decision = decide(None if champion is None else tracking.scores(champion), tracking.scores(candidate),
+                      specs.expert(expert).domain, specs.promotion)
+    if decision.promote:
+        tracking.set_alias("bar-moe", tracking.CHAMPION, candidate.version, root)
+        expert_version = candidate.tags.get(f"expert.{expert}.model_version")
+        if expert_version and expert_version != "unregistered":
+            tracking.set_alias(f"bar-expert-{expert}", tracking.CHAMPION, expert_version, root)
+    return decision

@@ -35,7 +35,7 @@ def report(expert: str, version: int, champion, candidate, decision) -> str:
 @flow(name="upgrade-expert", log_prints=True)
 def upgrade_expert(expert: str, version: int, root: str = ".") -> dict:
     from bar import tracking
-    from bar.promote import decide
+    from bar.promote import gate
     from bar.specs import Specs
     from bar.train.checkpoint import sha256
 
@@ -58,13 +58,7 @@ def upgrade_expert(expert: str, version: int, root: str = ".") -> dict:
     if candidate is None:
         raise RuntimeError(f"the routed model {routed} is not a registered bar-moe version: was it fitted by "
                            f"this repository's pipeline?")
-    decision = decide(None if champion is None else tracking.scores(champion), tracking.scores(candidate),
-                      specs.expert(expert).domain, specs.promotion)
-    if decision.promote:
-        tracking.set_alias("bar-moe", tracking.CHAMPION, candidate.version, root)
-        expert_version = candidate.tags.get(f"expert.{expert}.model_version")
-        if expert_version and expert_version != "unregistered":
-            tracking.set_alias(f"bar-expert-{expert}", tracking.CHAMPION, expert_version, root)
+    decision = gate(root, expert, candidate, champion)
     text = report(expert, version, champion, candidate, decision)
     create_markdown_artifact(text, key=f"upgrade-{expert.replace('_', '-')}", description=decision.summary())
     logger.info("%s", decision.summary())

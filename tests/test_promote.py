@@ -1,4 +1,5 @@
-"""The promotion gate on scores (the flow that applies it runs in tests/stages/test_pipeline.py)."""
+"""The promotion gate on scores (on a real registry: tests/test_upgrade_gate.py; the flow that applies
+it runs in tests/stages/test_pipeline.py)."""
 
 from bar.promote import decide
 from bar.specs import PromotionSpec

@@ -440,7 +440,8 @@ def test_upgrade_flow_keeps_the_champion_when_the_candidate_fails_the_gate(proje
     (nothing re-runs) and gates the routed model built from it against the champion. Tiny
     models score noisily (a deliberately worse v2 once gained 5 points on tiny), so the gate
     asks for more than a tiny model can gain: the refusal is certain and the flow's handling of
-    it is what is tested (the gate's arithmetic is tested on scores in tests/test_promote.py)."""
+    it is what is tested (the gate's arithmetic is tested on scores in tests/test_promote.py, promotion
+    and refusal on a registry in tests/test_upgrade_gate.py)."""
     from flows.upgrade import upgrade_expert
 
     specs = project / "specs"
