@@ -104,3 +104,34 @@ def test_restore_brings_back_the_weights_and_every_adamw_moment_exactly(tmp_path
     step(other, other_opt)
     after, other_after = full_state(model), full_state(other)
     assert all(torch.equal(after[n], other_after[n]) for n in after)
+
+
+def test_a_resumed_run_says_and_records_the_step_it_resumed_from(tmp_path, megatron, capsys):
+    """bar.train.train run to the end leaves its newest checkpoint (step 4 of 6); run again on a
+    fresh model it resumes there, says so on stderr, marks the first record after it with
+    `resumed_from`, and ends where the uninterrupted run ended."""
+    from bar.model import build
+    from bar.specs import ModelSpec, TrainSpec
+    from bar.train import train
+    from bar.train.batches import Batches
+    from bar.train.checkpoint import full_state
+
+    arch = ModelSpec(num_layers=1, hidden_size=32, num_attention_heads=4, num_query_groups=2, ffn_hidden_size=48,
+                     vocab_size=64, seq_length=16)
+    spec = TrainSpec(steps=6, batch_size=2, checkpoint_every=2, optim={"lr": 1e-2})
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randint(1, 64, (12,), generator=g).tolist(), [True] * 12) for _ in range(20)]
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = build(arch, 1)
+        log = train(model, Batches(items, batch_size=2, seq_length=16, pad_id=0, seed=0), spec,
+                    Resumable(tmp_path, "fp"), desc="tiny")
+        runs.append((log, full_state(model), capsys.readouterr().err))
+    (first, weights, said), (second, resumed_weights, resumed_said) = runs
+    assert not any("resumed_from" in r for r in first) and "resuming" not in said
+    assert [r["step"] for r in second] == list(range(1, 7))
+    assert [(r["step"], r["resumed_from"]) for r in second if "resumed_from" in r] == [(5, 4)]
+    assert f"tiny: resuming from step 4 of 6 ({tmp_path})" in resumed_said
+    assert [r["loss"] for r in second] == [r["loss"] for r in first]
+    assert all(torch.equal(weights[n], resumed_weights[n]) for n in weights)
