@@ -16,10 +16,12 @@ ARCH = {"num_layers": 1, "hidden_size": 4, "num_attention_heads": 2, "num_query_
 CONFIG = {"kind": "moe", "num_experts": 2, "arch": ARCH, "vocab": 10, "anchor_sha256": "a", "tokenizer_sha256": "t"}
 
 
-def expert(root, name, seed, anchor_ffn, **config):
+def expert(root, name, seed, anchor_ffn, anchor_row=None, **config):
+    """A 2-slot expert: `anchor_row` is its router's anchor row (zeros, as upcycling leaves it)."""
     g = torch.Generator().manual_seed(seed)
+    row = torch.zeros(1, 4) if anchor_row is None else anchor_row[None]
     state = {FC1.format(0): anchor_ffn, FC1.format(1): torch.randn(6, 4, generator=g),
-             ROUTER: torch.cat([torch.zeros(1, 4), torch.randn(1, 4, generator=g)]),
+             ROUTER: torch.cat([row, torch.randn(1, 4, generator=g)]),
              EMB: torch.randn(10, 4, generator=g)}
     path = root / name
     path.mkdir()
@@ -30,12 +32,21 @@ def expert(root, name, seed, anchor_ffn, **config):
 
 @pytest.fixture
 def experts(tmp_path):
-    anchor_ffn = torch.randn(6, 4)
-    made = {n: expert(tmp_path, n, i, anchor_ffn) for i, n in enumerate(["math", "code", "safety"])}
+    """Three experts of one anchor; their router's anchor row is nonzero (the same in each: it
+    is frozen while an expert trains)."""
+    anchor_ffn, anchor_row = torch.randn(6, 4), torch.randn(4)
+    made = {n: expert(tmp_path, n, i, anchor_ffn, anchor_row) for i, n in enumerate(["math", "code", "safety"])}
     return {n: p for n, (p, _) in made.items()}, {n: s for n, (_, s) in made.items()}, anchor_ffn
 
 
-def test_slots_rows_and_mean(experts):
+def saved_anchor(root, embeddings):
+    """An anchor model folder holding its shared tensors (here: the embeddings)."""
+    (root / "anchor").mkdir()
+    save_file({EMB: embeddings}, root / "anchor" / "model.safetensors")
+    return root / "anchor"
+
+
+def test_slots_rows_and_mean(experts, tmp_path):
     paths, states, anchor_ffn = experts
     out = merge(paths)
     assert torch.equal(out[FC1.format(0)], anchor_ffn)
@@ -43,6 +54,13 @@ def test_slots_rows_and_mean(experts):
         assert torch.equal(out[FC1.format(i)], states[name][FC1.format(1)])
         assert torch.equal(out[ROUTER][i], states[name][ROUTER][1])
     assert out[ROUTER].shape == (4, 4)
+    # The anchor's row is kept (the mean of the experts' identical rows: up to float32 rounding).
+    anchor_row = states["math"][ROUTER][0]
+    assert anchor_row.abs().min() > 0
+    merged = [out, merge(paths, "weighted_mean", {"math": 5, "code": 1, "safety": 2}),
+              merge(paths, "disjoint_mean", anchor=saved_anchor(tmp_path, torch.randn(10, 4)))]
+    for row in (m[ROUTER][0] for m in merged):
+        assert torch.allclose(row, anchor_row, rtol=1e-6, atol=0)
     mean = sum(s[EMB].double() for s in states.values()) / 3
     assert torch.allclose(out[EMB], mean.float())
 
@@ -79,11 +97,8 @@ def test_weighted_mean_and_base_plus_mean_delta(experts, tmp_path):
     out = merge(paths, "weighted_mean", {"math": 2, "code": 1, "safety": 1})
     expected = (2 * states["math"][EMB] + states["code"][EMB] + states["safety"][EMB]) / 4
     assert torch.allclose(out[EMB], expected, atol=1e-6)
-    anchor = tmp_path / "anchor"
-    anchor.mkdir()
     base = torch.randn(10, 4)
-    save_file({EMB: base}, anchor / "model.safetensors")
-    out = merge(paths, "base_plus_mean_delta", delta_scale=2.0, anchor=anchor)
+    out = merge(paths, "base_plus_mean_delta", delta_scale=2.0, anchor=saved_anchor(tmp_path, base))
     mean = sum(s[EMB] for s in states.values()) / 3
     assert torch.allclose(out[EMB], base + 2 * (mean - base), atol=1e-5)
     with pytest.raises(MergeError, match="missing: \\['safety'\\]"):
@@ -139,22 +154,29 @@ def test_the_stage_refuses_experts_of_another_anchor_before_any_mlflow_run(tmp_p
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "outputs" / "merge_experts").exists()
 
 
-def test_disjoint_mean_keeps_a_change_only_one_expert_made(experts, tmp_path):
-    """Per element: the anchor plus the mean change of the experts that changed it."""
+def test_disjoint_mean_averages_each_element_over_the_experts_that_changed_it(experts, tmp_path):
+    """Every expert changes embedding rows of its own, rows it shares with one other expert and
+    rows all three change; two rows no expert changes. Per element the merge is the anchor plus
+    the mean change of the experts that changed it (written out row by row here)."""
     paths, states, _ = experts
-    anchor = tmp_path / "anchor"
-    anchor.mkdir()
     base = torch.randn(10, 4)
-    save_file({EMB: base}, anchor / "model.safetensors")
-    for name, rows in (("math", slice(0, 5)), ("code", slice(3, 10)), ("safety", slice(0, 0))):
+    anchor = saved_anchor(tmp_path, base)
+    rows = {"math": [0, 3, 4, 6, 7], "code": [1, 3, 5, 6, 7], "safety": [2, 4, 5, 6, 7]}
+    for name, changed_rows in rows.items():
         changed = base.clone()
-        changed[rows] = states[name][EMB][rows]
+        changed[changed_rows] = states[name][EMB][changed_rows]
         save_file({k: changed if k == EMB else t for k, t in states[name].items()}, paths[name] / "model.safetensors")
+    m, c, s = (states[n][EMB] - base for n in ("math", "code", "safety"))  # each expert's change
+    expected = torch.stack([
+        base[0] + m[0], base[1] + c[1], base[2] + s[2],            # one expert alone: its whole change
+        base[3] + (m[3] + c[3]) / 2, base[4] + (m[4] + s[4]) / 2,  # two: their mean change
+        base[5] + (c[5] + s[5]) / 2,
+        base[6] + (m[6] + c[6] + s[6]) / 3, base[7] + (m[7] + c[7] + s[7]) / 3,  # all three: as `mean`
+        base[8], base[9]])                                         # none: the anchor's
     out = merge(paths, "disjoint_mean", anchor=anchor)
-    math, code = states["math"][EMB], states["code"][EMB]
-    assert torch.allclose(out[EMB][:3], math[:3])                      # math alone changed them
-    assert torch.allclose(out[EMB][3:5], (math[3:5] + code[3:5]) / 2)  # both: their mean
-    assert torch.allclose(out[EMB][5:], code[5:])                      # code alone
-    assert torch.allclose(merge(paths, "mean")[EMB][:3], (2 * base[:3] + math[:3]) / 3)  # what mean keeps
+    assert torch.allclose(out[EMB], expected, rtol=0, atol=1e-6), (out[EMB] - expected).abs().max()
+    assert torch.equal(out[EMB][8:], base[8:])
+    # What `mean` keeps of an element one expert changed: a third of the change.
+    assert torch.allclose(merge(paths, "mean")[EMB][2], base[2] + s[2] / 3, atol=1e-6)
     with pytest.raises(MergeError, match="disjoint_mean needs the anchor"):
         merge(paths, "disjoint_mean")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -52,6 +53,16 @@ class Log:
                 f.write(json.dumps(record) + "\n")
 
 
+def resumed(meta: dict | None, ckpt: Resumable, total: int, desc: str) -> int:
+    """The step a run starts from: its restored checkpoint's (said on stderr), or 0. The first
+    record after a resume carries `resumed_from` (in log.jsonl, train_log.json and MLflow)."""
+    if not meta:
+        return 0
+    if parallel.rank() == 0:
+        print(f"{desc}: resuming from step {meta['step']} of {total} ({ckpt.root})", file=sys.stderr, flush=True)
+    return meta["step"]
+
+
 def progress(total: int, initial: int, desc: str):
     from tqdm import tqdm
 
@@ -64,7 +75,7 @@ def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) 
     matching checkpoint exists); returns the per-step log."""
     opt = optimizer(model, spec.optim, getattr(spec, "lr_scale", None))
     meta = ckpt.restore(model, opt)
-    start = saved = meta["step"] if meta else 0
+    start = saved = resumed(meta, ckpt, spec.steps, desc)
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
     model.train()
     bar = progress(spec.steps, start, desc)
@@ -83,7 +94,7 @@ def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) 
         loss.backward()
         grad_norm = opt.step(spec.optim.grad_clip)
         log.append({"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
-                    "tokens": int(num_tokens)})
+                    "tokens": int(num_tokens), **({"resumed_from": start} if step == start > 0 else {})})
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:

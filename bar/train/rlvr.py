@@ -17,7 +17,7 @@ import torch
 from bar import data, parallel, tokenizer
 from bar.generate import generate
 from bar.specs import RLVRSpec
-from bar.train import Log, lr_at, optimizer, progress, set_lr
+from bar.train import Log, lr_at, optimizer, progress, resumed, set_lr
 from bar.train.checkpoint import Resumable
 
 
@@ -92,7 +92,7 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
     per-step log."""
     opt = optimizer(model, spec.optim, spec.lr_scale)
     meta = ckpt.restore(model, opt)
-    start = meta["step"] if meta else 0
+    start = resumed(meta, ckpt, spec.steps, desc)
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
     drawn = draws(items, spec, seed)
     vocab, pad = len(tok), tok.pad_token_id
@@ -134,7 +134,7 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
         log.append({"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
                     "reward_mean": float(rewards.mean()), "pass_rate": float(solved.mean()),
                     "kl": kl, "completion_length": float(mask.sum(1).mean()),
-                    "tokens": int(mask.sum())})
+                    "tokens": int(mask.sum()), **({"resumed_from": start} if step == start > 0 else {})})
         bar.update(1)
         bar.set_postfix(reward=f"{rewards.mean():.2f}")
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:

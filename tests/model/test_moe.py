@@ -5,6 +5,7 @@ import torch
 
 from bar.model.moe import anchor_ffn, group_of, upcycle
 from bar.specs import ModelSpec
+from bar.train.checkpoint import Resumable
 
 ARCH = ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
                  ffn_hidden_size=48, vocab_size=320, seq_length=32)
@@ -214,3 +215,48 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
         out = hf.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False,
                           eos_token_id=sorted(stop_ids(tok)), pad_token_id=tok.pad_token_id)
         assert out[0, len(prompt):].tolist() == new
+
+
+@pytest.fixture(scope="module")
+def three_slots(megatron):
+    """The weights of a random 3-slot MoE (anchor + two experts, as merged)."""
+    from bar.model import build
+    from bar.train.checkpoint import full_state
+
+    torch.manual_seed(3)
+    return full_state(build(ARCH, 1, num_experts=3))
+
+
+def router_gradients(state, tmp_path, topk=None, z_loss=0.0, load_balancing=0.0) -> dict[str, torch.Tensor]:
+    """The router weights' gradients of one step of bar's training loop (`bar.train.train`: the
+    loss it backprops, with whatever Megatron-Core's router adds) on `state` with only the
+    router training, as fit_router does; the same batch every time."""
+    from bar.model import build
+    from bar.model.moe import set_trainable
+    from bar.specs import TrainSpec
+    from bar.train import train
+    from bar.train.batches import Batches
+    from bar.train.checkpoint import load_state
+
+    model = build(ARCH, 1, num_experts=3, topk=topk, z_loss=z_loss, load_balancing=load_balancing)
+    load_state(model, state)
+    set_trainable(model, ["router"], freeze_anchor_row=False)
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randint(1, 320, (20,), generator=g).tolist(), [True] * 20) for _ in range(16)]
+    spec = TrainSpec(steps=1, batch_size=4, checkpoint_every=50, optim={"lr": 1e-3, "grad_clip": 0})
+    train(model, Batches(items, batch_size=4, seq_length=32, pad_id=0, seed=0), spec, Resumable(tmp_path, "fp"),
+          desc="router")
+    return {name: p.grad.clone() for name, p in model.named_parameters() if name.endswith(".mlp.router.weight")}
+
+
+@pytest.mark.parametrize("coefficient,value,topk", [("z_loss", 1e-3, None), ("load_balancing", 1e-2, 2)])
+def test_each_router_loss_coefficient_changes_the_routers_gradient(three_slots, tmp_path, coefficient, value, topk):
+    """router.yaml's z_loss (the default 1e-3, every expert active) and load_balancing (top 2 of 3)
+    reach the gradient bar's training step gives the router; at 0 the gradient is the LM loss's alone."""
+    without = router_gradients(three_slots, tmp_path / "0", topk)
+    again = router_gradients(three_slots, tmp_path / "0 again", topk)
+    coefficient_on = router_gradients(three_slots, tmp_path / "on", topk, **{coefficient: value})
+    assert len(without) == ARCH.num_layers
+    for name, grad in without.items():
+        assert grad.norm() > 0 and torch.equal(grad, again[name]), name
+        assert (coefficient_on[name] - grad).norm() > 0.1 * grad.norm(), name

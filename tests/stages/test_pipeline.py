@@ -243,6 +243,41 @@ def test_anchor_ffn_unchanged_in_every_expert(project):
             "decoder.layers.0.mlp.linear_fc1.weight"]), "the domain FFN trained"
 
 
+def merged_by_hand(project) -> dict:
+    """The merge recomputed from the published experts and the anchor with torch alone (not
+    bar.merge): slot 0 the anchor's FFN, slot i and router row i expert i's slot 1 and row 1,
+    router row 0 the experts' (shared, frozen) anchor row, shared tensors by the strategy of
+    specs/merge.yaml (mean, or disjoint_mean: per element the anchor plus the mean change of
+    the experts that changed it)."""
+    import re
+
+    from safetensors.torch import load_file
+
+    from bar.specs import Specs
+
+    strategy = Specs(project).merge.strategy
+    assert strategy in ("mean", "disjoint_mean"), f"recompute {strategy} here too"
+    anchor = load_file(project / "outputs" / "train_anchor" / "model.safetensors")
+    experts = [load_file(project / "outputs" / "train_expert" / e / "model.safetensors") for e in EXPERTS]
+    out = {}
+    for key in experts[0]:
+        ffn = re.fullmatch(r"decoder\.layers\.(\d+)\.mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12]\.weight)", key)
+        if ffn and ffn[2] == "0":
+            out[key] = anchor[f"decoder.layers.{ffn[1]}.mlp.{ffn[3]}"]
+        elif ffn:
+            for i, e in enumerate(experts, start=1):
+                out[f"decoder.layers.{ffn[1]}.mlp.experts.local_experts.{i}.{ffn[3]}"] = e[key]
+        elif key.endswith(".mlp.router.weight"):
+            out[key] = torch.cat([experts[0][key][:1], *(e[key][1:] for e in experts)])
+        elif strategy == "mean":
+            out[key] = (sum(e[key].double() for e in experts) / len(experts)).float()
+        else:
+            changes = [e[key].double() - anchor[key].double() for e in experts]
+            changed_by = sum((c != 0).double() for c in changes)
+            out[key] = (anchor[key].double() + sum(changes) / changed_by.clamp(min=1)).float()
+    return out
+
+
 def test_merge_records_components_and_router_fit_only_the_router(project):
     from safetensors.torch import load_file
 
@@ -254,6 +289,10 @@ def test_merge_records_components_and_router_fit_only_the_router(project):
         path = project / "outputs" / "train_expert" / component["name"] / "model.safetensors"
         assert component["sha256"] == sha256(path) and component["version"] == 1
     merged = load_file(project / "outputs" / "merge_experts" / "model.safetensors")
+    by_hand = merged_by_hand(project)
+    assert merged.keys() == by_hand.keys()
+    for key, tensor in merged.items():
+        assert torch.allclose(tensor, by_hand[key], rtol=0, atol=1e-6), (key, (tensor - by_hand[key]).abs().max())
     routed = load_file(project / "outputs" / "fit_router" / "model.safetensors")
     assert merged.keys() == routed.keys()
     changed = {k for k in merged if not torch.equal(merged[k], routed[k])}

@@ -52,3 +52,86 @@ def test_a_failed_publish_leaves_the_previous_output_in_place(tmp_path):
         (tmp / "model.safetensors").write_text("new")
     assert (out / "model.safetensors").read_text() == "new"
     assert sorted(p.name for p in out.parent.iterdir()) == ["train_anchor"]
+
+
+def test_restore_brings_back_the_weights_and_every_adamw_moment_exactly(tmp_path, megatron):
+    """A 2-slot MoE trained 3 steps by bar's optimizer (groups at two learning-rate scales, the
+    anchor FFN frozen), saved, restored into a fresh model and optimizer: the same weights and
+    AdamW state (exp_avg, exp_avg_sq, step) bit for bit, and the next step the same as well."""
+    from bar.model import build
+    from bar.model.moe import set_trainable
+    from bar.specs import ModelSpec, OptimSpec
+    from bar.train import optimizer, set_lr
+    from bar.train.checkpoint import full_state
+
+    arch = ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2, ffn_hidden_size=48,
+                     vocab_size=64, seq_length=16)
+    optim = OptimSpec(lr=1e-2, weight_decay=0.1)
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        model = build(arch, 1, num_experts=2)
+        set_trainable(model, ["domain_ffn", "router", "embeddings"])
+        opt = optimizer(model, optim, {"embeddings": 0.1})
+        set_lr(opt, optim.lr)
+        return model, opt
+
+    def step(model, opt):
+        opt.zero_grad(set_to_none=True)
+        model(x, None, None, labels=x).mean().backward()
+        opt.step()
+
+    model, opt = fresh(1)
+    for _ in range(3):
+        step(model, opt)
+    ckpt = Resumable(tmp_path, "fp")
+    ckpt.save(3, model, opt, {"log": []})
+    other, other_opt = fresh(2)
+    assert not torch.equal(full_state(other)["output_layer.weight"], full_state(model)["output_layer.weight"])
+    assert ckpt.restore(other, other_opt)["step"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(full_state(model).values(), full_state(other).values()))
+    params, restored = dict(model.named_parameters()), dict(other.named_parameters())
+    trained = {n for n, p in params.items() if opt.state.get(p)}
+    assert trained and trained == {n for n, p in restored.items() if other_opt.state.get(p)}
+    assert all("local_experts.0." not in n for n in trained)  # the anchor FFN has no moments
+    for name in trained:
+        mine, theirs = opt.state[params[name]], other_opt.state[restored[name]]
+        assert theirs["exp_avg_sq"].abs().max() > 0
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(mine[key], theirs[key]), (name, key)
+    step(model, opt)
+    step(other, other_opt)
+    after, other_after = full_state(model), full_state(other)
+    assert all(torch.equal(after[n], other_after[n]) for n in after)
+
+
+def test_a_resumed_run_says_and_records_the_step_it_resumed_from(tmp_path, megatron, capsys):
+    """bar.train.train run to the end leaves its newest checkpoint (step 4 of 6); run again on a
+    fresh model it resumes there, says so on stderr, marks the first record after it with
+    `resumed_from`, and ends where the uninterrupted run ended."""
+    from bar.model import build
+    from bar.specs import ModelSpec, TrainSpec
+    from bar.train import train
+    from bar.train.batches import Batches
+    from bar.train.checkpoint import full_state
+
+    arch = ModelSpec(num_layers=1, hidden_size=32, num_attention_heads=4, num_query_groups=2, ffn_hidden_size=48,
+                     vocab_size=64, seq_length=16)
+    spec = TrainSpec(steps=6, batch_size=2, checkpoint_every=2, optim={"lr": 1e-2})
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randint(1, 64, (12,), generator=g).tolist(), [True] * 12) for _ in range(20)]
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = build(arch, 1)
+        log = train(model, Batches(items, batch_size=2, seq_length=16, pad_id=0, seed=0), spec,
+                    Resumable(tmp_path, "fp"), desc="tiny")
+        runs.append((log, full_state(model), capsys.readouterr().err))
+    (first, weights, said), (second, resumed_weights, resumed_said) = runs
+    assert not any("resumed_from" in r for r in first) and "resuming" not in said
+    assert [r["step"] for r in second] == list(range(1, 7))
+    assert [(r["step"], r["resumed_from"]) for r in second if "resumed_from" in r] == [(5, 4)]
+    assert f"tiny: resuming from step 4 of 6 ({tmp_path})" in resumed_said
+    assert [r["loss"] for r in second] == [r["loss"] for r in first]
+    assert all(torch.equal(weights[n], resumed_weights[n]) for n in weights)

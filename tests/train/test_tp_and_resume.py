@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,9 +24,10 @@ def torchrun(project: Path, nproc: int, **popen) -> subprocess.Popen:
                             text=True, start_new_session=True, **popen)
 
 
-def finish(proc: subprocess.Popen) -> None:
+def finish(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-5000:]
+    return out
 
 
 def final(project: Path) -> tuple[dict, dict]:
@@ -63,31 +65,44 @@ def test_tp2_matches_tp1(tiny_project, tmp_path):
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-3
 
 
-def test_killed_training_resumes_to_the_same_weights(tiny_project, tmp_path):
+def test_killed_training_resumes_from_its_last_checkpoint_to_the_same_weights(tiny_project, tmp_path):
+    """Killed (SIGKILL, the whole process group) once a checkpoint at a seeded random step is
+    written, the re-run says and records (`resumed_from` in the log) that it resumed from the
+    newest checkpoint, and ends bit-identical to a run never interrupted."""
     import shutil
 
-    configure(tiny_project, steps=60, checkpoint_every=10)
+    configure(tiny_project, steps=60, checkpoint_every=5)
     reference = tmp_path / "reference"
     shutil.copytree(tiny_project, reference)
     finish(torchrun(reference, 1))
 
+    wait_for = random.Random(34).choice(range(5, 60, 5))  # a checkpoint step after the first
     proc = torchrun(tiny_project, 1)
     ckpts = tiny_project / "checkpoints" / "pretrain_base" / "train"
+
+    def saved() -> list[int]:
+        return [int(p.name.split("_")[1]) for p in ckpts.glob("step_*") if (p / "checkpoint.json").exists()]
+
     deadline = time.time() + 300
-    while not any((p / "checkpoint.json").exists() for p in ckpts.glob("step_*")):
-        assert proc.poll() is None, "worker ended before its first checkpoint"
+    while not any(step >= wait_for for step in saved()):
+        assert proc.poll() is None, f"worker ended before its checkpoint at step {wait_for}"
         assert time.time() < deadline
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (ckpts / "final").exists(), "killed too late: the run had already finished"
-    killed_at = max(int(p.name.split("_")[1]) for p in ckpts.glob("step_*"))
-    assert 0 < killed_at < 60
+    killed_at = max(saved())
+    print(f"killed after the checkpoint at step {killed_at} (waited for {wait_for})")
+    assert wait_for <= killed_at < 60
 
-    finish(torchrun(tiny_project, 1))
+    out = finish(torchrun(tiny_project, 1))
+    assert f"pretrain_base: resuming from step {killed_at} of 60" in out
     (meta, weights), (ref_meta, ref_weights) = final(tiny_project), final(reference)
-    assert [r["step"] for r in meta["logs"]["train"]] == list(range(1, 61))
-    assert [r["loss"] for r in meta["logs"]["train"]] == [r["loss"] for r in ref_meta["logs"]["train"]]
+    log, ref_log = meta["logs"]["train"], ref_meta["logs"]["train"]
+    assert [r["step"] for r in log] == list(range(1, 61))
+    assert [(r["step"], r["resumed_from"]) for r in log if "resumed_from" in r] == [(killed_at + 1, killed_at)]
+    assert not any("resumed_from" in r for r in ref_log)
+    assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
     assert weights.keys() == ref_weights.keys()
     for name in weights:
         assert (weights[name] == ref_weights[name]).all(), name
