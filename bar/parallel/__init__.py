@@ -87,15 +87,6 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def check_precision(precision: str, key: str) -> None:
-    """Refuse, before any work, a precision this machine's device cannot compute in."""
-    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        from bar.specs import SpecError
-
-        raise SpecError(f"{key} = bf16: {torch.cuda.get_device_name()} has no bfloat16 support; "
-                        f"allowed here: fp32")
-
-
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 

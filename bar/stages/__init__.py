@@ -34,13 +34,7 @@ def entry(main, *args) -> None:
 
     try:
         if "--worker" not in sys.argv and Path("specs/model.yaml").exists():
-            from bar.specs import Specs
-
-            specs = Specs()
-            if specs.model.precision != "fp32":  # before any work: a device without it fails here
-                from bar import parallel
-
-                parallel.check_precision(specs.model.precision, f"{specs.path('model')}: precision")
+            check_precision()
         main(*args)
     except (InputError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -56,6 +50,19 @@ def entry(main, *args) -> None:
             tail = traceback.format_exc().rstrip().splitlines()[-12:]
             Path(os.environ["BAR_ERROR_FILE"]).write_text("unexpected error in a worker:\n" + "\n".join(tail))
         raise
+
+
+def check_precision() -> None:
+    """Refuse, before any work, a precision this machine's device cannot compute in."""
+    from bar.specs import SpecError, Specs
+
+    specs = Specs()
+    if specs.model.precision == "bf16":
+        import torch
+
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise SpecError(f"{specs.path('model')}: precision = bf16: {torch.cuda.get_device_name()} has no "
+                            f"bfloat16 support; allowed here: fp32")
 
 
 def output(stage: str, *parts: str) -> Path:

@@ -1,0 +1,85 @@
+"""DVC code deps cannot drift: every module a stage imports (its import closure, lazy imports
+inside functions included) is covered by one of the stage's deps in dvc.yaml or
+baselines/dvc.yaml, or a missing dep fails naming the stage and the file.
+
+One documented exception (LOGGING_ONLY): code that records runs and produces none of a stage's
+outputs, so that a change to how runs are logged does not retrain models.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGGING_ONLY = {"bar/tracking.py": "MLflow runs, lineage tags and the registry: no stage output depends on it"}
+
+
+def module_file(name: str) -> Path | None:
+    """bar.x.y -> bar/x/y.py or bar/x/y/__init__.py (None: not a bar module)."""
+    parts = name.split(".")
+    if parts[0] != "bar":
+        return None
+    path = ROOT.joinpath(*parts)
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported(path: Path) -> set[Path]:
+    """The bar modules a file imports, anywhere in it, with the packages they live in."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # importing bar.a.b runs bar/__init__ and bar/a/__init__
+                if (f := module_file(".".join(parts[:i]))) is not None:
+                    found.add(f)
+    return found
+
+
+def closure(module: str) -> set[str]:
+    todo, seen = [module_file(module)], set()
+    while todo:
+        path = todo.pop()
+        rel = str(path.relative_to(ROOT))
+        if rel in seen or rel in LOGGING_ONLY:
+            continue
+        seen.add(rel)
+        todo.extend(imported(path))
+    return seen
+
+
+def stages() -> list[tuple[str, str, list[str]]]:
+    """(dvc file, stage, deps) of every stage whose command runs a bar module."""
+    out = []
+    for dvcfile in ("dvc.yaml", "baselines/dvc.yaml"):
+        for name, stage in yaml.safe_load((ROOT / dvcfile).read_text())["stages"].items():
+            body = stage.get("do", stage)
+            out.append((dvcfile, name, body["cmd"].split()[2], body["deps"]))
+    return out
+
+
+def missing_deps(module: str, deps: list[str]) -> list[str]:
+    covered = [d.rstrip("/") for d in deps]
+    return sorted(f for f in closure(module)
+                  if not any(f == d or f.startswith(d + "/") for d in covered))
+
+
+@pytest.mark.parametrize("dvcfile,name,module,deps", stages(), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_stage_lists_every_module_it_imports_as_a_dep(dvcfile, name, module, deps):
+    missing = missing_deps(module, deps)
+    assert not missing, f"{dvcfile}: stage {name} ({module}) imports {', '.join(missing)}: add them to its deps"
+
+
+def test_a_dep_taken_out_is_named():
+    dvcfile, name, module, deps = next(s for s in stages() if s[1] == "merge_experts")
+    assert "bar/merge.py" in closure(module)
+    assert missing_deps(module, [d for d in deps if d != "bar/merge.py"]) == ["bar/merge.py"]
