@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from bar.model.moe import ANCHOR_SLOT, _EXPERT, _ROUTER, expert_name, router_name
+from bar.model.moe import _EXPERT, _ROUTER, ANCHOR_SLOT, expert_name, router_name
 from bar.specs import InputError, ModelSpec
 
 

@@ -31,7 +31,7 @@ def naive_merge(experts: dict[str, Path]) -> dict:
     import torch
     from safetensors.torch import load
 
-    from bar.model.moe import ANCHOR_SLOT, _EXPERT, _ROUTER, expert_name, router_name
+    from bar.model.moe import _EXPERT, _ROUTER, ANCHOR_SLOT, expert_name, router_name
 
     names = list(experts)
     states = {n: load((experts[n] / "model.safetensors").read_bytes()) for n in names}
@@ -56,12 +56,12 @@ def naive_merge(experts: dict[str, Path]) -> dict:
 
 def one(kind: str, experts: list[Path], dest: Path) -> None:
     """Child process: run one merge, save it, print {seconds, peak_mib} as JSON."""
+    import threading
+
     import torch  # noqa: F401  (imports happen before the baseline is taken)
     from safetensors.torch import save_file
 
     from bar.merge import merge
-
-    import threading
 
     def rss() -> int:
         with open("/proc/self/status") as f:
@@ -138,8 +138,8 @@ def main() -> None:
     if args.one:
         return one(args.one[0], args.experts, Path(args.one[1]))
 
-    from safetensors.torch import load_file
     import torch
+    from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -48,7 +48,7 @@ def main() -> None:
                 "bar --help": [sys.executable, "-m", "bar.cli", "--help"]}
     times = {name: statistics.median(timed(cmd, root) for _ in range(args.repeats))
              for name, cmd in commands.items()}
-    code = "import sys, bar.cli; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    code = f"import sys, bar.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
     print(f"median of {args.repeats} runs, each a fresh process ({root}; targets: {args.targets or 'all'})")

@@ -38,7 +38,7 @@ def wait(url: str, seconds: float = 120) -> None:
             return
         except OSError:
             if time.time() > deadline:
-                raise SystemExit(f"{url} did not answer within {seconds:.0f} s")
+                raise SystemExit(f"{url} did not answer within {seconds:.0f} s") from None
             time.sleep(1)
 
 

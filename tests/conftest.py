@@ -120,8 +120,7 @@ def make_llama(folder: Path, *, layers: int = 2, hidden: int = 64, heads: int = 
     of bar's special tokens)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                              PreTrainedTokenizerFast)
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 
     from bar.data.generate import documents
 

@@ -169,7 +169,7 @@ def main():
             encoded = _run(program, builtins_dict, payload["timeout_s"])
         except ProgramTimeout:  # the alarm fired between the program and the disarm
             encoded = None
-        _write(results_fd, '{"index": %d, "results": %s}\n' % (index, encoded or "null"))
+        _write(results_fd, f'{{"index": {index:d}, "results": {encoded or "null"}}}\n')
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import sys
 from pathlib import Path
 
 from bar.specs import Specs, spec_hash
-from bar.stages import CHECKPOINTS, entry, output
-from bar.stages import _training
+from bar.stages import CHECKPOINTS, _training, entry, output
 from bar.stages.train_expert import Phase, adapt, branch, check_anchor_ffn, model_inputs, phase_seed, phases_of
 
 STAGE = "baseline"

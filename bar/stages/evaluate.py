@@ -117,8 +117,7 @@ def plot(table, routing, experts, domains, out) -> None:
 def main() -> None:
     from safetensors.torch import load_file
 
-    from bar import parallel, tokenizer, tracking
-    from bar import cost
+    from bar import cost, parallel, tokenizer, tracking
     from bar import eval as evaluation
     from bar.merge import with_merged_shared, with_only
     from bar.model import build

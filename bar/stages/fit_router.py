@@ -11,8 +11,7 @@ import random
 import sys
 
 from bar.specs import Specs, spec_hash
-from bar.stages import CHECKPOINTS, entry, output
-from bar.stages import _training
+from bar.stages import CHECKPOINTS, _training, entry, output
 from bar.stages.prepare_data import derived_seed
 
 STAGE = "fit_router"

@@ -19,10 +19,10 @@ def main() -> None:
 
     from bar import tracking
     from bar.merge import check_compatible, merge
-    from bar.train.checkpoint import sha256
     from bar.model.hf import export
     from bar.specs import ModelSpec
     from bar.tokenizer import load as load_tokenizer
+    from bar.train.checkpoint import sha256
 
     specs = Specs()
     spec, names = specs.merge, specs.params.experts

@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 from bar.specs import Specs, spec_hash
-from bar.stages import CHECKPOINTS, entry, output, read_jsonl
-from bar.stages import _training
+from bar.stages import CHECKPOINTS, _training, entry, output, read_jsonl
 
 STAGE = "pretrain_base"
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import sys
 
 from bar.specs import Specs, spec_hash
-from bar.stages import entry, output
-from bar.stages import _training
+from bar.stages import _training, entry, output
 
 STAGE = "train_anchor"
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bar.specs import LMStageSpec, RLVRSpec, Specs, spec_hash
-from bar.stages import CHECKPOINTS, entry, output
-from bar.stages import _training
+from bar.stages import CHECKPOINTS, _training, entry, output
 
 STAGE = "train_expert"
 

@@ -2,8 +2,8 @@
 
 A checkpoint directory holds `model.safetensors`, optionally `optim.safetensors` (AdamW
 moments, and the fp32 main weights of a bf16 model) and `checkpoint.json` (step, fingerprint
-of what is being trained, the log so far, RNG state, and the sha256 of each tensor file). It is written under a temporary name and
-renamed into place, and `checkpoint.json` is written last, so a directory without a valid
+of what is being trained, the log so far, RNG state, and the sha256 of each tensor file). It is
+written under a temporary name and renamed into place, and `checkpoint.json` is written last, so a directory without a valid
 manifest is never taken as complete. Tensors are full, so a checkpoint loads at any
 tensor-parallel size.
 """

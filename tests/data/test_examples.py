@@ -7,8 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bar.data import DOMAINS, TOOL_CALL_END, TOOL_CALL_START, Example, examples, verify_batch
-from bar.data import generate
+from bar.data import DOMAINS, TOOL_CALL_END, TOOL_CALL_START, Example, examples, generate, verify_batch
 from bar.data.example import is_eval_prompt
 
 

@@ -5,7 +5,6 @@ import torch
 
 from conftest import make_llama
 
-
 # Llama 3.x's scaled RoPE (Llama 3.2's factor): with head_dim 16 and theta 10000 the lowest
 # frequencies have wavelengths past 8192 tokens, which the scaling divides by the factor.
 LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 32.0, "low_freq_factor": 1.0,

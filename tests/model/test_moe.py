@@ -39,7 +39,7 @@ def test_upcycle_slots_and_groups(dense_states):
 
 
 def test_moe_megatron_matches_mixtral_and_anchor_stays_frozen(tmp_path, dense_states, megatron):
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM
 
     from bar.model import build
     from bar.model.hf import export
