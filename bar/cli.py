@@ -28,8 +28,11 @@ def _compare(args) -> int:
 
     history = tracking.expert_history(args.expert, args.root)
     if not history:
-        print(f"error: no finished runs of expert {args.expert!r} in {tracking.tracking_uri(args.root)}; "
-              "run `dvc repro` first", file=sys.stderr)
+        print(
+            f"error: no finished runs of expert {args.expert!r} in {tracking.tracking_uri(args.root)}; "
+            "run `dvc repro` first",
+            file=sys.stderr,
+        )
         return 2
     heads = [f"v{h['version']} {h['run_id'][:8]}" for h in history]
     keys = sorted({k for h in history for k in h["params"]})
@@ -38,12 +41,14 @@ def _compare(args) -> int:
     rows = [(f"spec {k.removeprefix('expert.')}", [h["params"].get(k, "-") for h in history]) for k in changed]
     rows += [(f"expert {d}", [_num(h["metrics"].get(f"eval/{d}")) for h in history]) for d in domains]
     rows += [(f"routed {d}", [_num(h["routed"].get(d)) for h in history]) for d in [*domains, "overall"]]
-    rows += [("bar-moe versions", [",".join(map(str, h["moe_versions"])) or "-" for h in history]),
-             ("cost tokens", [_num(h["metrics"].get("cost/tokens"), "{:.0f}") for h in history]),
-             ("cost FLOPs", [_num(h["metrics"].get("cost/flops"), "{:.3g}") for h in history]),
-             ("cost wall s", [_num(h["metrics"].get("cost/wall_seconds"), "{:.0f}") for h in history]),
-             # Floating-point results depend on it: compare versions trained alike.
-             ("threads per rank", [h["threads"] for h in history])]
+    rows += [
+        ("bar-moe versions", [",".join(map(str, h["moe_versions"])) or "-" for h in history]),
+        ("cost tokens", [_num(h["metrics"].get("cost/tokens"), "{:.0f}") for h in history]),
+        ("cost FLOPs", [_num(h["metrics"].get("cost/flops"), "{:.3g}") for h in history]),
+        ("cost wall s", [_num(h["metrics"].get("cost/wall_seconds"), "{:.0f}") for h in history]),
+        # Floating-point results depend on it: compare versions trained alike.
+        ("threads per rank", [h["threads"] for h in history]),
+    ]
     width = max(len(r[0]) for r in rows)
     cols = [max(len(heads[i]), *(len(str(r[1][i])) for r in rows)) for i in range(len(history))]
     print(f"expert {args.expert}: {len(history)} runs ({tracking.tracking_uri(args.root)})")
@@ -62,9 +67,12 @@ def _lineage(args) -> int:
     try:
         info = tracking.model_lineage(name, version, args.root)
     except LookupError as e:
-        print(f"error: no model version {name}/{version} in {tracking.tracking_uri(args.root)} "
-              f"({e}); `bar lineage <version>` is a bar-moe version, "
-              "`bar lineage bar-expert-<name>/<version>` an expert's", file=sys.stderr)
+        print(
+            f"error: no model version {name}/{version} in {tracking.tracking_uri(args.root)} "
+            f"({e}); `bar lineage <version>` is a bar-moe version, "
+            "`bar lineage bar-expert-<name>/<version>` an expert's",
+            file=sys.stderr,
+        )
         return 2
     aliases = f" (aliases: {', '.join(info['aliases'])})" if info["aliases"] else ""
     print(f"{name} version {info['version']}{aliases}")
@@ -80,9 +88,11 @@ def _lineage(args) -> int:
         scores = {k.removeprefix("routed/"): v for k, v in ev.items() if k.startswith("routed/")}
         print("    routed scores: " + ", ".join(f"{d} {v:.1f}" for d, v in sorted(scores.items())))
         if "assembly/upgrade_ratio" in ev:
-            print(f"    re-run for it: {ev['rerun']}; training FLOPs {ev['assembly/upgrade_flops']:.3g} vs "
-                  f"{ev['assembly/retrain_flops']:.3g} for a monolithic retrain "
-                  f"(ratio {ev['assembly/upgrade_ratio']:.3f})")
+            print(
+                f"    re-run for it: {ev['rerun']}; training FLOPs {ev['assembly/upgrade_flops']:.3g} vs "
+                f"{ev['assembly/retrain_flops']:.3g} for a monolithic retrain "
+                f"(ratio {ev['assembly/upgrade_ratio']:.3f})"
+            )
     return 0
 
 
@@ -113,21 +123,28 @@ def _plan(args) -> int:
         if args.model:
             arch = plan.example_arch(args.model, args.precision, args.seq_length)
             experts = args.experts
-            print(f"{args.model}: {arch.num_layers} layers, hidden {arch.hidden_size}, FFN {arch.ffn_hidden_size}, "
-                  f"vocabulary {arch.vocab_size}, {arch.precision}; micro-batch {args.micro_batch} x "
-                  f"{arch.seq_length} tokens; per rank at tp {args.tp}, dp {args.dp} (a distributed optimizer "
-                  f"shards main weights and AdamW over dp)")
+            print(
+                f"{args.model}: {arch.num_layers} layers, hidden {arch.hidden_size}, FFN {arch.ffn_hidden_size}, "
+                f"vocabulary {arch.vocab_size}, {arch.precision}; micro-batch {args.micro_batch} x "
+                f"{arch.seq_length} tokens; per rank at tp {args.tp}, dp {args.dp} (a distributed optimizer "
+                f"shards main weights and AdamW over dp)"
+            )
             tokens = args.micro_batch * arch.seq_length
-            for name, n, groups in (("dense", None, None), ("expert (2 slots), SFT", 2, ["domain_ffn", "router",
-                                    "embeddings", "lm_head"]), ("expert (2 slots), RLVR", 2, list(_all_groups())),
-                                    (f"routed ({experts + 1} slots), router fit", experts + 1, ["router"])):
+            for name, n, groups in (
+                ("dense", None, None),
+                ("expert (2 slots), SFT", 2, ["domain_ffn", "router", "embeddings", "lm_head"]),
+                ("expert (2 slots), RLVR", 2, list(_all_groups())),
+                (f"routed ({experts + 1} slots), router fit", experts + 1, ["router"]),
+            ):
                 counts = plan.count(arch, n, groups)
                 rows.append((name, plan.memory(arch, counts, tokens, n, None, args.tp, args.dp), counts.total))
         else:
             specs = Specs(args.root)
             arch = specs.model
-            print(f"specs of {specs.root.resolve()} (preset {specs.params.preset}, {arch.precision}): per rank, "
-                  f"at each stage's tp and batch")
+            print(
+                f"specs of {specs.root.resolve()} (preset {specs.params.preset}, {arch.precision}): per rank, "
+                f"at each stage's tp and batch"
+            )
             for name, n, topk, groups, tokens, tp in plan.stages(specs):
                 counts = plan.count(arch, n, groups)
                 rows.append((f"{name} (tp {tp})", plan.memory(arch, counts, tokens, n, topk, tp), counts.total))
@@ -153,8 +170,10 @@ def _print_run(title: str, run: dict) -> None:
     for path, digest in sorted(run["inputs"].items()):
         print(f"    input {path}: md5 {digest}")
     if "cost/flops" in run["cost"]:
-        print(f"    cost: {run['cost'].get('cost/tokens', 0):.0f} tokens, {run['cost']['cost/flops']:.3g} FLOPs, "
-              f"{run['cost'].get('cost/wall_seconds', 0):.0f} s wall")
+        print(
+            f"    cost: {run['cost'].get('cost/tokens', 0):.0f} tokens, {run['cost']['cost/flops']:.3g} FLOPs, "
+            f"{run['cost'].get('cost/wall_seconds', 0):.0f} s wall"
+        )
 
 
 def _num(value, fmt: str = "{:.1f}") -> str:
@@ -162,8 +181,10 @@ def _num(value, fmt: str = "{:.1f}") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bar", description="Branch-Adapt-Route: modular post-training "
-                                     "of language models. Run the pipeline with `dvc repro`.")
+    parser = argparse.ArgumentParser(
+        prog="bar",
+        description="Branch-Adapt-Route: modular post-training of language models. Run the pipeline with `dvc repro`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="validate params.yaml and every spec (fast, no training imports)")
     p.add_argument("--root", default=".", help="repository root (default: .)")
@@ -173,19 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_compare)
     p = sub.add_parser("lineage", help="what a registered model version was built from (runs, data, cost)")
-    p.add_argument("version", help="a bar-moe version (e.g. 2) or <registered model>/<version> "
-                   "(e.g. bar-expert-code/1)")
+    p.add_argument(
+        "version", help="a bar-moe version (e.g. 2) or <registered model>/<version> (e.g. bar-expert-code/1)"
+    )
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_lineage)
-    p = sub.add_parser("report", help="reports/report.md: every model and baseline per domain, upgrades, "
-                       "cost, plots")
+    p = sub.add_parser("report", help="reports/report.md: every model and baseline per domain, upgrades, cost, plots")
     p.add_argument("--readme", action="store_true", help="also rewrite the table in README.md")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_report)
-    p = sub.add_parser("plan", help="memory per rank of each training stage (weights, gradients, optimizer, "
-                       "activations), from models built on the meta device")
-    p.add_argument("--model", help="instead of the specs: a transformers config.json or an example (olmo2-7b), "
-                   "shown as a dense model, a 2-slot expert and a routed model")
+    p = sub.add_parser(
+        "plan",
+        help="memory per rank of each training stage (weights, gradients, optimizer, "
+        "activations), from models built on the meta device",
+    )
+    p.add_argument(
+        "--model",
+        help="instead of the specs: a transformers config.json or an example (olmo2-7b), "
+        "shown as a dense model, a 2-slot expert and a routed model",
+    )
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="with --model (default bf16)")
     p.add_argument("--tp", type=int, default=1, help="with --model: tensor-parallel size")
     p.add_argument("--dp", type=int, default=1, help="with --model: data-parallel size (distributed optimizer)")

@@ -51,14 +51,23 @@ def frozen_matmuls(arch: ModelSpec, num_experts: int | None, trainable: list[str
     return frozen + (0 if "lm_head" in trainable else h * arch.vocab_size)
 
 
-def training_flops(arch: ModelSpec, tokens_by_phase: dict[str, int], num_experts: int | None = None,
-                   trainable: dict[str, list[str]] | None = None) -> float:
+def training_flops(
+    arch: ModelSpec,
+    tokens_by_phase: dict[str, int],
+    num_experts: int | None = None,
+    trainable: dict[str, list[str]] | None = None,
+) -> float:
     """FLOPs of training `tokens_by_phase` ({phase: tokens}) on this architecture; `trainable`
     ({phase: groups}) names what trains in each phase (a phase not listed: every weight)."""
     per_token = forward_flops_per_token(arch, num_experts)
-    return sum(tokens * (PASSES.get(phase.partition(".")[0], 3) * per_token  # rlvr.math: an RLVR phase
-                         - 2 * frozen_matmuls(arch, num_experts, (trainable or {}).get(phase)))
-               for phase, tokens in tokens_by_phase.items())
+    return sum(
+        tokens
+        * (
+            PASSES.get(phase.partition(".")[0], 3) * per_token  # rlvr.math: an RLVR phase
+            - 2 * frozen_matmuls(arch, num_experts, (trainable or {}).get(phase))
+        )
+        for phase, tokens in tokens_by_phase.items()
+    )
 
 
 # --- the assembly: what an upgrade cost against retraining one dense model on everything ---
@@ -82,9 +91,13 @@ def assembly(arch: ModelSpec, lineage: dict) -> dict[str, float | str]:
     retrain = _retrain(lineage, list(lineage["experts"]))
     if retrain <= 0:  # the components' training runs are not in this MLflow store: no cost to compare
         return {}
-    return {"upgrade_flops": upgrade, "retrain_flops": retrain, "upgrade_ratio": upgrade / retrain,
-            "upgrade_wall_seconds": sum(parts[k]["metrics"].get("cost/wall_seconds", 0.0) for k in rerun),
-            "rerun": ",".join(rerun)}
+    return {
+        "upgrade_flops": upgrade,
+        "retrain_flops": retrain,
+        "upgrade_ratio": upgrade / retrain,
+        "upgrade_wall_seconds": sum(parts[k]["metrics"].get("cost/wall_seconds", 0.0) for k in rerun),
+        "rerun": ",".join(rerun),
+    }
 
 
 def from_scratch(metrics: dict) -> float:
@@ -94,6 +107,7 @@ def from_scratch(metrics: dict) -> float:
 
 def _retrain(lineage: dict, experts: list[str]) -> float:
     """A dense model trained on the anchor's and `experts`' data, every weight training."""
+
     def dense(metrics: dict) -> float:
         return metrics.get("cost/dense_flops", from_scratch(metrics))
 
@@ -109,9 +123,13 @@ def curve(arch: ModelSpec, lineage: dict) -> list[dict[str, float]]:
     rows = []
     for k in range(1, n + 1):
         router_k = router * k / n * forward_flops_per_token(arch, k + 1) / forward_flops_per_token(arch, n + 1)
-        rows.append({"domains": k,
-                     "upgrade_flops": from_scratch(lineage["experts"][names[k - 1]]["metrics"]) + router_k,
-                     "retrain_flops": _retrain(lineage, names[:k])})
+        rows.append(
+            {
+                "domains": k,
+                "upgrade_flops": from_scratch(lineage["experts"][names[k - 1]]["metrics"]) + router_k,
+                "retrain_flops": _retrain(lineage, names[:k]),
+            }
+        )
     return rows
 
 
@@ -125,8 +143,7 @@ def plot_curve(rows: list[dict[str, float]], path) -> None:
     ks = [r["domains"] for r in rows]
     ax.plot(ks, [r["upgrade_flops"] for r in rows], "o-", label="BAR: one expert + router")
     ax.plot(ks, [r["retrain_flops"] for r in rows], "s-", label="monolithic retrain")
-    ax.set(xlabel="number of domains", ylabel="training FLOPs", xticks=ks,
-           title="cost of adding the k-th domain")
+    ax.set(xlabel="number of domains", ylabel="training FLOPs", xticks=ks, title="cost of adding the k-th domain")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -16,8 +16,16 @@ def threads_per_rank(nproc: int) -> int:
 
 def torchrun(module: str, nproc: int, args: list[str] = ()) -> None:
     """Run `python -m module *args` under torchrun with `nproc` processes on this machine."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "-m", module, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        module,
+        *args,
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         # A worker that fails on bad input or a diverged loss writes its one-line error here.
         error = Path(tmp) / "error"

@@ -74,19 +74,28 @@ def check_compatible(experts: dict[str, Path]) -> dict:
     first_name, first = next(iter(configs.items()))
     for name, config in configs.items():
         if config.get("kind") != "moe" or config.get("num_experts") != 2:
-            raise MergeError(f"{experts[name]}: expert {name!r} is not a 2-slot expert "
-                             f"(kind={config.get('kind')}, num_experts={config.get('num_experts')})")
+            raise MergeError(
+                f"{experts[name]}: expert {name!r} is not a 2-slot expert "
+                f"(kind={config.get('kind')}, num_experts={config.get('num_experts')})"
+            )
         for key in ("arch", "vocab", "anchor_sha256", "tokenizer_sha256"):
             if _value(config, key) != _value(first, key):
-                raise MergeError(f"{experts[name] / 'config.json'}: expert {name!r} has a different {key} "
-                                 f"than {first_name!r}: "
-                                 f"{config.get(key)} != {first.get(key)}; experts must be branched from "
-                                 f"the same anchor with the same tokenizer and architecture")
+                raise MergeError(
+                    f"{experts[name] / 'config.json'}: expert {name!r} has a different {key} "
+                    f"than {first_name!r}: "
+                    f"{config.get(key)} != {first.get(key)}; experts must be branched from "
+                    f"the same anchor with the same tokenizer and architecture"
+                )
     return first
 
 
-def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, float] | None = None,
-          delta_scale: float = 1.0, anchor: Path | None = None) -> dict[str, torch.Tensor]:
+def merge(
+    experts: dict[str, Path],
+    strategy: str = "mean",
+    weights: dict[str, float] | None = None,
+    delta_scale: float = 1.0,
+    anchor: Path | None = None,
+) -> dict[str, torch.Tensor]:
     """The merged state (Megatron names) of `experts` (name -> output folder), in their order.
 
     One expert file is open at a time: what the output keeps is copied out of it, shared
@@ -131,8 +140,10 @@ def merge(experts: dict[str, Path], strategy: str = "mean", weights: dict[str, f
                     elif i == 1:
                         out[key] = t.clone()
                     elif not torch.equal(t, out[key]):
-                        raise MergeError(f"expert {n!r}: anchor FFN tensor {key} differs from "
-                                         f"{names[0]!r}'s: the experts were not branched from the same anchor")
+                        raise MergeError(
+                            f"expert {n!r}: anchor FFN tensor {key} differs from "
+                            f"{names[0]!r}'s: the experts were not branched from the same anchor"
+                        )
                 elif r:
                     name = router_name(int(r.group(1)))
                     if i == 1:

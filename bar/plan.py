@@ -36,8 +36,15 @@ GB = 1e9
 WORKING = 1.75  # peak activation memory / what autograd keeps (benchmarks/plan_memory.py)
 # An OLMo-2-7B-shaped base (32 layers, hidden 4096, FFN 11008, vocabulary 100,352, untied).
 EXAMPLES = {
-    "olmo2-7b": dict(num_layers=32, hidden_size=4096, num_attention_heads=32, num_query_groups=32,
-                     ffn_hidden_size=11008, vocab_size=100352, seq_length=4096),
+    "olmo2-7b": dict(
+        num_layers=32,
+        hidden_size=4096,
+        num_attention_heads=32,
+        num_query_groups=32,
+        ffn_hidden_size=11008,
+        vocab_size=100352,
+        seq_length=4096,
+    ),
 }
 
 
@@ -79,8 +86,7 @@ def count(arch: ModelSpec, num_experts: int | None, trainable: list[str] | None)
     return Counts(*sums)
 
 
-def activation_bytes(arch: ModelSpec, tokens: int, num_experts: int | None, topk: int | None,
-                     tp: int = 1) -> float:
+def activation_bytes(arch: ModelSpec, tokens: int, num_experts: int | None, topk: int | None, tp: int = 1) -> float:
     """What one micro-batch of `tokens` keeps for its backward pass, per rank."""
     h, f, v = arch.hidden_size, arch.ffn_hidden_size, arch.vocab_size
     q = arch.num_attention_heads * arch.head_dim
@@ -95,16 +101,26 @@ def activation_bytes(arch: ModelSpec, tokens: int, num_experts: int | None, topk
     return WORKING * tokens * per_token
 
 
-def memory(arch: ModelSpec, counts: Counts, tokens: int, num_experts: int | None = None,
-           topk: int | None = None, tp: int = 1, dp: int = 1) -> dict[str, float]:
+def memory(
+    arch: ModelSpec,
+    counts: Counts,
+    tokens: int,
+    num_experts: int | None = None,
+    topk: int | None = None,
+    tp: int = 1,
+    dp: int = 1,
+) -> dict[str, float]:
     """Bytes per rank: weights, gradients, main weights, optimizer, activations, total."""
     size = 2 if arch.precision == "bf16" else 4
     params = counts.replicated + counts.sharded / tp
     trained = counts.replicated_trained + counts.sharded_trained / tp
-    out = {"weights": params * size, "gradients": trained * 4,
-           "main weights": trained * 4 / dp if arch.precision == "bf16" else 0.0,
-           "optimizer": trained * 8 / dp,
-           "activations": activation_bytes(arch, tokens, num_experts, topk, tp)}
+    out = {
+        "weights": params * size,
+        "gradients": trained * 4,
+        "main weights": trained * 4 / dp if arch.precision == "bf16" else 0.0,
+        "optimizer": trained * 8 / dp,
+        "activations": activation_bytes(arch, tokens, num_experts, topk, tp),
+    }
     out["total"] = sum(out.values())
     return out
 
@@ -113,8 +129,10 @@ def stages(specs) -> list[tuple[str, int | None, int | None, list[str] | None, i
     """(stage, experts, topk, trainable groups, tokens per step, tp) of each training stage of
     the specs; an expert counts its phase that needs the most memory."""
     seq = specs.model.seq_length
-    out = [("pretrain_base", None, None, None, specs.train.pretrain.batch_size * seq, specs.train.pretrain.tp_size),
-           ("train_anchor", None, None, None, specs.train.anchor.batch_size * seq, specs.train.anchor.tp_size)]
+    out = [
+        ("pretrain_base", None, None, None, specs.train.pretrain.batch_size * seq, specs.train.pretrain.tp_size),
+        ("train_anchor", None, None, None, specs.train.anchor.batch_size * seq, specs.train.anchor.tp_size),
+    ]
     for name in specs.params.experts:
         expert = specs.expert(name)
         for phase in expert.stages.enabled():
@@ -149,10 +167,15 @@ def example_arch(name_or_config: str, precision: str, seq_length: int | None) ->
     else:
         config = json.loads(Path(name_or_config).read_text())
         heads = config["num_attention_heads"]
-        keys = dict(num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
-                    num_attention_heads=heads, num_query_groups=config.get("num_key_value_heads") or heads,
-                    ffn_hidden_size=config["intermediate_size"], vocab_size=config["vocab_size"],
-                    seq_length=config.get("max_position_embeddings", 4096))
+        keys = dict(
+            num_layers=config["num_hidden_layers"],
+            hidden_size=config["hidden_size"],
+            num_attention_heads=heads,
+            num_query_groups=config.get("num_key_value_heads") or heads,
+            ffn_hidden_size=config["intermediate_size"],
+            vocab_size=config["vocab_size"],
+            seq_length=config.get("max_position_embeddings", 4096),
+        )
     if seq_length:
         keys["seq_length"] = seq_length
     return ModelSpec(**keys, precision=precision)

@@ -25,8 +25,9 @@ class Decision:
         return f"{verdict}: " + "; ".join(self.reasons)
 
 
-def decide(champion: dict[str, float] | None, candidate: dict[str, float], domain: str,
-           spec: PromotionSpec) -> Decision:
+def decide(
+    champion: dict[str, float] | None, candidate: dict[str, float], domain: str, spec: PromotionSpec
+) -> Decision:
     """Promote only if `domain` (the upgraded expert's) gains more than `spec.min_gain` points and
     no other domain drops by more than `spec.tolerance`. Without a champion, the candidate is
     the first one."""
@@ -39,16 +40,22 @@ def decide(champion: dict[str, float] | None, candidate: dict[str, float], domai
     reasons = []
     gain = deltas.get(domain, candidate[domain])
     if gain <= spec.min_gain:
-        reasons.append(f"{domain} did not improve by more than {spec.min_gain:g} points "
-                       f"({champion.get(domain, 0):.1f} -> {candidate[domain]:.1f})")
-    drops = [f"{d} dropped {-v:.1f} points ({champion[d]:.1f} -> {candidate[d]:.1f})"
-             for d, v in deltas.items() if d != domain and -v > spec.tolerance]
+        reasons.append(
+            f"{domain} did not improve by more than {spec.min_gain:g} points "
+            f"({champion.get(domain, 0):.1f} -> {candidate[domain]:.1f})"
+        )
+    drops = [
+        f"{d} dropped {-v:.1f} points ({champion[d]:.1f} -> {candidate[d]:.1f})"
+        for d, v in deltas.items()
+        if d != domain and -v > spec.tolerance
+    ]
     if drops:
         reasons.append(f"beyond the tolerance of {spec.tolerance:g} points: " + ", ".join(drops))
     if reasons:
         return Decision(False, reasons, deltas)
-    return Decision(True, [f"{domain} gained {gain:.1f} points and no other domain dropped more than "
-                           f"{spec.tolerance:g}"], deltas)
+    return Decision(
+        True, [f"{domain} gained {gain:.1f} points and no other domain dropped more than {spec.tolerance:g}"], deltas
+    )
 
 
 def gate(root: Path | str, expert: str, candidate, champion) -> Decision:
@@ -57,8 +64,12 @@ def gate(root: Path | str, expert: str, candidate, champion) -> Decision:
     if it passes, `champion` points at the candidate and, on `bar-expert-<expert>`, at the
     version the candidate was built from."""
     specs = Specs(root)
-    decision = decide(None if champion is None else tracking.scores(champion), tracking.scores(candidate),
-                      specs.expert(expert).domain, specs.promotion)
+    decision = decide(
+        None if champion is None else tracking.scores(champion),
+        tracking.scores(candidate),
+        specs.expert(expert).domain,
+        specs.promotion,
+    )
     if decision.promote:
         tracking.set_alias("bar-moe", tracking.CHAMPION, candidate.version, root)
         expert_version = candidate.tags.get(f"expert.{expert}.model_version")

@@ -22,8 +22,9 @@ def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"{path}: not found; run `dvc repro` first (and `dvc repro baselines/dvc.yaml` "
-                         "for the baselines)") from None
+        raise InputError(
+            f"{path}: not found; run `dvc repro` first (and `dvc repro baselines/dvc.yaml` for the baselines)"
+        ) from None
 
 
 def _overall(scores: dict[str, float], domains: list[str]) -> dict[str, float]:
@@ -56,8 +57,11 @@ def forgetting(root: Path, specs: Specs, domains: list[str]) -> dict[str, dict[s
     if not path.exists():
         return {}
     metrics = json.loads(path.read_text())
-    return {f"after {e}": _overall({d: metrics[f"after_{e}/eval/{d}"] for d in domains}, domains)
-            for e in specs.baselines.sequential_order if f"after_{e}/eval/{domains[0]}" in metrics}
+    return {
+        f"after {e}": _overall({d: metrics[f"after_{e}/eval/{d}"] for d in domains}, domains)
+        for e in specs.baselines.sequential_order
+        if f"after_{e}/eval/{domains[0]}" in metrics
+    }
 
 
 def routing(root: Path, specs: Specs, rows: dict[str, dict[str, float]]) -> tuple[dict, dict, dict]:
@@ -68,30 +72,45 @@ def routing(root: Path, specs: Specs, rows: dict[str, dict[str, float]]) -> tupl
     if not path.exists():
         return {}, {}, {}
     slots = ["anchor", *specs.params.experts]
-    shares = {domain: {slot: 100 * share for slot, share in zip(slots, mean_shares(layers))}
-              for domain, layers in json.loads(path.read_text()).items()}
+    shares = {
+        domain: {slot: 100 * share for slot, share in zip(slots, mean_shares(layers))}
+        for domain, layers in json.loads(path.read_text()).items()
+    }
     path = root / "outputs" / "evaluate" / "choices.json"
-    choices = {domain: {slot: 100 * share for slot, share in zip(slots[1:], served[1:])}
-               for domain, served in json.loads(path.read_text()).items()} if path.exists() else {}
+    choices = (
+        {
+            domain: {slot: 100 * share for slot, share in zip(slots[1:], served[1:])}
+            for domain, served in json.loads(path.read_text()).items()
+        }
+        if path.exists()
+        else {}
+    )
     routed, gaps = rows["**BAR (routed)**"], {}
     merge_cost = _read(root / "metrics" / "evaluate.json").get("merge_cost", {})
     for e in specs.params.experts:
         domain = specs.expert(e).domain  # an expert's name need not be its domain's
         alone = rows[f"expert {e}"][domain]
         row = merge_cost.get(e, {})  # the expert as the merge leaves it; the routed model with only it and the anchor
-        gaps[domain] = {"expert alone": alone, "merged shared tensors": row.get("merged_shared"),
-                        "routed, anchor + own only": row.get("own_only"), "routed": routed[domain],
-                        "routed - expert": routed[domain] - alone, "± paired SE": row.get("gap_se"),
-                        "own-expert share %": shares.get(domain, {}).get(e)}
+        gaps[domain] = {
+            "expert alone": alone,
+            "merged shared tensors": row.get("merged_shared"),
+            "routed, anchor + own only": row.get("own_only"),
+            "routed": routed[domain],
+            "routed - expert": routed[domain] - alone,
+            "± paired SE": row.get("gap_se"),
+            "own-expert share %": shares.get(domain, {}).get(e),
+        }
     return shares, gaps, choices
 
 
-def markdown_table(rows: dict[str, dict[str, float]], cols: list[str], first: str = "model",
-                   fmt: str = "{:.1f}") -> list[str]:
+def markdown_table(
+    rows: dict[str, dict[str, float]], cols: list[str], first: str = "model", fmt: str = "{:.1f}"
+) -> list[str]:
     lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for label, values in rows.items():
-        lines.append(f"| {label} | " + " | ".join("-" if values.get(c) is None else fmt.format(values[c])
-                                                for c in cols) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join("-" if values.get(c) is None else fmt.format(values[c]) for c in cols) + " |"
+        )
     return lines
 
 
@@ -114,12 +133,17 @@ def costs(root: Path) -> dict[str, dict[str, float]]:
 
     order = ("pretrain_base", "train_anchor", "train_expert", "merge_experts", "fit_router", "baseline")
     runs = tracking.stage_costs(root)
-    named = sorted((s for s in runs if s.split("@")[0] in order),
-                   key=lambda s: (order.index(s.split("@")[0]), s))
-    return {s: {"tokens": runs[s].get("cost/tokens"), "FLOPs": runs[s].get("cost/flops"),
-                "FLOPs from scratch": runs[s].get("cost/flops_from_scratch", runs[s].get("cost/flops")),
-                "wall s": runs[s].get("cost/wall_seconds"), "CPU s": runs[s].get("cost/cpu_seconds")}
-            for s in named}
+    named = sorted((s for s in runs if s.split("@")[0] in order), key=lambda s: (order.index(s.split("@")[0]), s))
+    return {
+        s: {
+            "tokens": runs[s].get("cost/tokens"),
+            "FLOPs": runs[s].get("cost/flops"),
+            "FLOPs from scratch": runs[s].get("cost/flops_from_scratch", runs[s].get("cost/flops")),
+            "wall s": runs[s].get("cost/wall_seconds"),
+            "CPU s": runs[s].get("cost/cpu_seconds"),
+        }
+        for s in named
+    }
 
 
 def plot_rewards(root: Path, specs: Specs, path: Path) -> bool:
@@ -142,8 +166,10 @@ def plot_rewards(root: Path, specs: Specs, path: Path) -> bool:
     for label, records in logs.items():
         rewards = [r["reward_mean"] for r in records]
         window = max(1, len(rewards) // 10)  # moving mean over 10% of the run
-        smooth = [sum(rewards[max(0, i - window + 1): i + 1]) / len(rewards[max(0, i - window + 1): i + 1])
-                  for i in range(len(rewards))]
+        smooth = [
+            sum(rewards[max(0, i - window + 1) : i + 1]) / len(rewards[max(0, i - window + 1) : i + 1])
+            for i in range(len(rewards))
+        ]
         ax.plot([r["step"] for r in records], smooth, label=label)
     ax.set(xlabel="RLVR step", ylabel="reward (moving mean)", title="RLVR reward")
     ax.grid(alpha=0.3)
@@ -183,55 +209,108 @@ def build(root: Path | str = ".", out: Path | str = "reports") -> Path:
     rows, domains = score_table(root, specs)
     cols = [*domains, "overall"]
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# BAR report (preset `{specs.params.preset}`, seed {specs.params.seed})", "",
-             "Generated by `bar report` from metrics/, outputs/ and mlruns/; do not edit by hand.", "",
-             "## Scores", "", "Pass rate (0-100) of greedy replies on each domain's held-out prompts; "
-             "overall is the mean over domains.", "", *markdown_table(rows, cols), ""]
+    lines = [
+        f"# BAR report (preset `{specs.params.preset}`, seed {specs.params.seed})",
+        "",
+        "Generated by `bar report` from metrics/, outputs/ and mlruns/; do not edit by hand.",
+        "",
+        "## Scores",
+        "",
+        "Pass rate (0-100) of greedy replies on each domain's held-out prompts; overall is the mean over domains.",
+        "",
+        *markdown_table(rows, cols),
+        "",
+    ]
     shares, gaps, choices = routing(root, specs, rows)
     if shares:
-        lines += ["## Routing", "", "Each expert on its own domain: alone, with the merged shared tensors "
-                  "(its own FFNs and router rows, no other expert: what the merge alone costs), in the routed "
-                  "model with only the anchor and this expert (the other experts masked out: what their share "
-                  "costs is the step to the next column) and inside the routed model; the gap's paired "
-                  "standard error is how far it could move on another held-out set of this size:", "",
-                  *markdown_table(gaps, ["expert alone", "merged shared tensors", "routed, anchor + own only",
-                                         "routed", "routed - expert", "± paired SE", "own-expert share %"],
-                                  first="domain"), "",
-                  "Share of router probability (%) per slot, mean over layers and tokens of each domain's "
-                  "held-out prompts and reference replies (teacher-forced):", "",
-                  *markdown_table(shares, ["anchor", *specs.params.experts], first="domain"), ""]
+        lines += [
+            "## Routing",
+            "",
+            "Each expert on its own domain: alone, with the merged shared tensors "
+            "(its own FFNs and router rows, no other expert: what the merge alone costs), in the routed "
+            "model with only the anchor and this expert (the other experts masked out: what their share "
+            "costs is the step to the next column) and inside the routed model; the gap's paired "
+            "standard error is how far it could move on another held-out set of this size:",
+            "",
+            *markdown_table(
+                gaps,
+                [
+                    "expert alone",
+                    "merged shared tensors",
+                    "routed, anchor + own only",
+                    "routed",
+                    "routed - expert",
+                    "± paired SE",
+                    "own-expert share %",
+                ],
+                first="domain",
+            ),
+            "",
+            "Share of router probability (%) per slot, mean over layers and tokens of each domain's "
+            "held-out prompts and reference replies (teacher-forced):",
+            "",
+            *markdown_table(shares, ["anchor", *specs.params.experts], first="domain"),
+            "",
+        ]
     if choices:
-        lines += ["Experts chosen per sequence (`specs/router.yaml: sequence_topk`): share (%) of each "
-                  "domain's held-out prompts each expert served, beside the anchor:", "",
-                  *markdown_table(choices, specs.params.experts, first="domain"), ""]
+        lines += [
+            "Experts chosen per sequence (`specs/router.yaml: sequence_topk`): share (%) of each "
+            "domain's held-out prompts each expert served, beside the anchor:",
+            "",
+            *markdown_table(choices, specs.params.experts, first="domain"),
+            "",
+        ]
     seq = forgetting(root, specs, domains)
     if seq:
         plot_forgetting(seq, domains, out / "forgetting.png")
-        lines += ["## Sequential training forgets", "", *markdown_table(seq, cols, first="sequential"), "",
-                  "![forgetting](forgetting.png)", ""]
+        lines += [
+            "## Sequential training forgets",
+            "",
+            *markdown_table(seq, cols, first="sequential"),
+            "",
+            "![forgetting](forgetting.png)",
+            "",
+        ]
     ups = upgrades(root, specs, domains)
     if ups:
-        lines += ["## Upgrades", "", "The routed model built from each version of an upgraded expert.", "",
-                  *markdown_table(ups, cols, first="expert version"), ""]
+        lines += [
+            "## Upgrades",
+            "",
+            "The routed model built from each version of an upgraded expert.",
+            "",
+            *markdown_table(ups, cols, first="expert version"),
+            "",
+        ]
     evaluation = _read(root / "metrics" / "evaluate.json")
     cost = evaluation.get("cost", {})
     table = costs(root)
     if table:
-        lines += ["## Cost", "", "Training FLOPs are analytic (bar/cost.py); `FLOPs` is what the run "
-                  "trained, `from scratch` includes phases it started from.", "",
-                  *markdown_table(table, ["tokens", "FLOPs", "FLOPs from scratch", "wall s", "CPU s"],
-                                  first="stage run", fmt="{:.3g}"), ""]
+        lines += [
+            "## Cost",
+            "",
+            "Training FLOPs are analytic (bar/cost.py); `FLOPs` is what the run "
+            "trained, `from scratch` includes phases it started from.",
+            "",
+            *markdown_table(
+                table, ["tokens", "FLOPs", "FLOPs from scratch", "wall s", "CPU s"], first="stage run", fmt="{:.3g}"
+            ),
+            "",
+        ]
     if cost:
-        lines += [f"Last assembly: re-running what changed cost {cost['upgrade_flops']:.3g} FLOPs against "
-                  f"{cost['retrain_flops']:.3g} for a monolithic retrain (estimated), ratio "
-                  f"**{cost['upgrade_ratio']:.3f}**."]
+        lines += [
+            f"Last assembly: re-running what changed cost {cost['upgrade_flops']:.3g} FLOPs against "
+            f"{cost['retrain_flops']:.3g} for a monolithic retrain (estimated), ratio "
+            f"**{cost['upgrade_ratio']:.3f}**."
+        ]
         if "baseline@monolithic" in table:
             measured = table["baseline@monolithic"]["FLOPs from scratch"]
             lines += [f"The monolithic baseline actually trained {measured:.3g} FLOPs (after the anchor)."]
         lines += [""]
-    plots = [("scores", root / "outputs" / "evaluate" / "scores.png"),
-             ("routing", root / "outputs" / "evaluate" / "routing.png"),
-             ("cost curve", root / "outputs" / "evaluate" / "cost_curve.png")]
+    plots = [
+        ("scores", root / "outputs" / "evaluate" / "scores.png"),
+        ("routing", root / "outputs" / "evaluate" / "routing.png"),
+        ("cost curve", root / "outputs" / "evaluate" / "cost_curve.png"),
+    ]
     lines += ["## Plots", ""]
     if plot_rewards(root, specs, out / "rlvr_reward.png"):
         lines += ["![RLVR reward](rlvr_reward.png)", ""]

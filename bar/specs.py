@@ -47,8 +47,11 @@ class Spec(BaseModel):
 class ModelSpec(Spec):
     """The dense architecture every model of the pipeline shares (experts add FFN slots)."""
 
-    base: str | None = Field(None, description="a local transformers Llama directory under data/base/ that "
-                             "pretrain_base imports instead of pre-training (its config.json sets the architecture)")
+    base: str | None = Field(
+        None,
+        description="a local transformers Llama directory under data/base/ that "
+        "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
+    )
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)
@@ -57,22 +60,31 @@ class ModelSpec(Spec):
     vocab_size: int = Field(gt=0, description="embedding rows; the tokenizer is trained to at most this")
     seq_length: int = Field(gt=0)
     rope_base: float = Field(10000.0, gt=0)
-    rope_scaling_factor: float | None = Field(None, gt=0, description="Llama 3.x RoPE scaling (its `factor`; "
-                                              "low/high frequency factors 1 and 4, original context 8192)")
+    rope_scaling_factor: float | None = Field(
+        None,
+        gt=0,
+        description="Llama 3.x RoPE scaling (its `factor`; low/high frequency factors 1 and 4, original context 8192)",
+    )
     norm_eps: float = Field(1e-5, gt=0)
     init_std: float = Field(0.02, gt=0)
-    precision: Literal["fp32", "bf16"] = Field("fp32", description=(
-        "what every stage trains, stores and decodes in; bf16: bf16 weights and activations, fp32 main "
-        "weights, optimizer state, gradient accumulation, router logits and loss"))
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description=(
+            "what every stage trains, stores and decodes in; bf16: bf16 weights and activations, fp32 main "
+            "weights, optimizer state, gradient accumulation, router logits and loss"
+        ),
+    )
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSpec:
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"num_attention_heads={self.num_attention_heads} must divide "
-                             f"hidden_size={self.hidden_size}")
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
+            )
         if self.num_attention_heads % self.num_query_groups:
-            raise ValueError(f"num_query_groups={self.num_query_groups} must divide "
-                             f"num_attention_heads={self.num_attention_heads}")
+            raise ValueError(
+                f"num_query_groups={self.num_query_groups} must divide num_attention_heads={self.num_attention_heads}"
+            )
         return self
 
     @property
@@ -101,11 +113,15 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         raise InputError(f"no such folder {folder}")
     needed = ["config.json", "tokenizer.json"]
     if missing := [f for f in needed if not (folder / f).is_file()]:
-        raise InputError(f"{folder} lacks {', '.join(missing)}: save the model and its fast tokenizer there "
-                         f"with `model.save_pretrained(dir)` and `tokenizer.save_pretrained(dir)`")
+        raise InputError(
+            f"{folder} lacks {', '.join(missing)}: save the model and its fast tokenizer there "
+            f"with `model.save_pretrained(dir)` and `tokenizer.save_pretrained(dir)`"
+        )
     if not any(folder.glob("*.safetensors")):
-        raise InputError(f"{folder} has no *.safetensors weights: save them with `model.save_pretrained(dir)` "
-                         f"(safetensors is its default)")
+        raise InputError(
+            f"{folder} has no *.safetensors weights: save them with `model.save_pretrained(dir)` "
+            f"(safetensors is its default)"
+        )
     config = json.loads((folder / "config.json").read_text())
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     # What each key may be. Mistral without a sliding window is a Llama: the same tensors and maths.
@@ -123,22 +139,31 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         problems["rope type"] = (rope_type, ["default", "llama3"])
     for key, (value, allowed) in problems.items():
         if value not in allowed:
-            raise InputError(f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama models "
-                             f"(and Mistral's: RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no "
-                             f"biases): {key} must be {' or '.join(json.dumps(a) for a in allowed)}")
+            raise InputError(
+                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama models "
+                f"(and Mistral's: RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no "
+                f"biases): {key} must be {' or '.join(json.dumps(a) for a in allowed)}"
+            )
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     if head_dim * heads != config["hidden_size"]:
-        raise InputError(f"{folder / 'config.json'}: head_dim = {head_dim}: bar's models have "
-                         f"head_dim = hidden_size / num_attention_heads = {config['hidden_size'] // heads}")
+        raise InputError(
+            f"{folder / 'config.json'}: head_dim = {head_dim}: bar's models have "
+            f"head_dim = hidden_size / num_attention_heads = {config['hidden_size'] // heads}"
+        )
     tokens, size = saved_tokens(folder)
     rows = max(config["vocab_size"], size + len(missing_specials(tokens)))
-    return {"num_layers": config["num_hidden_layers"], "hidden_size": config["hidden_size"],
-            "num_attention_heads": heads, "num_query_groups": config.get("num_key_value_heads") or heads,
-            "ffn_hidden_size": config["intermediate_size"], "vocab_size": -(-rows // 64) * 64,
-            "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-            "rope_scaling_factor": float(rope["factor"]) if rope_type == "llama3" else None,
-            "norm_eps": float(config.get("rms_norm_eps", 1e-6))}
+    return {
+        "num_layers": config["num_hidden_layers"],
+        "hidden_size": config["hidden_size"],
+        "num_attention_heads": heads,
+        "num_query_groups": config.get("num_key_value_heads") or heads,
+        "ffn_hidden_size": config["intermediate_size"],
+        "vocab_size": -(-rows // 64) * 64,
+        "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+        "rope_scaling_factor": float(rope["factor"]) if rope_type == "llama3" else None,
+        "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
+    }
 
 
 # --- specs/tokenizer.yaml ---------------------------------------------------------------
@@ -166,17 +191,22 @@ class DomainDataSpec(Spec):
     anchor: int = Field(0, ge=0, description="prompt/response pairs in the anchor's post-training mix")
     eval: int = Field(0, ge=0, description="held-out prompts, never in any training split (or files.eval)")
     files: dict[Literal["midtrain", "sft", "rl", "anchor", "eval"], str] = Field(
-        default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split")
+        default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split"
+    )
     skip_bad_rows: bool = False
-    verifier: str | None = Field(None, description="a domain of yours: data/<file>.py defining verify(response, "
-                                 "check) -> bool (the RLVR reward and the score); default: exact match")
+    verifier: str | None = Field(
+        None,
+        description="a domain of yours: data/<file>.py defining verify(response, "
+        "check) -> bool (the RLVR reward and the score); default: exact match",
+    )
 
 
 class DataSpec(Spec):
     seed: int = Field(ge=0)
     pretrain: dict[Domain, int] = Field(description="documents per built-in domain in the pre-training corpus")
-    domains: dict[DomainName, DomainDataSpec] = Field(description=f"built in: {', '.join(DOMAINS)}; any other "
-                                                      "name is a domain of yours, its splits from files")
+    domains: dict[DomainName, DomainDataSpec] = Field(
+        description=f"built in: {', '.join(DOMAINS)}; any other name is a domain of yours, its splits from files"
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> DataSpec:
@@ -257,8 +287,9 @@ class ExpertStageSpec(Spec):
     steps: int = Field(gt=0)
     optim: OptimSpec
     trainable: list[Group] = Field(min_length=1, description=f"parameter groups that train: {GROUPS}")
-    lr_scale: dict[Group, float] = Field(default_factory=dict, description=(
-        "learning-rate multiplier of a trainable group (1 if not listed)"))
+    lr_scale: dict[Group, float] = Field(
+        default_factory=dict, description=("learning-rate multiplier of a trainable group (1 if not listed)")
+    )
     checkpoint_every: int = Field(50, gt=0)
 
     @model_validator(mode="after")
@@ -347,13 +378,21 @@ class RouterSpec(Spec):
 
     sample_fraction: float = Field(0.05, gt=0, le=1, description="share of each expert's SFT data")
     topk: int | None = Field(None, gt=0, description="experts active per token; null = all")
-    sequence_topk: int | None = Field(None, gt=0, description="at inference, each sequence is served by the "
-                                      "anchor and the k experts the router favours over its prompt; null = "
-                                      "every expert, token by token (the published recipe)")
+    sequence_topk: int | None = Field(
+        None,
+        gt=0,
+        description="at inference, each sequence is served by the "
+        "anchor and the k experts the router favours over its prompt; null = "
+        "every expert, token by token (the published recipe)",
+    )
     z_loss: float = Field(1e-3, ge=0, description="router z-loss coefficient")
     load_balancing: float = Field(0.0, ge=0, description="aux load-balancing coefficient (0 = off)")
-    domain_loss: float = Field(0.0, ge=0, description="weight of a term asking each token of expert i's "
-                               "sample to be routed as expert i did, between the anchor and i (0 = LM loss only)")
+    domain_loss: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a term asking each token of expert i's "
+        "sample to be routed as expert i did, between the anchor and i (0 = LM loss only)",
+    )
     steps: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     optim: OptimSpec
@@ -381,8 +420,10 @@ class ParamsSpec(Spec):
     preset: str = Field(pattern=r"^[a-z0-9_]+$")
     seed: int = Field(ge=0)
     experts: list[str] = Field(default_factory=list)
-    baselines: list[str] = Field(default_factory=list, description=(
-        "what `dvc repro baselines/dvc.yaml` trains: monolithic, sequential, or an ablation expert spec"))
+    baselines: list[str] = Field(
+        default_factory=list,
+        description=("what `dvc repro baselines/dvc.yaml` trains: monolithic, sequential, or an ablation expert spec"),
+    )
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -403,15 +444,25 @@ class PromotionSpec(Spec):
 class BaselinesSpec(Spec):
     """The baselines BAR is compared with (opt-in, `baselines/dvc.yaml`)."""
 
-    sequential_order: list[str] = Field(min_length=1, description=(
-        "the sequential baseline trains the anchor on these experts' data, one after the other"))
+    sequential_order: list[str] = Field(
+        min_length=1,
+        description=("the sequential baseline trains the anchor on these experts' data, one after the other"),
+    )
 
 
 BASELINE_KINDS = ("monolithic", "sequential")  # any other baseline name is an ablation expert spec
 
-SPEC_FILES = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec, "train": TrainStagesSpec,
-              "eval": EvalSpec, "merge": MergeSpec, "router": RouterSpec, "promotion": PromotionSpec,
-              "baselines": BaselinesSpec}
+SPEC_FILES = {
+    "model": ModelSpec,
+    "tokenizer": TokenizerSpec,
+    "data": DataSpec,
+    "train": TrainStagesSpec,
+    "eval": EvalSpec,
+    "merge": MergeSpec,
+    "router": RouterSpec,
+    "promotion": PromotionSpec,
+    "baselines": BaselinesSpec,
+}
 # Preset sections: one per spec file, and `experts`, merged over every expert spec.
 PRESET_SECTIONS = (*SPEC_FILES, "experts")
 
@@ -467,8 +518,14 @@ def inside(path: str, *folder: str) -> bool:
     return not Path(path).is_absolute() and parts[: len(folder)] == folder and len(parts) > len(folder)
 
 
-def validate(model: type[Spec], data: Any, path: Path, preset_path: Path | None = None,
-             preset_data: Any = None, prefix: tuple = ()) -> Spec:
+def validate(
+    model: type[Spec],
+    data: Any,
+    path: Path,
+    preset_path: Path | None = None,
+    preset_data: Any = None,
+    prefix: tuple = (),
+) -> Spec:
     """`model` of `data`, or SpecError naming the file (the preset's if it set the key)."""
     try:
         return model.model_validate(data if data is not None else {})
@@ -526,14 +583,18 @@ class Specs:
             path = self.preset_path
             if not path.exists():
                 known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-                raise SpecError(f"{self.root / 'params.yaml'}: preset = {self.params.preset!r}: "
-                                f"no file {path.relative_to(self.root)}; known presets: {', '.join(known)}")
+                raise SpecError(
+                    f"{self.root / 'params.yaml'}: preset = {self.params.preset!r}: "
+                    f"no file {path.relative_to(self.root)}; known presets: {', '.join(known)}"
+                )
             data = read_yaml(path) or {}
             missing = [s for s in PRESET_SECTIONS if s not in data]
             unknown = [s for s in data if s not in PRESET_SECTIONS]
             if not isinstance(data, dict) or missing or unknown:
-                raise SpecError(f"{path}: a preset has the sections {', '.join(PRESET_SECTIONS)} "
-                                f"(empty is {{}}): missing {missing}, unknown {unknown}")
+                raise SpecError(
+                    f"{path}: a preset has the sections {', '.join(PRESET_SECTIONS)} "
+                    f"(empty is {{}}): missing {missing}, unknown {unknown}"
+                )
             self._cache["preset"] = data
         return self._cache["preset"]
 
@@ -544,8 +605,7 @@ class Specs:
             data = _merge(read_yaml(path), over)
             if name == "model" and isinstance(data, dict) and data.get("base") is not None:
                 data = self._with_base(data, path, over)
-            self._cache[name] = validate(SPEC_FILES[name], data, path, self.preset_path, over,
-                                         prefix=(name,))
+            self._cache[name] = validate(SPEC_FILES[name], data, path, self.preset_path, over, prefix=(name,))
         return self._cache[name]
 
     @property
@@ -557,9 +617,11 @@ class Specs:
         repeat but not contradict."""
         base = data["base"]
         if not isinstance(base, str) or not inside(base, "data", "base"):
-            raise SpecError(f"{path}: base = {json.dumps(base)}: the base model must be a folder under data/base/ "
-                            f"in the repository (DVC re-runs tokenizer and pretrain_base when it changes); copy or "
-                            f"`dvc add` it there and write data/base/<name>")
+            raise SpecError(
+                f"{path}: base = {json.dumps(base)}: the base model must be a folder under data/base/ "
+                f"in the repository (DVC re-runs tokenizer and pretrain_base when it changes); copy or "
+                f"`dvc add` it there and write data/base/<name>"
+            )
         try:
             arch = base_architecture(self.root / base)
         except InputError as e:
@@ -567,8 +629,10 @@ class Specs:
         for key, value in arch.items():
             if key in data and data[key] != value:
                 where, name = (self.preset_path, f"model.{key}") if key in over else (path, key)
-                raise SpecError(f"{where}: {name} = {json.dumps(data[key])}: the base {base} has {value}; "
-                                f"remove the key (the base sets it) or set it to {value}")
+                raise SpecError(
+                    f"{where}: {name} = {json.dumps(data[key])}: the base {base} has {value}; "
+                    f"remove the key (the base sets it) or set it to {value}"
+                )
         return data | arch
 
     @property
@@ -580,24 +644,31 @@ class Specs:
         spec = self._load("data")
         for domain, d in spec.domains.items():
             if not d.eval and "eval" not in d.files:
-                raise SpecError(f"{self.path('data')}: domains.{domain}: no held-out prompts: set eval > 0 or "
-                                f"files.eval")
+                raise SpecError(
+                    f"{self.path('data')}: domains.{domain}: no held-out prompts: set eval > 0 or files.eval"
+                )
             if domain not in DOMAINS and (counted := [s for s in SPLIT_NAMES if getattr(d, s) and s not in d.files]):
-                raise SpecError(f"{self.path('data')}: domains.{domain}.{counted[0]} = {getattr(d, counted[0])}: "
-                                f"{domain!r} is a domain of yours (built in: {', '.join(DOMAINS)}) and nothing "
-                                f"generates it: give files.{counted[0]}: data/<file> instead of a count")
+                raise SpecError(
+                    f"{self.path('data')}: domains.{domain}.{counted[0]} = {getattr(d, counted[0])}: "
+                    f"{domain!r} is a domain of yours (built in: {', '.join(DOMAINS)}) and nothing "
+                    f"generates it: give files.{counted[0]}: data/<file> instead of a count"
+                )
             for split, file in d.files.items():
                 # User data: paths relative to the repository, under data/, which dvc.yaml lists as a
                 # dependency of prepare_data (so that DVC re-runs it when the data changes).
                 if not inside(file, "data"):
-                    raise SpecError(f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: user data "
-                                    f"must be under data/ in the repository (DVC re-runs prepare_data when "
-                                    f"something there changes, and only there); copy or `dvc add` it there "
-                                    f"and write data/<name>")
+                    raise SpecError(
+                        f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: user data "
+                        f"must be under data/ in the repository (DVC re-runs prepare_data when "
+                        f"something there changes, and only there); copy or `dvc add` it there "
+                        f"and write data/<name>"
+                    )
                 if not (self.root / file).exists():
-                    raise SpecError(f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: no such file "
-                                    f"or directory under {self.root}; point it at a JSONL file or a saved "
-                                    f"`datasets` directory, or remove the key to generate this split")
+                    raise SpecError(
+                        f"{self.path('data')}: domains.{domain}.files.{split} = {file!r}: no such file "
+                        f"or directory under {self.root}; point it at a JSONL file or a saved "
+                        f"`datasets` directory, or remove the key to generate this split"
+                    )
             if d.verifier is not None:
                 self._check_verifier(domain, d.verifier)
         return spec
@@ -609,26 +680,30 @@ class Specs:
         if domain in DOMAINS:
             raise SpecError(f"{where}: {domain!r} is built in and has its own verifier; remove the key")
         if not inside(file, "data") or not file.endswith(".py"):
-            raise SpecError(f"{where}: a verifier is a Python file under data/ (a dependency of prepare_data); "
-                            f"write data/<name>.py")
+            raise SpecError(
+                f"{where}: a verifier is a Python file under data/ (a dependency of prepare_data); write data/<name>.py"
+            )
         path = self.root / file
         if not path.is_file():
-            raise SpecError(f"{where}: no such file under {self.root}; create it with "
-                            f"`def verify(response: str, check: dict) -> bool`, or remove the key for exact match")
+            raise SpecError(
+                f"{where}: no such file under {self.root}; create it with "
+                f"`def verify(response: str, check: dict) -> bool`, or remove the key for exact match"
+            )
         try:
             tree = ast.parse(path.read_text(), filename=file)
         except SyntaxError as e:
             raise SpecError(f"{where}: {file}:{e.lineno}: syntax error: {e.msg}") from None
         if not any(isinstance(n, ast.FunctionDef) and n.name == "verify" for n in tree.body):
-            raise SpecError(f"{where}: {file} defines no top-level function `verify`; add "
-                            f"`def verify(response: str, check: dict) -> bool`")
+            raise SpecError(
+                f"{where}: {file} defines no top-level function `verify`; add "
+                f"`def verify(response: str, check: dict) -> bool`"
+            )
 
     @property
     def train(self) -> TrainStagesSpec:
         spec = self._load("train")
         for section in ("pretrain", "anchor"):
-            check_parallel(self.model, getattr(spec, section).tp_size,
-                           f"{self.path('train')}: {section}.tp_size")
+            check_parallel(self.model, getattr(spec, section).tp_size, f"{self.path('train')}: {section}.tp_size")
         return spec
 
     @property
@@ -644,8 +719,10 @@ class Specs:
         spec = self._load("merge")
         unknown = sorted(set(spec.weights) - set(self.params.experts))
         if unknown:
-            raise SpecError(f"{self.path('merge')}: weights names experts not in params.yaml "
-                            f"experts: {unknown}; known: {self.params.experts}")
+            raise SpecError(
+                f"{self.path('merge')}: weights names experts not in params.yaml "
+                f"experts: {unknown}; known: {self.params.experts}"
+            )
         return spec
 
     @property
@@ -653,8 +730,10 @@ class Specs:
         spec = self._load("router")
         check_parallel(self.model, spec.tp_size, f"{self.path('router')}: tp_size", moe=True)
         if spec.topk is not None and spec.topk > len(self.params.experts) + 1:
-            raise SpecError(f"{self.path('router')}: topk = {spec.topk}: the merged model has "
-                            f"{len(self.params.experts) + 1} experts (anchor + params.yaml experts)")
+            raise SpecError(
+                f"{self.path('router')}: topk = {spec.topk}: the merged model has "
+                f"{len(self.params.experts) + 1} experts (anchor + params.yaml experts)"
+            )
         return spec
 
     @property
@@ -662,8 +741,10 @@ class Specs:
         spec = self._load("baselines")
         unknown = [e for e in spec.sequential_order if e not in self.params.experts]
         if unknown:
-            raise SpecError(f"{self.path('baselines')}: sequential_order names experts not in params.yaml "
-                            f"experts: {unknown}; known: {self.params.experts}")
+            raise SpecError(
+                f"{self.path('baselines')}: sequential_order names experts not in params.yaml "
+                f"experts: {unknown}; known: {self.params.experts}"
+            )
         return spec
 
     def baseline(self, name: str) -> str:
@@ -671,16 +752,21 @@ class Specs:
         that params.yaml does not merge, trained like an expert)."""
         where = self.root / "params.yaml"
         if name not in self.params.baselines:
-            raise SpecError(f"{where}: baselines = {self.params.baselines}: no baseline {name!r} "
-                            f"(add it to params.yaml baselines)")
+            raise SpecError(
+                f"{where}: baselines = {self.params.baselines}: no baseline {name!r} (add it to params.yaml baselines)"
+            )
         if name in BASELINE_KINDS:
             return name
         if name in self.params.experts:
-            raise SpecError(f"{where}: baselines: {name!r} is an expert of the pipeline; an ablation is an "
-                            f"expert spec that params.yaml experts does not list (e.g. math_ffn_only)")
+            raise SpecError(
+                f"{where}: baselines: {name!r} is an expert of the pipeline; an ablation is an "
+                f"expert spec that params.yaml experts does not list (e.g. math_ffn_only)"
+            )
         if not self.path(f"experts/{name}").exists():
-            raise SpecError(f"{where}: baselines: {name!r} is neither {' nor '.join(BASELINE_KINDS)} nor an "
-                            f"expert spec: add specs/experts/{name}.yaml or remove it")
+            raise SpecError(
+                f"{where}: baselines: {name!r} is neither {' nor '.join(BASELINE_KINDS)} nor an "
+                f"expert spec: add specs/experts/{name}.yaml or remove it"
+            )
         self.expert(name)
         return "ablation"
 
@@ -695,8 +781,10 @@ class Specs:
             path = self.path(key)
             if not path.exists():
                 known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-                raise SpecError(f"{path}: no spec for expert {name!r}; known experts: {', '.join(known)} "
-                                f"(add specs/experts/{name}.yaml or fix params.yaml: experts)")
+                raise SpecError(
+                    f"{path}: no spec for expert {name!r}; known experts: {', '.join(known)} "
+                    f"(add specs/experts/{name}.yaml or fix params.yaml: experts)"
+                )
             self._cache[key] = self._expert_at(path, name)
         return self._cache[key]
 
@@ -706,8 +794,10 @@ class Specs:
         path = self.path(f"upgrades/{name}.v{version}")
         if not path.exists():
             known = sorted(p.name for p in path.parent.glob(f"{name}.v*.yaml"))
-            raise SpecError(f"{path}: no version {version} of expert {name!r} prepared; "
-                            f"prepared: {', '.join(known) or 'none'} (write specs/upgrades/{name}.v{version}.yaml)")
+            raise SpecError(
+                f"{path}: no version {version} of expert {name!r} prepared; "
+                f"prepared: {', '.join(known) or 'none'} (write specs/upgrades/{name}.v{version}.yaml)"
+            )
         spec = self._expert_at(path, name)
         if spec.version != version:
             raise SpecError(f"{path}: version = {spec.version}: must be {version}, as in the file name")
@@ -725,8 +815,10 @@ class Specs:
         known = self.data.domains
         for key, domain in [("domain", spec.domain), *((f"mixture.sources.{d}", d) for d in spec.mixture.sources)]:
             if domain not in known:
-                raise SpecError(f"{path}: {key} = {domain!r}: not a domain of {self.path('data')} (domains: "
-                                f"{', '.join(known)}); add it there or use one of those")
+                raise SpecError(
+                    f"{path}: {key} = {domain!r}: not a domain of {self.path('data')} (domains: "
+                    f"{', '.join(known)}); add it there or use one of those"
+                )
         check_parallel(self.model, spec.tp_size, f"{path}: tp_size", moe=True)
         return spec
 
@@ -750,16 +842,20 @@ def check_parallel(model: ModelSpec, tp_size: int, where: str, moe: bool = False
     if moe and tp_size > 1:
         # Megatron-Core's MoE layers need sequence parallelism under TP, which our training
         # loop and KV-cache rollouts do not support yet.
-        raise SpecError(f"{where} = {tp_size}: MoE stages (experts, router) run with tp_size 1 for now; "
-                        f"set tp_size: 1 (dense stages support tp_size > 1)")
-    sizes = {"num_attention_heads": model.num_attention_heads,
-             "num_query_groups": model.num_query_groups,
-             "ffn_hidden_size": model.ffn_hidden_size, "vocab_size": model.vocab_size}
+        raise SpecError(
+            f"{where} = {tp_size}: MoE stages (experts, router) run with tp_size 1 for now; "
+            f"set tp_size: 1 (dense stages support tp_size > 1)"
+        )
+    sizes = {
+        "num_attention_heads": model.num_attention_heads,
+        "num_query_groups": model.num_query_groups,
+        "ffn_hidden_size": model.ffn_hidden_size,
+        "vocab_size": model.vocab_size,
+    }
     bad = [f"{k}={v}" for k, v in sizes.items() if v % tp_size]
     if bad:
         ok = [t for t in range(1, 9) if all(v % t == 0 for v in sizes.values())]
-        raise SpecError(f"{where} = {tp_size}: must divide model {', '.join(bad)}; "
-                        f"allowed tp_size: {ok}")
+        raise SpecError(f"{where} = {tp_size}: must divide model {', '.join(bad)}; allowed tp_size: {ok}")
 
 
 def spec_hash(spec: Spec | dict) -> str:

@@ -28,7 +28,7 @@ def repo_root(cwd: Path | str = ".") -> Path:
     path = Path(cwd).resolve()
     parts = path.parts
     for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return path
 
@@ -58,8 +58,9 @@ def _mlflow(cwd: Path | str = "."):
 def git_commit(cwd: Path | str = ".") -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         return "unknown"
     return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
@@ -76,9 +77,12 @@ def _lock_outs(cwd: Path | str) -> dict[str, str]:
     lock = Path(cwd) / "dvc.lock"
     if not lock.exists():
         return {}
-    return {out["path"]: out.get("md5", "unknown")
-            for stage in read_dvc_file(lock).get("stages", {}).values()
-            for out in stage.get("outs", []) if "path" in out}
+    return {
+        out["path"]: out.get("md5", "unknown")
+        for stage in read_dvc_file(lock).get("stages", {}).values()
+        for out in stage.get("outs", [])
+        if "path" in out
+    }
 
 
 def _md5_of(path: str, outs: dict[str, str]) -> str:
@@ -149,11 +153,12 @@ class StageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(f"{prefix}{k}", float(v), now, int(r["step"]))
-                   for r in records for k, v in r.items() if k != "step"]
+        metrics = [
+            Metric(f"{prefix}{k}", float(v), now, int(r["step"])) for r in records for k, v in r.items() if k != "step"
+        ]
         client = self.mlflow.MlflowClient()
         for i in range(0, len(metrics), 1000):
-            client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+            client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -174,8 +179,9 @@ class StageRun:
         self.mlflow.log_artifacts(str(folder), "model")
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)
-        version = client.create_model_version(name, f"{self.run.info.artifact_uri}/model", run_id=self.run_id,
-                                              tags={k: str(v) for k, v in tags.items()}).version
+        version = client.create_model_version(
+            name, f"{self.run.info.artifact_uri}/model", run_id=self.run_id, tags={k: str(v) for k, v in tags.items()}
+        ).version
         client.set_registered_model_alias(name, CANDIDATE, version)
         self.mlflow.set_tag("registered_model", f"{name}/{version}")
         return version
@@ -211,10 +217,17 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
     for run in runs:
         built = [v for v in moe if v.tags.get(f"expert.{name}.run_id") == run.info.run_id]
         routed = scores(built[-1]) if built else {}  # the newest routed model built from this run
-        out.append({"run_id": run.info.run_id, "version": run.data.tags.get("expert_version", "?"),
-                    "threads": run.data.tags.get("threads_per_rank", "?"),
-                    "params": run.data.params, "metrics": run.data.metrics, "routed": routed,
-                    "moe_versions": [int(v.version) for v in built]})
+        out.append(
+            {
+                "run_id": run.info.run_id,
+                "version": run.data.tags.get("expert_version", "?"),
+                "threads": run.data.tags.get("threads_per_rank", "?"),
+                "params": run.data.params,
+                "metrics": run.data.metrics,
+                "routed": routed,
+                "moe_versions": [int(v.version) for v in built],
+            }
+        )
     return out
 
 
@@ -228,8 +241,9 @@ def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
     if exp is None:
         return {}
     newest, agreeing, files = {}, {}, {}
-    for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time ASC"]):
+    for run in client.search_runs(
+        [exp.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"]
+    ):
         stage = run.data.tags.get("dvc_stage")
         if stage:
             if stage not in files:
@@ -237,8 +251,7 @@ def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
             newest[stage] = run.data.metrics
             if _agrees(run.data.metrics, files[stage]):
                 agreeing[stage] = run.data.metrics
-    return {stage: {k: v for k, v in m.items() if k.startswith("cost/")}
-            for stage, m in {**newest, **agreeing}.items()}
+    return {stage: {k: v for k, v in m.items() if k.startswith("cost/")} for stage, m in {**newest, **agreeing}.items()}
 
 
 def _stage_metrics(cwd: Path | str, stage: str) -> dict:
@@ -248,20 +261,36 @@ def _stage_metrics(cwd: Path | str, stage: str) -> dict:
 
 def _agrees(logged: dict, metrics: dict) -> bool:
     """Every number of a stage's metrics file that the run logged has the value the run logged."""
-    return all(abs(logged[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in metrics.items()
-               if k in logged and isinstance(v, (int, float)))
+    return all(
+        abs(logged[k] - v) <= 1e-9 * max(1.0, abs(v))
+        for k, v in metrics.items()
+        if k in logged and isinstance(v, (int, float))
+    )
 
 
-LINEAGE_TAGS = ("dvc_stage", "expert_version", "spec_hash", "data_hash", "anchor_hash", "base_hash",
-                "parent_expert_version", "parent_model_version", "git_commit", "threads_per_rank")
+LINEAGE_TAGS = (
+    "dvc_stage",
+    "expert_version",
+    "spec_hash",
+    "data_hash",
+    "anchor_hash",
+    "base_hash",
+    "parent_expert_version",
+    "parent_model_version",
+    "git_commit",
+    "threads_per_rank",
+)
 
 
 def _run_lineage(client, run_id: str) -> dict:
     run = client.get_run(run_id)
-    return {"run_id": run_id, "status": run.info.status,
-            "tags": {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags},
-            "inputs": {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs},
-            "cost": {k: v for k, v in run.data.metrics.items() if k.startswith("cost/")}}
+    return {
+        "run_id": run_id,
+        "status": run.info.status,
+        "tags": {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags},
+        "inputs": {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs},
+        "cost": {k: v for k, v in run.data.metrics.items() if k.startswith("cost/")},
+    }
 
 
 def model_lineage(name: str, version: str, cwd: Path | str = ".") -> dict:
@@ -273,21 +302,34 @@ def model_lineage(name: str, version: str, cwd: Path | str = ".") -> dict:
         v = client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException as e:
         raise LookupError(str(e).splitlines()[0]) from None
-    out = {"name": name, "version": v.version, "aliases": list(v.aliases), "tags": dict(v.tags),
-           "run": _run_lineage(client, v.run_id), "components": {}, "evaluation": None}
+    out = {
+        "name": name,
+        "version": v.version,
+        "aliases": list(v.aliases),
+        "tags": dict(v.tags),
+        "run": _run_lineage(client, v.run_id),
+        "components": {},
+        "evaluation": None,
+    }
     for key, run_id in sorted(v.tags.items()):
         if key.startswith("expert.") and key.endswith(".run_id") and run_id != "unregistered":
             out["components"][key.split(".")[1]] = _run_lineage(client, run_id)
     if name != "bar-moe":
         return out
     exp = client.get_experiment_by_name(EXPERIMENT)
-    evals = client.search_runs([exp.experiment_id], f"tags.dvc_stage = 'evaluate' and tags.moe_version = "
-                               f"'{v.version}'", order_by=["attributes.start_time DESC"], max_results=1)
+    evals = client.search_runs(
+        [exp.experiment_id],
+        f"tags.dvc_stage = 'evaluate' and tags.moe_version = '{v.version}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if evals:
         run = evals[0]
-        out["evaluation"] = {"run_id": run.info.run_id, "rerun": run.data.tags.get("assembly.rerun", ""),
-                             **{k: val for k, val in run.data.metrics.items()
-                                if k.startswith(("routed/", "assembly/"))}}
+        out["evaluation"] = {
+            "run_id": run.info.run_id,
+            "rerun": run.data.tags.get("assembly.rerun", ""),
+            **{k: val for k, val in run.data.metrics.items() if k.startswith(("routed/", "assembly/"))},
+        }
     return out
 
 
@@ -336,8 +378,11 @@ def _parent_expert(mlflow, expert: str) -> dict[str, str]:
     if not versions:
         return {"parent_expert_version": "none", "parent_model_version": "none"}
     latest = versions[-1]
-    return {"parent_expert_version": latest.tags.get("expert_version", "?"),
-            "parent_model_version": latest.version, "parent_expert_run_id": latest.run_id}
+    return {
+        "parent_expert_version": latest.tags.get("expert_version", "?"),
+        "parent_model_version": latest.version,
+        "parent_expert_run_id": latest.run_id,
+    }
 
 
 def routed_lineage(version: str, cwd: Path | str = ".") -> dict:
@@ -354,17 +399,25 @@ def routed_lineage(version: str, cwd: Path | str = ".") -> dict:
     def lineage(v) -> dict:
         router = client.get_run(v.run_id)
         names = [c.split(":")[0] for c in v.tags.get("components", "").split(",") if c]
-        anchors = client.search_runs([experiment], "tags.dvc_stage = 'train_anchor' and "
-                                     f"attributes.status = 'FINISHED' and attributes.start_time < "
-                                     f"{router.info.start_time}", order_by=["attributes.start_time DESC"],
-                                     max_results=1)
+        anchors = client.search_runs(
+            [experiment],
+            "tags.dvc_stage = 'train_anchor' and "
+            f"attributes.status = 'FINISHED' and attributes.start_time < "
+            f"{router.info.start_time}",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         experts = {}
         for e in names:
             run_id = v.tags.get(f"expert.{e}.run_id")
             run = client.get_run(run_id) if run_id and run_id != "unregistered" else None
             experts[e] = {"run_id": run_id, "metrics": run.data.metrics if run else {}}
-        return {"version": v.version, "anchor": part(anchors[0] if anchors else None), "router": part(router),
-                "experts": experts}
+        return {
+            "version": v.version,
+            "anchor": part(anchors[0] if anchors else None),
+            "router": part(router),
+            "experts": experts,
+        }
 
     current = client.get_model_version("bar-moe", str(version))
     older = [v for v in _versions(client, "bar-moe") if int(v.version) < int(version)]
@@ -377,8 +430,7 @@ def pipeline_run(name: str, tags: dict[str, str], cwd: Path | str = "."):
     """The MLflow run of one flow run. Yields the run; stage runs started by child processes
     with `BAR_PARENT_RUN_ID` set to its id nest under it. A flow that raises leaves it FAILED."""
     mlflow = _mlflow(cwd)
-    with mlflow.start_run(run_name=name, tags={"stage": "pipeline", "git_commit": git_commit(cwd),
-                                               **tags}) as run:
+    with mlflow.start_run(run_name=name, tags={"stage": "pipeline", "git_commit": git_commit(cwd), **tags}) as run:
         handle = StageRun(mlflow, run)
         try:
             yield handle
@@ -398,8 +450,13 @@ def stage_run(stage: str, *, spec: dict, tags: dict[str, str], cwd: Path | str =
     from bar.launch import threads_per_rank
 
     mlflow = _mlflow(cwd)
-    all_tags = {"stage": stage, "dvc_stage": stage, "git_commit": git_commit(cwd),
-                "threads_per_rank": str(threads_per_rank(nproc)), **tags}
+    all_tags = {
+        "stage": stage,
+        "dvc_stage": stage,
+        "git_commit": git_commit(cwd),
+        "threads_per_rank": str(threads_per_rank(nproc)),
+        **tags,
+    }
     if "expert" in tags:
         all_tags |= _parent_expert(mlflow, tags["expert"])
     parent = os.environ.get("BAR_PARENT_RUN_ID")

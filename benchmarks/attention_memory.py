@@ -66,20 +66,40 @@ def main() -> None:
         return
     results = {}
     for variant in ("mask", "documents"):
-        run = subprocess.run([sys.executable, __file__, "--worker", variant, "--seq", str(args.seq), "--batch",
-                              str(args.batch), "--documents", str(args.documents)], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                variant,
+                "--seq",
+                str(args.seq),
+                "--batch",
+                str(args.batch),
+                "--documents",
+                str(args.documents),
+            ],
+            capture_output=True,
+            text=True,
+        )
         line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
         if not line:
             raise SystemExit(f"{variant} failed:\n{run.stderr[-3000:]}")
         results[variant] = json.loads(line[0].removeprefix("RESULT "))
-    print(f"default model at seq {args.seq}, batch {args.batch}, {args.documents} documents per row; "
-          f"one forward + backward, fresh process each")
+    print(
+        f"default model at seq {args.seq}, batch {args.batch}, {args.documents} documents per row; "
+        f"one forward + backward, fresh process each"
+    )
     for variant, r in results.items():
-        print(f"  {variant:10s} peak {r['peak'] / 2**20:8.1f} MiB above baseline  {r['seconds']:6.2f} s  "
-              f"loss {r['loss']:.6f}")
+        print(
+            f"  {variant:10s} peak {r['peak'] / 2**20:8.1f} MiB above baseline  {r['seconds']:6.2f} s  "
+            f"loss {r['loss']:.6f}"
+        )
     m, d = results["mask"], results["documents"]
-    print(f"documents vs mask: {d['peak'] / m['peak']:.2f}x the peak memory, {m['seconds'] / d['seconds']:.2f}x "
-          f"the speed; same loss: {abs(m['loss'] - d['loss']) < 1e-4}")
+    print(
+        f"documents vs mask: {d['peak'] / m['peak']:.2f}x the peak memory, {m['seconds'] / d['seconds']:.2f}x "
+        f"the speed; same loss: {abs(m['loss'] - d['loss']) < 1e-4}"
+    )
 
 
 if __name__ == "__main__":

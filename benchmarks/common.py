@@ -26,14 +26,23 @@ def llama(arch):
     """A randomly initialised `transformers` Llama of the same shape as `arch` (SDPA attention)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=arch.vocab_size, hidden_size=arch.hidden_size,
-                         intermediate_size=arch.ffn_hidden_size, num_hidden_layers=arch.num_layers,
-                         num_attention_heads=arch.num_attention_heads, num_key_value_heads=arch.num_query_groups,
-                         head_dim=arch.head_dim, max_position_embeddings=arch.seq_length + 64,
-                         rms_norm_eps=arch.norm_eps,
-                         rope_parameters={"rope_type": "default", "rope_theta": arch.rope_base},
-                         attention_bias=False, mlp_bias=False, tie_word_embeddings=False, pad_token_id=0,
-                         attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.ffn_hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_query_groups,
+        head_dim=arch.head_dim,
+        max_position_embeddings=arch.seq_length + 64,
+        rms_norm_eps=arch.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": arch.rope_base},
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        attn_implementation="sdpa",
+    )
     return LlamaForCausalLM(config)
 
 

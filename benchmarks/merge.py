@@ -147,25 +147,41 @@ def main() -> None:
         size = sum((p / "model.safetensors").stat().st_size for p in experts) / (1 << 20)
         results = {}
         for kind in ("streaming", "naive"):
-            out = subprocess.run([sys.executable, __file__, "--one", kind, str(tmp / f"{kind}.safetensors"),
-                                  "--experts", *map(str, experts)], check=True, capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    kind,
+                    str(tmp / f"{kind}.safetensors"),
+                    "--experts",
+                    *map(str, experts),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            )
             results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
         a, b = load_file(tmp / "streaming.safetensors"), load_file(tmp / "naive.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "merges differ"
         disk = read_throughput(experts)
 
     s, n = results["streaming"], results["naive"]
-    print(f"{len(experts)} experts, {size:.1f} MiB on disk, one expert {size / len(experts):.1f} MiB, "
-          f"merged output {s['output_mib']:.1f} MiB (one expert + output: "
-          f"{size / len(experts) + s['output_mib']:.1f} MiB); outputs identical")
+    print(
+        f"{len(experts)} experts, {size:.1f} MiB on disk, one expert {size / len(experts):.1f} MiB, "
+        f"merged output {s['output_mib']:.1f} MiB (one expert + output: "
+        f"{size / len(experts) + s['output_mib']:.1f} MiB); outputs identical"
+    )
     print(f"{'':12}{'seconds':>10}{'MiB/s':>10}{'peak MiB':>10}")
     for kind, r in results.items():
         print(f"{kind:12}{r['seconds']:10.2f}{size / r['seconds']:10.0f}{r['peak_mib']:10.1f}")
     print(f"{'disk read':12}{size / disk:10.2f}{disk:10.0f}")
-    print(f"ratios: streaming/naive time {s['seconds'] / n['seconds']:.2f}, "
-          f"peak memory {s['peak_mib'] / max(n['peak_mib'], 1e-9):.2f}; "
-          f"streaming at {size / s['seconds'] / disk:.0%} of disk read throughput")
+    print(
+        f"ratios: streaming/naive time {s['seconds'] / n['seconds']:.2f}, "
+        f"peak memory {s['peak_mib'] / max(n['peak_mib'], 1e-9):.2f}; "
+        f"streaming at {size / s['seconds'] / disk:.0%} of disk read throughput"
+    )
 
 
 if __name__ == "__main__":

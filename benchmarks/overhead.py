@@ -37,17 +37,18 @@ def main() -> None:
     parser.add_argument("targets", nargs="*", help="stages to bring up to date (default: the whole pipeline)")
     args = parser.parse_args()
     root = args.root.resolve()
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *args.targets], cwd=root,
-                            capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *args.targets], cwd=root, capture_output=True, text=True
+    )
     if json.loads(status.stdout or "{}"):
         raise SystemExit(f"{root}: the pipeline is not up to date (dvc status); run `dvc repro` there first")
 
-    commands = {"dvc repro (no-op)": [sys.executable, "-m", "dvc", "repro", *args.targets],
-                "bar-pipeline flow (no-op)": [sys.executable, "-m", "flows.pipeline", "--root", str(root),
-                                              *args.targets],
-                "bar --help": [sys.executable, "-m", "bar.cli", "--help"]}
-    times = {name: statistics.median(timed(cmd, root) for _ in range(args.repeats))
-             for name, cmd in commands.items()}
+    commands = {
+        "dvc repro (no-op)": [sys.executable, "-m", "dvc", "repro", *args.targets],
+        "bar-pipeline flow (no-op)": [sys.executable, "-m", "flows.pipeline", "--root", str(root), *args.targets],
+        "bar --help": [sys.executable, "-m", "bar.cli", "--help"],
+    }
+    times = {name: statistics.median(timed(cmd, root) for _ in range(args.repeats)) for name, cmd in commands.items()}
     code = f"import sys, bar.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 

@@ -71,16 +71,19 @@ def main() -> None:
     print(f"{'preset':8s} {'precision':9s} {'measured':>10s} {'estimate':>10s} {'error':>7s}   estimate by part")
     for preset in args.presets:
         for precision in ("bf16", "fp32"):
-            run = subprocess.run([sys.executable, __file__, "--worker", preset, precision], capture_output=True,
-                                 text=True)
+            run = subprocess.run(
+                [sys.executable, __file__, "--worker", preset, precision], capture_output=True, text=True
+            )
             line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
                 raise SystemExit(f"{preset} {precision} failed:\n{run.stderr[-3000:]}")
             r = json.loads(line[0].removeprefix("RESULT "))
             est, measured = r["estimate"], r["measured"]
             parts = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in est.items() if k != "total")
-            print(f"{preset:8s} {precision:9s} {measured / 2**20:8.1f}Mi {est['total'] / 2**20:8.1f}Mi "
-                  f"{est['total'] / measured - 1:+6.0%}   {parts} (MiB)")
+            print(
+                f"{preset:8s} {precision:9s} {measured / 2**20:8.1f}Mi {est['total'] / 2**20:8.1f}Mi "
+                f"{est['total'] / measured - 1:+6.0%}   {parts} (MiB)"
+            )
 
 
 if __name__ == "__main__":

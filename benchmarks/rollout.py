@@ -48,8 +48,14 @@ def main() -> None:
     prompts = torch.randint(1, arch.vocab_size, (args.batch, args.prompt_length), generator=g)
 
     def ours():
-        return generate(model, prompts.tolist(), max_new_tokens=args.new_tokens, stop_ids=set(),
-                        vocab_size=arch.vocab_size, pad_id=0)
+        return generate(
+            model,
+            prompts.tolist(),
+            max_new_tokens=args.new_tokens,
+            stop_ids=set(),
+            vocab_size=arch.vocab_size,
+            pad_id=0,
+        )
 
     def megatron():
         real, parallel.tp_size = parallel.tp_size, lambda: 2  # the path bar.generate takes at TP>1
@@ -60,23 +66,39 @@ def main() -> None:
 
     def theirs():
         with torch.no_grad():
-            out = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=args.new_tokens,
-                              min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None)
-        return out[:, args.prompt_length:].tolist()
+            out = hf.generate(
+                prompts,
+                attention_mask=torch.ones_like(prompts),
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+        return out[:, args.prompt_length :].tolist()
 
     same = ours() == theirs() == megatron()  # also the warm-up
-    names = {"ours": "bar.generate (TP=1 decoder)", "theirs": "transformers generate",
-             "megatron": "Megatron-Core inference context"}
-    times = {key: statistics.median(seconds(fn) for _ in range(args.repeats))
-             for key, fn in (("ours", ours), ("theirs", theirs), ("megatron", megatron))}
+    names = {
+        "ours": "bar.generate (TP=1 decoder)",
+        "theirs": "transformers generate",
+        "megatron": "Megatron-Core inference context",
+    }
+    times = {
+        key: statistics.median(seconds(fn) for _ in range(args.repeats))
+        for key, fn in (("ours", ours), ("theirs", theirs), ("megatron", megatron))
+    }
     parallel.shutdown()
     tokens = args.batch * args.new_tokens
-    print(f"preset {args.preset}: {args.batch} rollouts x {args.new_tokens} new tokens after "
-          f"{args.prompt_length} prompt tokens; median of {args.repeats}; identical greedy outputs: {same}")
+    print(
+        f"preset {args.preset}: {args.batch} rollouts x {args.new_tokens} new tokens after "
+        f"{args.prompt_length} prompt tokens; median of {args.repeats}; identical greedy outputs: {same}"
+    )
     for key, t in times.items():
         print(f"  {names[key]:35s} {t:6.2f} s  {tokens / t:8.0f} tok/s")
-    print(f"  ours vs transformers: {times['theirs'] / times['ours']:.2f}x the speed; "
-          f"vs Megatron-Core inference: {times['megatron'] / times['ours']:.2f}x")
+    print(
+        f"  ours vs transformers: {times['theirs'] / times['ours']:.2f}x the speed; "
+        f"vs Megatron-Core inference: {times['megatron'] / times['ours']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

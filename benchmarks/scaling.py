@@ -24,8 +24,18 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ["bar", "specs", "dvc.yaml", "baselines/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore",
-         ".dvcignore", ".gitignore", "pyproject.toml"]
+FILES = [
+    "bar",
+    "specs",
+    "dvc.yaml",
+    "baselines/dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+]
 BAR_STAGES = ("mix_data", "train_expert", "merge_experts", "fit_router")
 
 
@@ -63,8 +73,9 @@ def runs_since(root: Path, start_ms: int) -> dict[str, dict[str, float]]:
     mlflow = tracking._mlflow(root)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(tracking.EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], f"attributes.start_time >= {start_ms} and "
-                              "attributes.status = 'FINISHED'")
+    runs = client.search_runs(
+        [exp.experiment_id], f"attributes.start_time >= {start_ms} and attributes.status = 'FINISHED'"
+    )
     return {r.data.tags["dvc_stage"]: r.data.metrics for r in runs if "dvc_stage" in r.data.tags}
 
 
@@ -100,14 +111,18 @@ def main() -> None:
         rows.append({"k": k, "added": experts[k - 1], "bar": bar, "retrain": mono})
 
     print(f"\nCost of adding the k-th domain ({args.preset} preset), measured; ratio = BAR / retrain")
-    print(f"{'k':>2} {'added':>9} | {'BAR wall s':>10} {'retrain wall s':>14} {'ratio':>6} | "
-          f"{'BAR CPU s':>9} {'retrain CPU s':>13} {'ratio':>6} | {'BAR FLOPs':>9} {'retrain FLOPs':>13} {'ratio':>6}")
+    print(
+        f"{'k':>2} {'added':>9} | {'BAR wall s':>10} {'retrain wall s':>14} {'ratio':>6} | "
+        f"{'BAR CPU s':>9} {'retrain CPU s':>13} {'ratio':>6} | {'BAR FLOPs':>9} {'retrain FLOPs':>13} {'ratio':>6}"
+    )
     for r in rows:
         b, m = r["bar"], r["retrain"]
-        print(f"{r['k']:>2} {r['added']:>9} | {b['wall_seconds']:>10.1f} {m['wall_seconds']:>14.1f} "
-              f"{b['wall_seconds'] / m['wall_seconds']:>6.2f} | {b['cpu_seconds']:>9.1f} {m['cpu_seconds']:>13.1f} "
-              f"{b['cpu_seconds'] / m['cpu_seconds']:>6.2f} | {b['flops']:>9.3g} {m['flops']:>13.3g} "
-              f"{b['flops'] / m['flops']:>6.2f}")
+        print(
+            f"{r['k']:>2} {r['added']:>9} | {b['wall_seconds']:>10.1f} {m['wall_seconds']:>14.1f} "
+            f"{b['wall_seconds'] / m['wall_seconds']:>6.2f} | {b['cpu_seconds']:>9.1f} {m['cpu_seconds']:>13.1f} "
+            f"{b['cpu_seconds'] / m['cpu_seconds']:>6.2f} | {b['flops']:>9.3g} {m['flops']:>13.3g} "
+            f"{b['flops'] / m['flops']:>6.2f}"
+        )
 
     import matplotlib
 
@@ -118,7 +133,9 @@ def main() -> None:
     ks = [r["k"] for r in rows]
     ax.plot(ks, [r["bar"]["wall_seconds"] for r in rows], "o-", label="BAR: expert k + merge + router")
     ax.plot(ks, [r["retrain"]["wall_seconds"] for r in rows], "s-", label="monolithic retrain on k domains")
-    ax.set(xlabel="domains k", ylabel="wall seconds (measured)", xticks=ks, title=f"adding the k-th domain ({args.preset})")
+    ax.set(
+        xlabel="domains k", ylabel="wall seconds (measured)", xticks=ks, title=f"adding the k-th domain ({args.preset})"
+    )
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

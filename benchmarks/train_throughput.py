@@ -35,7 +35,7 @@ def matmul_peak(n: int = 2048, repeats: int = 10, dtype=None) -> float:
     a, b = (torch.randn(n, n, dtype=dtype, device=parallel.device()) for _ in range(2))
     torch.matmul(a, b)
     best = min(seconds(lambda: torch.matmul(a, b)) for _ in range(repeats))
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def batches(arch, batch_size: int, steps: int):
@@ -44,8 +44,10 @@ def batches(arch, batch_size: int, steps: int):
     from bar import parallel
 
     g = torch.Generator().manual_seed(0)
-    return [torch.randint(0, arch.vocab_size, (batch_size, arch.seq_length + 1), generator=g).to(parallel.device())
-            for _ in range(steps)]
+    return [
+        torch.randint(0, arch.vocab_size, (batch_size, arch.seq_length + 1), generator=g).to(parallel.device())
+        for _ in range(steps)
+    ]
 
 
 def time_steps(step, data, warmup: int = 2) -> float:
@@ -138,8 +140,7 @@ def rollout_time(arch, prompts, new_tokens: int) -> tuple[float, list]:
     model = build(arch, 1, num_experts=2).eval()
 
     def run():
-        return generate(model, prompts, max_new_tokens=new_tokens, stop_ids=set(), vocab_size=arch.vocab_size,
-                        pad_id=0)
+        return generate(model, prompts, max_new_tokens=new_tokens, stop_ids=set(), vocab_size=arch.vocab_size, pad_id=0)
 
     try:
         out = run()
@@ -156,14 +157,19 @@ def precision(preset: str, steps: int, batch_size: int) -> None:
     from bar.cost import training_flops
 
     base = model_spec(preset)
-    wide = base.model_copy(update=dict(hidden_size=512, ffn_hidden_size=1360, num_attention_heads=8,
-                                       num_query_groups=4))
+    wide = base.model_copy(
+        update=dict(hidden_size=512, ffn_hidden_size=1360, num_attention_heads=8, num_query_groups=4)
+    )
     peak = {"fp32": matmul_peak(), "bf16": matmul_peak(dtype=torch.bfloat16)}
     where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"matmul peak (2048^3, {where}): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} "
-          f"GFLOP/s ({peak['bf16'] / peak['fp32']:.1f}x)")
-    print("expert SFT step (2-slot MoE; domain FFN, router, embeddings, LM head train), "
-          f"batch {batch_size} x {base.seq_length}, median of {steps} steps:")
+    print(
+        f"matmul peak (2048^3, {where}): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} "
+        f"GFLOP/s ({peak['bf16'] / peak['fp32']:.1f}x)"
+    )
+    print(
+        "expert SFT step (2-slot MoE; domain FFN, router, embeddings, LM head train), "
+        f"batch {batch_size} x {base.seq_length}, median of {steps} steps:"
+    )
     sft = {"sft": ["domain_ffn", "router", "embeddings", "lm_head"]}
     for label, arch in ((f"{preset} (hidden {base.hidden_size})", base), ("hidden 512", wide)):
         data = batches(arch, batch_size, steps + 2)
@@ -171,17 +177,21 @@ def precision(preset: str, steps: int, batch_size: int) -> None:
         flops = training_flops(arch, {"sft": tokens}, 2, sft)
         times = {p: expert_step_time(arch.model_copy(update={"precision": p}), data) for p in ("fp32", "bf16")}
         for p, t in times.items():
-            print(f"  {label:22s} {p}: {t:6.3f} s/step {tokens / t:8.0f} tok/s  {flops / t / 1e9:6.1f} GFLOP/s = "
-                  f"{flops / t / peak[p]:5.1%} of the {p} peak, {flops / t / peak['bf16']:5.1%} of the bf16 peak")
+            print(
+                f"  {label:22s} {p}: {t:6.3f} s/step {tokens / t:8.0f} tok/s  {flops / t / 1e9:6.1f} GFLOP/s = "
+                f"{flops / t / peak[p]:5.1%} of the {p} peak, {flops / t / peak['bf16']:5.1%} of the bf16 peak"
+            )
         print(f"  {label:22s} bf16 vs fp32: {times['fp32'] / times['bf16']:.2f}x the tokens/s")
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(1, base.vocab_size, (64, 32), generator=g).tolist()
     roll = {p: rollout_time(base.model_copy(update={"precision": p}), prompts, 48) for p in ("fp32", "bf16")}
     lengths = {p: [len(r) for r in out] for p, (_, out) in roll.items()}
     same = sum(a == b for a, b in zip(roll["fp32"][1], roll["bf16"][1]))
-    print(f"rollouts (64 x 48 new tokens after 32, greedy, {preset}): fp32 {roll['fp32'][0]:.2f} s, "
-          f"bf16 {roll['bf16'][0]:.2f} s ({roll['fp32'][0] / roll['bf16'][0]:.2f}x); identical lengths: "
-          f"{lengths['fp32'] == lengths['bf16']}; identical tokens in {same} of 64 rows")
+    print(
+        f"rollouts (64 x 48 new tokens after 32, greedy, {preset}): fp32 {roll['fp32'][0]:.2f} s, "
+        f"bf16 {roll['bf16'][0]:.2f} s ({roll['fp32'][0] / roll['bf16'][0]:.2f}x); identical lengths: "
+        f"{lengths['fp32'] == lengths['bf16']}; identical tokens in {same} of 64 rows"
+    )
 
 
 def main() -> None:
@@ -211,27 +221,46 @@ def main() -> None:
     peak = matmul_peak()
     ours = megatron_step_time(arch, 1, data)
     hf = hf_step_time(arch, data)
-    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                               __file__, "--preset", args.preset, "--steps", str(args.steps), "--batch-size",
-                               str(args.batch_size), "--worker", "2"], capture_output=True, text=True)
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            __file__,
+            "--preset",
+            args.preset,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--worker",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     result = [line for line in launched.stdout.splitlines() if line.startswith("RESULT ")]
     if not result:
         raise SystemExit(f"TP=2 run failed:\n{launched.stderr[-3000:]}")
     tp2 = json.loads(result[0].removeprefix("RESULT "))["seconds"]
 
-    print(f"preset {args.preset}: {arch.num_layers} layers, hidden {arch.hidden_size}, seq {arch.seq_length}, "
-          f"batch {args.batch_size} ({tokens} tokens/step, {flops / 1e9:.1f} GFLOP/step); "
-          f"{os.cpu_count()} cores, median of {args.steps} steps")
+    print(
+        f"preset {args.preset}: {arch.num_layers} layers, hidden {arch.hidden_size}, seq {arch.seq_length}, "
+        f"batch {args.batch_size} ({tokens} tokens/step, {flops / 1e9:.1f} GFLOP/step); "
+        f"{os.cpu_count()} cores, median of {args.steps} steps"
+    )
     print(f"matmul peak (2048^3 float32):       {peak / 1e9:8.1f} GFLOP/s")
     rows = [("bar (Megatron-Core, TP=1)", ours), ("transformers + plain loop", hf), ("bar (Megatron-Core, TP=2)", tp2)]
     for name, step in rows:
-        print(f"{name:34s} {step:6.3f} s/step  {tokens / step:8.0f} tok/s  "
-              f"{flops / step / 1e9:6.1f} GFLOP/s = {flops / step / peak:5.1%} of peak")
+        print(
+            f"{name:34s} {step:6.3f} s/step  {tokens / step:8.0f} tok/s  "
+            f"{flops / step / 1e9:6.1f} GFLOP/s = {flops / step / peak:5.1%} of peak"
+        )
     print(f"bar TP=1 vs transformers: {hf / ours:.2f}x the speed; TP=2 vs TP=1: {ours / tp2:.2f}x")
     print()
     precision(args.preset, args.steps, args.batch_size)
-
-
 
 
 if __name__ == "__main__":

@@ -44,11 +44,27 @@ def wait(url: str, seconds: float = 120) -> None:
 
 def screenshot(url: str, path: Path) -> None:
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                        "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,850",
-                        "--virtual-time-budget=15000", f"--screenshot={path}", url],
-                       check=True, capture_output=True, timeout=180)
+        subprocess.run(
+            [
+                "/usr/bin/chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--window-size=1400,850",
+                "--virtual-time-budget=15000",
+                f"--screenshot={path}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
     print(f"wrote {path}")
 
 
@@ -60,22 +76,41 @@ def main() -> None:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "PREFECT_HOME": home, "PREFECT_API_URL": api,
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_API_URL": api}
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        env = {
+            **os.environ,
+            "PREFECT_HOME": home,
+            "PREFECT_API_URL": api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": api,
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             wait(f"{api}/health")
-            register = ("import sys; from flows.serve import deployments; "
-                        "[d.apply() for d in deployments(sys.argv[1])]")
+            register = "import sys; from flows.serve import deployments; [d.apply() for d in deployments(sys.argv[1])]"
             subprocess.run([sys.executable, "-c", register, str(args.root)], env=env, check=True, cwd=ROOT)
-            subprocess.run([sys.executable, "-m", "flows.pipeline", "--root", str(args.root), *args.targets],
-                           env=env, check=True, cwd=ROOT, capture_output=True)
-            body = json.dumps({"limit": 1, "sort": "START_TIME_DESC",  # the run just made, not a scheduled one
-                               "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode()
-            request = urllib.request.Request(f"{api}/flow_runs/filter", data=body,
-                                             headers={"Content-Type": "application/json"})
+            subprocess.run(
+                [sys.executable, "-m", "flows.pipeline", "--root", str(args.root), *args.targets],
+                env=env,
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+            )
+            body = json.dumps(
+                {
+                    "limit": 1,
+                    "sort": "START_TIME_DESC",  # the run just made, not a scheduled one
+                    "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+                }
+            ).encode()
+            request = urllib.request.Request(
+                f"{api}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+            )
             run_id = json.loads(urllib.request.urlopen(request).read())[0]["id"]
             docs = ROOT / "docs"
             screenshot(f"http://127.0.0.1:{port}/deployments", docs / "prefect-deployments.png")

@@ -95,10 +95,15 @@ def bar_pipeline(targets: list[str] | None = None, root: str = ".") -> dict:
     targets = list(targets or ["dvc.yaml"])  # not every dvc.yaml of the repo: the baselines are opt-in
     order, needed = plan(root, targets)
     logger = get_run_logger()
-    logger.info("%d stages, %d to run: %s", len(order), len(needed), ", ".join(s for s in order if s in needed)
-                or "none (everything is up to date)")
-    with tracking.pipeline_run("pipeline", {"prefect_flow_run_id": str(flow_run.id),
-                                            "targets": ",".join(targets)}, root) as run:
+    logger.info(
+        "%d stages, %d to run: %s",
+        len(order),
+        len(needed),
+        ", ".join(s for s in order if s in needed) or "none (everything is up to date)",
+    )
+    with tracking.pipeline_run(
+        "pipeline", {"prefect_flow_run_id": str(flow_run.id), "targets": ",".join(targets)}, root
+    ) as run:
         states = {}
         for stage in order:  # one at a time: stages share the machine's cores
             state = run_stage(stage, root, stage in needed, run.run_id, return_state=True)
@@ -115,8 +120,11 @@ def bar_pipeline(targets: list[str] | None = None, root: str = ".") -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("targets", nargs="*", help="DVC stages to bring up to date (default: dvc.yaml, "
-                        "the main pipeline; baselines/dvc.yaml: the baselines)")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        help="DVC stages to bring up to date (default: dvc.yaml, the main pipeline; baselines/dvc.yaml: the baselines)",
+    )
     parser.add_argument("--root", default=".", help="the bar repository (default: .)")
     args = parser.parse_args()
     result = bar_pipeline(args.targets, args.root)

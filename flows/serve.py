@@ -21,12 +21,21 @@ NIGHTLY = "0 2 * * *"
 
 def deployments(root: str | Path, cron: str = NIGHTLY) -> list:
     root = str(Path(root).resolve())
-    return [bar_pipeline.to_deployment(name="nightly", cron=cron, parameters={"root": root},
-                                       description="the whole BAR pipeline, nightly; DVC skips what is up to date",
-                                       tags=["bar"]),
-            upgrade_expert.to_deployment(name="upgrade", parameters={"root": root},
-                                         description="apply specs/upgrades/<expert>.v<version>.yaml, run, gate",
-                                         tags=["bar"])]
+    return [
+        bar_pipeline.to_deployment(
+            name="nightly",
+            cron=cron,
+            parameters={"root": root},
+            description="the whole BAR pipeline, nightly; DVC skips what is up to date",
+            tags=["bar"],
+        ),
+        upgrade_expert.to_deployment(
+            name="upgrade",
+            parameters={"root": root},
+            description="apply specs/upgrades/<expert>.v<version>.yaml, run, gate",
+            tags=["bar"],
+        ),
+    ]
 
 
 def main() -> None:

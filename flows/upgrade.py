@@ -22,10 +22,15 @@ def report(expert: str, version: int, champion, candidate, decision) -> str:
     from bar.tracking import scores
 
     old, new = ({} if champion is None else scores(champion)), scores(candidate)
-    lines = [f"# Upgrade {expert} to v{version}: {'promoted' if decision.promote else 'not promoted'}", "",
-             decision.summary(), "",
-             f"| domain | champion{'' if champion is None else f' (v{champion.version})'} | "
-             f"candidate (v{candidate.version}) | change |", "|---|---|---|---|"]
+    lines = [
+        f"# Upgrade {expert} to v{version}: {'promoted' if decision.promote else 'not promoted'}",
+        "",
+        decision.summary(),
+        "",
+        f"| domain | champion{'' if champion is None else f' (v{champion.version})'} | "
+        f"candidate (v{candidate.version}) | change |",
+        "|---|---|---|---|",
+    ]
     for d in sorted(new):
         change = f"{new[d] - old[d]:+.1f}" if d in old else "-"
         lines.append(f"| {d} | {old.get(d, float('nan')):.1f} | {new[d]:.1f} | {change} |")
@@ -43,8 +48,9 @@ def upgrade_expert(expert: str, version: int, root: str = ".") -> dict:
     logger = get_run_logger()
     specs = Specs(root)
     if expert not in specs.params.experts:
-        raise ValueError(f"{root / 'params.yaml'}: experts = {specs.params.experts} has no {expert!r}; "
-                         f"add it there to upgrade it")
+        raise ValueError(
+            f"{root / 'params.yaml'}: experts = {specs.params.experts} has no {expert!r}; add it there to upgrade it"
+        )
     source = specs.upgrade(expert, version)  # validated before anything runs
     target = specs.path(f"experts/{expert}")
     if target.read_bytes() != source.read_bytes():
@@ -56,15 +62,23 @@ def upgrade_expert(expert: str, version: int, root: str = ".") -> dict:
     routed = root / "outputs" / "fit_router" / "model.safetensors"
     candidate = tracking.model_version_with("bar-moe", "sha256", sha256(routed), root)
     if candidate is None:
-        raise RuntimeError(f"the routed model {routed} is not a registered bar-moe version: was it fitted by "
-                           f"this repository's pipeline?")
+        raise RuntimeError(
+            f"the routed model {routed} is not a registered bar-moe version: was it fitted by "
+            f"this repository's pipeline?"
+        )
     decision = gate(root, expert, candidate, champion)
     text = report(expert, version, champion, candidate, decision)
     create_markdown_artifact(text, key=f"upgrade-{expert.replace('_', '-')}", description=decision.summary())
     logger.info("%s", decision.summary())
     now = candidate if decision.promote else champion
-    return {"promoted": decision.promote, "reasons": decision.reasons, "deltas": decision.deltas,
-            "candidate": candidate.version, "champion": now.version if now else None, "stages": result["stages"]}
+    return {
+        "promoted": decision.promote,
+        "reasons": decision.reasons,
+        "deltas": decision.deltas,
+        "candidate": candidate.version,
+        "champion": now.version if now else None,
+        "stages": result["stages"],
+    }
 
 
 def main() -> None:

@@ -69,8 +69,7 @@ def stages() -> list[tuple[str, str, list[str]]]:
 
 def missing_deps(module: str, deps: list[str]) -> list[str]:
     covered = [d.rstrip("/") for d in deps]
-    return sorted(f for f in closure(module)
-                  if not any(f == d or f.startswith(d + "/") for d in covered))
+    return sorted(f for f in closure(module) if not any(f == d or f.startswith(d + "/") for d in covered))
 
 
 @pytest.mark.parametrize("dvcfile,name,module,deps", stages(), ids=lambda v: v if isinstance(v, str) else "")

@@ -13,7 +13,7 @@ def test_paired_se_counts_only_the_prompts_where_the_models_disagree():
     # One model flips 10 of 100 prompts from wrong to right: d is 1 on 10 prompts, 0 elsewhere.
     better = [True] * 60 + [False] * 40
     worse = [True] * 50 + [False] * 50
-    var = (10 * 0.9 ** 2 + 90 * 0.1 ** 2) / 99
+    var = (10 * 0.9**2 + 90 * 0.1**2) / 99
     assert paired_se(worse, better) == pytest.approx(100 * math.sqrt(var / 100))
     # Agreement on the other prompts does not matter; the same flips among 400 prompts halve it.
     assert paired_se(worse * 4, better * 4) < paired_se(worse, better) / 1.9

@@ -11,8 +11,18 @@ from bar.merge import MergeError, check_compatible, merge, with_merged_shared, w
 FC1 = "decoder.layers.0.mlp.experts.local_experts.{}.linear_fc1.weight"
 ROUTER = "decoder.layers.0.mlp.router.weight"
 EMB = "embedding.word_embeddings.weight"
-ARCH = {"num_layers": 1, "hidden_size": 4, "num_attention_heads": 2, "num_query_groups": 1, "ffn_hidden_size": 3,
-        "vocab_size": 10, "seq_length": 8, "rope_base": 10000.0, "norm_eps": 1e-5, "init_std": 0.02}
+ARCH = {
+    "num_layers": 1,
+    "hidden_size": 4,
+    "num_attention_heads": 2,
+    "num_query_groups": 1,
+    "ffn_hidden_size": 3,
+    "vocab_size": 10,
+    "seq_length": 8,
+    "rope_base": 10000.0,
+    "norm_eps": 1e-5,
+    "init_std": 0.02,
+}
 CONFIG = {"kind": "moe", "num_experts": 2, "arch": ARCH, "vocab": 10, "anchor_sha256": "a", "tokenizer_sha256": "t"}
 
 
@@ -20,9 +30,12 @@ def expert(root, name, seed, anchor_ffn, anchor_row=None, **config):
     """A 2-slot expert: `anchor_row` is its router's anchor row (zeros, as upcycling leaves it)."""
     g = torch.Generator().manual_seed(seed)
     row = torch.zeros(1, 4) if anchor_row is None else anchor_row[None]
-    state = {FC1.format(0): anchor_ffn, FC1.format(1): torch.randn(6, 4, generator=g),
-             ROUTER: torch.cat([row, torch.randn(1, 4, generator=g)]),
-             EMB: torch.randn(10, 4, generator=g)}
+    state = {
+        FC1.format(0): anchor_ffn,
+        FC1.format(1): torch.randn(6, 4, generator=g),
+        ROUTER: torch.cat([row, torch.randn(1, 4, generator=g)]),
+        EMB: torch.randn(10, 4, generator=g),
+    }
     path = root / name
     path.mkdir()
     save_file(state, path / "model.safetensors")
@@ -57,8 +70,11 @@ def test_slots_rows_and_mean(experts, tmp_path):
     # The anchor's row is kept (the mean of the experts' identical rows: up to float32 rounding).
     anchor_row = states["math"][ROUTER][0]
     assert anchor_row.abs().min() > 0
-    merged = [out, merge(paths, "weighted_mean", {"math": 5, "code": 1, "safety": 2}),
-              merge(paths, "disjoint_mean", anchor=saved_anchor(tmp_path, torch.randn(10, 4)))]
+    merged = [
+        out,
+        merge(paths, "weighted_mean", {"math": 5, "code": 1, "safety": 2}),
+        merge(paths, "disjoint_mean", anchor=saved_anchor(tmp_path, torch.randn(10, 4))),
+    ]
     for row in (m[ROUTER][0] for m in merged):
         assert torch.allclose(row, anchor_row, rtol=1e-6, atol=0)
     mean = sum(s[EMB].double() for s in states.values()) / 3
@@ -144,13 +160,15 @@ def test_the_stage_refuses_experts_of_another_anchor_before_any_mlflow_run(tmp_p
     (tmp_path / "outputs" / "train_expert").mkdir(parents=True)
     expert(tmp_path / "outputs" / "train_expert", "math", 0, ffn)
     expert(tmp_path / "outputs" / "train_expert", "code", 1, ffn, anchor_sha256="another anchor")
-    proc = subprocess.run([sys.executable, "-m", "bar.stages.merge_experts"], cwd=tmp_path, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bar.stages.merge_experts"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         "error: outputs/train_expert/code/config.json: expert 'code' has a different anchor_sha256 than "
         "'math': another anchor != a; experts must be branched from the same anchor with the same tokenizer "
-        "and architecture"]
+        "and architecture"
+    ]
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "outputs" / "merge_experts").exists()
 
 
@@ -167,12 +185,20 @@ def test_disjoint_mean_averages_each_element_over_the_experts_that_changed_it(ex
         changed[changed_rows] = states[name][EMB][changed_rows]
         save_file({k: changed if k == EMB else t for k, t in states[name].items()}, paths[name] / "model.safetensors")
     m, c, s = (states[n][EMB] - base for n in ("math", "code", "safety"))  # each expert's change
-    expected = torch.stack([
-        base[0] + m[0], base[1] + c[1], base[2] + s[2],            # one expert alone: its whole change
-        base[3] + (m[3] + c[3]) / 2, base[4] + (m[4] + s[4]) / 2,  # two: their mean change
-        base[5] + (c[5] + s[5]) / 2,
-        base[6] + (m[6] + c[6] + s[6]) / 3, base[7] + (m[7] + c[7] + s[7]) / 3,  # all three: as `mean`
-        base[8], base[9]])                                         # none: the anchor's
+    expected = torch.stack(
+        [
+            base[0] + m[0],
+            base[1] + c[1],
+            base[2] + s[2],  # one expert alone: its whole change
+            base[3] + (m[3] + c[3]) / 2,
+            base[4] + (m[4] + s[4]) / 2,  # two: their mean change
+            base[5] + (c[5] + s[5]) / 2,
+            base[6] + (m[6] + c[6] + s[6]) / 3,
+            base[7] + (m[7] + c[7] + s[7]) / 3,  # all three: as `mean`
+            base[8],
+            base[9],
+        ]
+    )  # none: the anchor's
     out = merge(paths, "disjoint_mean", anchor=anchor)
     assert torch.allclose(out[EMB], expected, rtol=0, atol=1e-6), (out[EMB] - expected).abs().max()
     assert torch.equal(out[EMB][8:], base[8:])

@@ -12,9 +12,14 @@ def olmo(megatron):
     from bar import plan
 
     arch = plan.example_arch("olmo2-7b", "bf16", None)
-    return arch, {n: plan.count(arch, n, groups) for n, groups in
-                  ((None, None), (2, ["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"]),
-                   (5, ["router"]))}
+    return arch, {
+        n: plan.count(arch, n, groups)
+        for n, groups in (
+            (None, None),
+            (2, ["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"]),
+            (5, ["router"]),
+        )
+    }
 
 
 def test_an_olmo2_7b_shape_counts_as_the_design_computes_it_by_hand(olmo):
@@ -52,9 +57,27 @@ def test_memory_per_rank_follows_precision_tensor_and_data_parallelism(olmo):
 def test_bar_plan_prints_each_stage_of_the_specs_and_a_7b_example_against_a_gpu(tmp_path):
     out = run([sys.executable, "-m", "bar.cli", "plan"], ROOT).stdout
     assert "train_expert@math sft (tp 1)" in out and "fit_router (tp 1)" in out
-    big = run([sys.executable, "-m", "bar.cli", "plan", "--model", "olmo2-7b", "--tp", "2", "--dp", "4",
-               "--gpu-memory", "80"], ROOT).stdout
+    big = run(
+        [
+            sys.executable,
+            "-m",
+            "bar.cli",
+            "plan",
+            "--model",
+            "olmo2-7b",
+            "--tp",
+            "2",
+            "--dp",
+            "4",
+            "--gpu-memory",
+            "80",
+        ],
+        ROOT,
+    ).stdout
     rows = {line.split("  ")[0]: line for line in big.splitlines()}
     assert rows["expert (2 slots), RLVR"].split()[4] == "11.63B" and rows["expert (2 slots), RLVR"].endswith("yes")
-    assert run([sys.executable, "-m", "bar.cli", "plan", "--model", "olmo2-7b", "--gpu-memory", "80"],
-               ROOT).stdout.splitlines()[-2].endswith("NO")
+    assert (
+        run([sys.executable, "-m", "bar.cli", "plan", "--model", "olmo2-7b", "--gpu-memory", "80"], ROOT)
+        .stdout.splitlines()[-2]
+        .endswith("NO")
+    )

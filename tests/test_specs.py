@@ -28,8 +28,17 @@ def test_every_spec_validates(preset, tmp_path):
 def test_tiny_preset_is_smaller():
     default = Specs(ROOT)
     assert default.params.preset in PRESETS
-    assert set(SPEC_FILES) == {"model", "tokenizer", "data", "train", "eval", "merge", "router", "promotion",
-                               "baselines"}
+    assert set(SPEC_FILES) == {
+        "model",
+        "tokenizer",
+        "data",
+        "train",
+        "eval",
+        "merge",
+        "router",
+        "promotion",
+        "baselines",
+    }
 
 
 @pytest.fixture
@@ -48,25 +57,49 @@ BAD = [
     ("train", "pretrain.tp_size", 3, ["train.yaml", "pretrain.tp_size = 3", "allowed tp_size: [1, 2]"]),
     ("model", "num_query_groups", 3, ["model.yaml", "num_query_groups=3 must divide"]),
     ("model", "hidden_size", -8, ["model.yaml", "hidden_size", "-8", "greater than 0"]),
-    ("data", "domains.maths", {"eval": 3}, ["data.yaml", "domains.maths.eval = 3", "built in: general, math",
-                                            "give files.eval: data/<file>"]),
+    (
+        "data",
+        "domains.maths",
+        {"eval": 3},
+        ["data.yaml", "domains.maths.eval = 3", "built in: general, math", "give files.eval: data/<file>"],
+    ),
     ("data", "domains.Legal", {"eval": 3}, ["data.yaml", "domains.Legal", "should match pattern"]),
     ("data", "domains.math.eval", 0, ["data.yaml", "domains.math: no held-out prompts"]),
-    ("experts/math", "domain", "legal", ["experts/math.yaml", "domain = 'legal'", "not a domain of",
-                                         "domains: general, math"]),
+    (
+        "experts/math",
+        "domain",
+        "legal",
+        ["experts/math.yaml", "domain = 'legal'", "not a domain of", "domains: general, math"],
+    ),
     ("data", "domains.math.sft", -5, ["data.yaml", "domains.math.sft", "-5", "greater than or equal to 0"]),
-    ("data", "domains.math.files", {"sft": "/srv/math.jsonl"},
-     ["data.yaml", "domains.math.files.sft = '/srv/math.jsonl'", "must be under data/", "dvc add"]),
+    (
+        "data",
+        "domains.math.files",
+        {"sft": "/srv/math.jsonl"},
+        ["data.yaml", "domains.math.files.sft = '/srv/math.jsonl'", "must be under data/", "dvc add"],
+    ),
     ("data", "domains.math.files", {"sft": "data/../math.jsonl"}, ["domains.math.files.sft", "must be under data/"]),
     ("data", "domains.math.files", {"sft": "data/math.jsonl"}, ["domains.math.files.sft", "no such file"]),
     ("eval", "batch", 3, ["eval.yaml", "batch", "unknown key", "max_new_tokens"]),
     ("experts/math", "tp_size", 2, ["experts/math.yaml", "tp_size = 2", "set tp_size: 1"]),
-    ("experts/math", "stages.sft.trainable", ["domain_ffn", "all"],
-     ["experts/math.yaml", "stages.sft.trainable.1", '"all"', "'domain_ffn', 'router'"]),
-    ("experts/math", "stages.midtrain.lr_scale", {"lm_head": 0.1},
-     ["experts/math.yaml", "stages.midtrain", "lr_scale names groups that do not train here: ['lm_head']"]),
-    ("experts/math", "stages.sft.lr_scale", {"embeddings": 0},
-     ["experts/math.yaml", "stages.sft", "lr_scale values must be > 0"]),
+    (
+        "experts/math",
+        "stages.sft.trainable",
+        ["domain_ffn", "all"],
+        ["experts/math.yaml", "stages.sft.trainable.1", '"all"', "'domain_ffn', 'router'"],
+    ),
+    (
+        "experts/math",
+        "stages.midtrain.lr_scale",
+        {"lm_head": 0.1},
+        ["experts/math.yaml", "stages.midtrain", "lr_scale names groups that do not train here: ['lm_head']"],
+    ),
+    (
+        "experts/math",
+        "stages.sft.lr_scale",
+        {"embeddings": 0},
+        ["experts/math.yaml", "stages.sft", "lr_scale values must be > 0"],
+    ),
     ("experts/math", "stages.dpo", {"steps": 3}, ["experts/math.yaml", "stages.dpo", "midtrain, sft, rlvr"]),
     ("experts/code", "name", "kode", ["experts/code.yaml", "name = 'kode'", "'code'"]),
     ("merge", "strategy", "median", ["merge.yaml", "strategy", '"median"', "'mean', 'weighted_mean'"]),
@@ -91,10 +124,13 @@ def test_bad_spec_one_clear_line(specs_copy, name, key, value, expected):
         assert fragment in msg, (fragment, msg)
 
 
-@pytest.mark.parametrize("baselines,expected", [
-    (["monolithic", "mono"], "'mono' is neither monolithic nor sequential nor an expert spec"),
-    (["code"], "'code' is an expert of the pipeline"),
-])
+@pytest.mark.parametrize(
+    "baselines,expected",
+    [
+        (["monolithic", "mono"], "'mono' is neither monolithic nor sequential nor an expert spec"),
+        (["code"], "'code' is an expert of the pipeline"),
+    ],
+)
 def test_bad_baseline_names(specs_copy, baselines, expected):
     set_params(specs_copy, baselines=baselines)
     with pytest.raises(SpecError, match=expected) as err:
@@ -102,14 +138,17 @@ def test_bad_baseline_names(specs_copy, baselines, expected):
     assert "params.yaml" in str(err.value)
 
 
-@pytest.mark.parametrize("domain,verifier,body,expected", [
-    ("math", "data/v.py", "def verify(r, c):\n    return True\n", "'math' is built in and has its own verifier"),
-    ("units", "verifiers/v.py", None, "a verifier is a Python file under data/"),
-    ("units", "data/v.txt", None, "a verifier is a Python file under data/"),
-    ("units", "data/v.py", None, "no such file under"),
-    ("units", "data/v.py", "def verify(r, c)\n    return True\n", "data/v.py:1: syntax error"),
-    ("units", "data/v.py", "def score(r, c):\n    return True\n", "defines no top-level function `verify`"),
-])
+@pytest.mark.parametrize(
+    "domain,verifier,body,expected",
+    [
+        ("math", "data/v.py", "def verify(r, c):\n    return True\n", "'math' is built in and has its own verifier"),
+        ("units", "verifiers/v.py", None, "a verifier is a Python file under data/"),
+        ("units", "data/v.txt", None, "a verifier is a Python file under data/"),
+        ("units", "data/v.py", None, "no such file under"),
+        ("units", "data/v.py", "def verify(r, c)\n    return True\n", "data/v.py:1: syntax error"),
+        ("units", "data/v.py", "def score(r, c):\n    return True\n", "defines no top-level function `verify`"),
+    ],
+)
 def test_a_bad_verifier_is_one_clear_line(specs_copy, domain, verifier, body, expected):
     rows = specs_copy / "data" / "units.jsonl"
     rows.parent.mkdir()
@@ -127,8 +166,11 @@ def test_a_verifier_is_validated_without_running_it(specs_copy):
     (specs_copy / "data").mkdir()
     (specs_copy / "data" / "units.jsonl").write_text('{"prompt": "How long?", "response": "12 m"}\n')
     (specs_copy / "data" / "v.py").write_text("raise SystemExit('ran')\ndef verify(r, c):\n    return True\n")
-    edit_yaml(specs_copy / "specs" / "data.yaml", "domains.units", {"files": {"eval": "data/units.jsonl"},
-                                                                  "verifier": "data/v.py"})
+    edit_yaml(
+        specs_copy / "specs" / "data.yaml",
+        "domains.units",
+        {"files": {"eval": "data/units.jsonl"}, "verifier": "data/v.py"},
+    )
     assert Specs(specs_copy).data.domains["units"].verifier == "data/v.py"
 
 
@@ -144,9 +186,11 @@ def test_preset_errors_name_the_preset_file(specs_copy):
 
 def test_cli_validate_fails_fast_without_heavy_imports(specs_copy):
     edit_yaml(specs_copy / "specs" / "train.yaml", "anchor.optim.lr", 0)
-    code = ("import sys; from bar.cli import main; rc = main(['validate', '--root', sys.argv[1]]);"
-            "heavy = [m for m in ('torch', 'mlflow', 'megatron', 'transformers') if m in sys.modules];"
-            "print('HEAVY', heavy); sys.exit(rc)")
+    code = (
+        "import sys; from bar.cli import main; rc = main(['validate', '--root', sys.argv[1]]);"
+        "heavy = [m for m in ('torch', 'mlflow', 'megatron', 'transformers') if m in sys.modules];"
+        "print('HEAVY', heavy); sys.exit(rc)"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(specs_copy)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "anchor.optim.lr = 0" in out.stderr
@@ -169,12 +213,22 @@ def fake_base(folder: Path, **config) -> Path:
     import json
 
     folder.mkdir(parents=True)
-    config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "intermediate_size": 176, "vocab_size": 100, "rms_norm_eps": 1e-6,
-              "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}} | config
+    config = {
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 176,
+        "vocab_size": 100,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
+    } | config
     (folder / "config.json").write_text(json.dumps(config))
-    tokens = {"model": {"type": "BPE", "vocab": {f"t{i}": i for i in range(98)}},
-              "added_tokens": [{"id": 98, "content": "<s>"}, {"id": 99, "content": "<|im_end|>"}]}
+    tokens = {
+        "model": {"type": "BPE", "vocab": {f"t{i}": i for i in range(98)}},
+        "added_tokens": [{"id": 98, "content": "<s>"}, {"id": 99, "content": "<|im_end|>"}],
+    }
     (folder / "tokenizer.json").write_text(json.dumps(tokens))
     (folder / "model.safetensors").write_bytes(b"")
     return folder
@@ -190,23 +244,45 @@ def test_a_base_model_sets_the_architecture(specs_copy):
     assert model.rope_scaling_factor is None
 
 
-@pytest.mark.parametrize("base,config,expected", [
-    ("/srv/llama", {}, ['base = "/srv/llama"', "must be a folder under data/base/", "dvc add"]),
-    ("data/llama", {}, ["must be a folder under data/base/"]),
-    ("data/base/llama2", {}, ["no such folder"]),
-    ("data/base/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama" or "mistral"']),
-    ("data/base/llama", {"model_type": "mistral", "sliding_window": 4096},
-     ["sliding_window = 4096", "full attention", "must be null"]),
-    ("data/base/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
-    ("data/base/llama", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}},
-     ['rope type = "yarn"', 'must be "default" or "llama3"']),
-    ("data/base/llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0, "factor": 8.0,
-                                             "low_freq_factor": 2.0, "high_freq_factor": 4.0,
-                                             "original_max_position_embeddings": 8192}},
-     ["rope low_freq_factor = 2.0", "must be 1.0"]),
-    ("data/base/llama", {"num_hidden_layers": 3}, ["specs/model.yaml: num_layers = 4: the base data/base/llama has 3",
-                                                   "remove the key"]),
-])
+@pytest.mark.parametrize(
+    "base,config,expected",
+    [
+        ("/srv/llama", {}, ['base = "/srv/llama"', "must be a folder under data/base/", "dvc add"]),
+        ("data/llama", {}, ["must be a folder under data/base/"]),
+        ("data/base/llama2", {}, ["no such folder"]),
+        ("data/base/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama" or "mistral"']),
+        (
+            "data/base/llama",
+            {"model_type": "mistral", "sliding_window": 4096},
+            ["sliding_window = 4096", "full attention", "must be null"],
+        ),
+        ("data/base/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
+        (
+            "data/base/llama",
+            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}},
+            ['rope type = "yarn"', 'must be "default" or "llama3"'],
+        ),
+        (
+            "data/base/llama",
+            {
+                "rope_parameters": {
+                    "rope_type": "llama3",
+                    "rope_theta": 1.0,
+                    "factor": 8.0,
+                    "low_freq_factor": 2.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8192,
+                }
+            },
+            ["rope low_freq_factor = 2.0", "must be 1.0"],
+        ),
+        (
+            "data/base/llama",
+            {"num_hidden_layers": 3},
+            ["specs/model.yaml: num_layers = 4: the base data/base/llama has 3", "remove the key"],
+        ),
+    ],
+)
 def test_bad_base_model_one_clear_line(specs_copy, base, config, expected):
     fake_base(specs_copy / "data" / "base" / "llama", **config)
     (specs_copy / "specs" / "model.yaml").write_text(f"base: {base}\nseq_length: 256\nnum_layers: 4\n")

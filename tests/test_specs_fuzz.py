@@ -19,8 +19,21 @@ from pydantic import BaseModel
 from bar.specs import SPEC_FILES, ExpertSpec, ParamsSpec, SpecError, Specs
 from conftest import ROOT, set_params
 
-FILES = ["model", "tokenizer", "data", "train", "eval", "merge", "router", "promotion", "baselines",
-         "experts/math", "experts/code", "experts/tool_use", "experts/safety"]
+FILES = [
+    "model",
+    "tokenizer",
+    "data",
+    "train",
+    "eval",
+    "merge",
+    "router",
+    "promotion",
+    "baselines",
+    "experts/math",
+    "experts/code",
+    "experts/tool_use",
+    "experts/safety",
+]
 
 
 def leaves(data, prefix=()):
@@ -59,8 +72,11 @@ def mutations(draw):
     elif kind == "wrong_type":
         new = {"x": 1} if isinstance(value, (str, int, float, list)) or value is None else "oops"
     else:
-        new = -draw(st.integers(1, 10 ** 6)) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        new = (
+            -draw(st.integers(1, 10**6))
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
             else draw(st.sampled_from([-1, "", []]))
+        )
     return name, path, kind, new
 
 
@@ -95,9 +111,12 @@ def test_a_mutated_spec_fails_with_one_line_naming_file_and_key(mutation):
                 assert path[-1] in msg or len(path) > 1 and path[-2] in msg, msg
         else:
             # Every number of the specs is a count, a size, a rate or a coefficient: none may be negative.
-            assert (kind == "negative" and not isinstance(new, (int, float))
-                    or kind == "wrong_type" and isinstance(new, str)), (
-                f"{name}.yaml: {'.'.join(path)} = {new!r} ({kind}) was accepted")
+            assert (
+                kind == "negative"
+                and not isinstance(new, (int, float))
+                or kind == "wrong_type"
+                and isinstance(new, str)
+            ), f"{name}.yaml: {'.'.join(path)} = {new!r} ({kind}) was accepted"
 
 
 def bounds(model: type[BaseModel], prefix: tuple = ()):
@@ -144,18 +163,29 @@ def spec_file(root: Path, name: str) -> Path:
     return root / "params.yaml" if name == "params" else root / "specs" / f"{name}.yaml"
 
 
-MODELS = {**SPEC_FILES, "params": ParamsSpec,
-          **{f"{p.parent.name}/{p.stem}": ExpertSpec
-             for folder in ("experts", "upgrades") for p in sorted((ROOT / "specs" / folder).glob("*.yaml"))}}
+MODELS = {
+    **SPEC_FILES,
+    "params": ParamsSpec,
+    **{
+        f"{p.parent.name}/{p.stem}": ExpertSpec
+        for folder in ("experts", "upgrades")
+        for p in sorted((ROOT / "specs" / folder).glob("*.yaml"))
+    },
+}
 # Named by hand as well, so that dropping their bound from the model fails a test rather than the case.
-REQUIRED = [("train", ("pretrain", "steps"), 0), ("train", ("anchor", "steps"), -5),
-            ("train", ("pretrain", "batch_size"), 0), ("train", ("anchor", "batch_size"), -1),
-            ("router", ("steps",), 0), ("router", ("batch_size",), -2),
-            ("experts/math", ("stages", "sft", "batch_size"), 0),
-            ("experts/math", ("stages", "rlvr", "prompts_per_step"), 0),
-            ("experts/code", ("stages", "rlvr", "prompts_per_step"), -4),
-            ("experts/math", ("stages", "rlvr", "group_size"), 1),
-            ("experts/code", ("stages", "rlvr", "group_size"), 0)]
+REQUIRED = [
+    ("train", ("pretrain", "steps"), 0),
+    ("train", ("anchor", "steps"), -5),
+    ("train", ("pretrain", "batch_size"), 0),
+    ("train", ("anchor", "batch_size"), -1),
+    ("router", ("steps",), 0),
+    ("router", ("batch_size",), -2),
+    ("experts/math", ("stages", "sft", "batch_size"), 0),
+    ("experts/math", ("stages", "rlvr", "prompts_per_step"), 0),
+    ("experts/code", ("stages", "rlvr", "prompts_per_step"), -4),
+    ("experts/math", ("stages", "rlvr", "group_size"), 1),
+    ("experts/code", ("stages", "rlvr", "group_size"), 0),
+]
 
 
 def out_of_range() -> list[tuple]:
@@ -183,8 +213,11 @@ def numbers() -> list[tuple]:
     found = []
     for name in MODELS:
         data = yaml.safe_load(spec_file(ROOT, name).read_text())
-        found += [(name, path) for path in leaves(data)
-                  if isinstance(get(data, path), (int, float)) and not isinstance(get(data, path), bool)]
+        found += [
+            (name, path)
+            for path in leaves(data)
+            if isinstance(get(data, path), (int, float)) and not isinstance(get(data, path), bool)
+        ]
     return found
 
 
@@ -257,10 +290,12 @@ def test_a_stage_with_a_bad_spec_fails_before_any_process_group_or_mlflow_run(tm
     edit = yaml.safe_load((tmp_path / "specs" / "train.yaml").read_text())
     edit["anchor"]["optim"]["lr"] = "fast"
     (tmp_path / "specs" / "train.yaml").write_text(yaml.safe_dump(edit))
-    proc = subprocess.run([sys.executable, "-m", "bar.stages.train_anchor"], cwd=tmp_path, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bar.stages.train_anchor"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'specs' / 'train.yaml'}: anchor.optim.lr = \"fast\": Input should be a valid number, "
-        "unable to parse string as a number"]
+        f'error: {tmp_path / "specs" / "train.yaml"}: anchor.optim.lr = "fast": Input should be a valid number, '
+        "unable to parse string as a number"
+    ]
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "checkpoints").exists()

@@ -16,15 +16,41 @@ from bar import tracking
 
 
 def test_stage_inputs_come_from_dvc_yaml_with_dvc_md5(tmp_path):
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "train_expert": {"foreach": ["math"], "do": {"cmd": "x", "deps": [
-            "bar/stages/train_expert.py", "outputs/mix_data/${item}", "outputs/train_anchor/model.safetensors"]}},
-        "evaluate": {"cmd": "y", "deps": ["outputs/fit_router"]}}}))
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "mix_data@math": {"outs": [{"path": "outputs/mix_data/math", "md5": "aaa.dir"}]},
-        "train_anchor": {"outs": [{"path": "outputs/train_anchor", "md5": "bbb.dir"}]}}}))
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "train_expert": {
+                        "foreach": ["math"],
+                        "do": {
+                            "cmd": "x",
+                            "deps": [
+                                "bar/stages/train_expert.py",
+                                "outputs/mix_data/${item}",
+                                "outputs/train_anchor/model.safetensors",
+                            ],
+                        },
+                    },
+                    "evaluate": {"cmd": "y", "deps": ["outputs/fit_router"]},
+                }
+            }
+        )
+    )
+    (tmp_path / "dvc.lock").write_text(
+        yaml.safe_dump(
+            {
+                "schema": "2.0",
+                "stages": {
+                    "mix_data@math": {"outs": [{"path": "outputs/mix_data/math", "md5": "aaa.dir"}]},
+                    "train_anchor": {"outs": [{"path": "outputs/train_anchor", "md5": "bbb.dir"}]},
+                },
+            }
+        )
+    )
     assert tracking.stage_inputs("train_expert@math", tmp_path) == {
-        "outputs/mix_data/math": "aaa.dir", "outputs/train_anchor/model.safetensors": "bbb.dir"}
+        "outputs/mix_data/math": "aaa.dir",
+        "outputs/train_anchor/model.safetensors": "bbb.dir",
+    }
     assert tracking.stage_inputs("evaluate", tmp_path) == {"outputs/fit_router": "unknown"}
 
 
@@ -50,9 +76,12 @@ def free_port() -> int:
 
 
 def api(port: int, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST" if body else "GET",
-                                     data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method="POST" if body else "GET",
+        data=json.dumps(body).encode() if body else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -60,8 +89,9 @@ def api(port: int, path: str, body: dict | None = None) -> dict:
 @pytest.mark.slow
 def test_mlflow_ui_on_localhost_shows_the_runs_and_models(tmp_path):
     for stage in ("train_anchor", "train_expert@code"):
-        with tracking.stage_run(stage, spec={"lr": 0.1}, tags={"expert": "code"} if "@" in stage else {},
-                                cwd=tmp_path) as run:
+        with tracking.stage_run(
+            stage, spec={"lr": 0.1}, tags={"expert": "code"} if "@" in stage else {}, cwd=tmp_path
+        ) as run:
             run.log_metrics({"eval/code": 12.5})
             if "@" in stage:
                 (tmp_path / "model").mkdir()
@@ -70,9 +100,26 @@ def test_mlflow_ui_on_localhost_shows_the_runs_and_models(tmp_path):
 
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(
-        tmp_path), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            tracking.tracking_uri(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -87,8 +134,9 @@ def test_mlflow_ui_on_localhost_shows_the_runs_and_models(tmp_path):
         runs = api(port, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         assert sorted(r["info"]["run_name"] for r in runs) == ["train_anchor", "train_expert@code"]
         code = next(r for r in runs if r["info"]["run_name"] == "train_expert@code")
-        assert {"key": "eval/code", "value": 12.5} in [{k: m[k] for k in ("key", "value")}
-                                                       for m in code["data"]["metrics"]]
+        assert {"key": "eval/code", "value": 12.5} in [
+            {k: m[k] for k in ("key", "value")} for m in code["data"]["metrics"]
+        ]
         version = api(port, "/api/2.0/mlflow/registered-models/alias?name=bar-expert-code&alias=candidate")
         assert version["model_version"]["run_id"] == code["info"]["run_id"]
     finally:

@@ -32,8 +32,9 @@ def expert(root, name: str, version: int, weights: str) -> str:
     from bar.train.checkpoint import sha256
 
     out = build(root, f"train_expert/{name}/{weights}", {"model.safetensors": weights, "hf/config.json": "{}"})
-    with tracking.stage_run(f"train_expert@{name}", spec={}, tags={"expert": name, "expert_version": str(version)},
-                            cwd=root) as run:
+    with tracking.stage_run(
+        f"train_expert@{name}", spec={}, tags={"expert": name, "expert_version": str(version)}, cwd=root
+    ) as run:
         train_expert.register(run, out, name, version, "spec")
     return sha256(out / "model.safetensors")
 
@@ -44,8 +45,11 @@ def routed(root, components: dict[str, tuple[int, str]], scores: dict[str, float
     from bar.train.checkpoint import sha256
 
     config = {"components": [{"name": n, "version": v, "sha256": h} for n, (v, h) in components.items()]}
-    out = build(root, f"fit_router/{weights}", {"config.json": json.dumps(config), "model.safetensors": weights,
-                                                "hf/config.json": "{}"})
+    out = build(
+        root,
+        f"fit_router/{weights}",
+        {"config.json": json.dumps(config), "model.safetensors": weights, "hf/config.json": "{}"},
+    )
     with tracking.stage_run("fit_router", spec={}, tags={}, cwd=root) as run:
         fit_router.register(run, out)
     digest = sha256(out / "model.safetensors")
@@ -72,8 +76,10 @@ def registry(tmp_path, monkeypatch):
 
 def champions(root) -> tuple[int, int]:
     """The versions `champion` points at on bar-moe and on bar-expert-code."""
-    return tuple(int(tracking.model_version_by_alias(name, tracking.CHAMPION, root).version)
-                 for name in ("bar-moe", "bar-expert-code"))
+    return tuple(
+        int(tracking.model_version_by_alias(name, tracking.CHAMPION, root).version)
+        for name in ("bar-moe", "bar-expert-code")
+    )
 
 
 def test_an_upgrade_that_improves_its_domain_replaces_both_champions(registry):

@@ -45,8 +45,7 @@ class Example:
         for key, kind in expected.items():
             if not isinstance(obj.get(key), kind):
                 raise ValueError(
-                    f"Example.from_json: key {key!r} must be a {kind.__name__}, "
-                    f"got {type(obj.get(key)).__name__}"
+                    f"Example.from_json: key {key!r} must be a {kind.__name__}, got {type(obj.get(key)).__name__}"
                 )
         return cls(obj["domain"], obj["prompt"], obj["response"], copy.deepcopy(obj["check"]))
 

@@ -44,6 +44,7 @@ def load_examples(path: str | Path, domain: str, *, skip_bad_rows: bool = False)
     """Examples of `domain` from a JSONL file or a directory saved with
     `datasets.Dataset.save_to_disk`. A bad row raises DataError, or with skip_bad_rows=True
     is skipped with a warning carrying the same message."""
+
     def convert(row: object, where: str) -> Example:
         return row_to_example(row, domain, where)
 
@@ -56,9 +57,7 @@ def load_documents(path: str | Path, *, skip_bad_rows: bool = False) -> list[str
     return _load(path, _row_to_text, skip_bad_rows, TEXT_SCHEMA)
 
 
-def _load(
-    path: str | Path, convert: Callable[[object, str], T], skip_bad_rows: bool, schema: str
-) -> list[T]:
+def _load(path: str | Path, convert: Callable[[object, str], T], skip_bad_rows: bool, schema: str) -> list[T]:
     """Rows of a JSONL file or a saved dataset through `convert`, with the bad-row policy."""
     path = Path(path)
     if not path.exists():
@@ -192,9 +191,12 @@ def _check(value: object, response: str, domain: str, where: str) -> dict:
         return check
     module = user or MODULES.get(domain)
     if module is None:
-        _fail(where, f"domain {domain!r} has no verifier, so its checks can only be exact matches",
-              'omit "check" or give {"response": "..."}, or give the domain a verifier '
-              "(specs/data.yaml: domains.<name>.verifier)")
+        _fail(
+            where,
+            f"domain {domain!r} has no verifier, so its checks can only be exact matches",
+            'omit "check" or give {"response": "..."}, or give the domain a verifier '
+            "(specs/data.yaml: domains.<name>.verifier)",
+        )
     problem = module.check_problem(check) if hasattr(module, "check_problem") else None
     if problem:
         fix = "fix the row" if user else 'omit "check" for an exact match'

@@ -42,9 +42,7 @@ _GRACE_S = 1.0
 _READ_BYTES = 1 << 16
 
 
-def run_functions(
-    programs: Sequence[Program], timeout_s: float = 2.0, memory_mb: int = 256
-) -> list[list | None]:
+def run_functions(programs: Sequence[Program], timeout_s: float = 2.0, memory_mb: int = 256) -> list[list | None]:
     """For each program, the return values of `entry(*args)` for each argument list (after a
     JSON round trip, so tuples come back as lists), or None if anything failed: syntax error,
     missing entry, an exception, a denied operation, the time or memory limit, or a result
@@ -52,9 +50,7 @@ def run_functions(
     together); one that computes no more but does not finish is stopped by a wall-clock deadline."""
     if timeout_s <= 0 or memory_mb <= 0:
         raise ValueError(f"timeout_s and memory_mb must be > 0, got {timeout_s}, {memory_mb}")
-    jobs = [
-        [str(source), str(entry), [list(args) for args in calls]] for source, entry, calls in programs
-    ]
+    jobs = [[str(source), str(entry), [list(args) for args in calls]] for source, entry, calls in programs]
     results: list[list | None] = [None] * len(jobs)
     remaining = list(range(len(jobs)))
     while remaining:
@@ -107,9 +103,7 @@ def _run_child(jobs: list[list], timeout_s: float, memory_mb: int) -> list[list 
     return finished
 
 
-def _collect(
-    process: subprocess.Popen, count: int, timeout_s: float
-) -> tuple[bool, list[list | None]]:
+def _collect(process: subprocess.Popen, count: int, timeout_s: float) -> tuple[bool, list[list | None]]:
     """Whether the child started, and the results it sent before finishing or dying."""
     started = False
     finished: list[list | None] = []

@@ -52,8 +52,9 @@ def user_verifier(domain: str) -> ModuleType | None:
         try:  # compiled here, not imported: no __pycache__ appears inside a DVC output
             exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
         except Exception as e:
-            raise InputError(f"{path} (domain {domain!r}'s verifier): importing it failed: "
-                             f"{type(e).__name__}: {e}; fix the file") from e
+            raise InputError(
+                f"{path} (domain {domain!r}'s verifier): importing it failed: {type(e).__name__}: {e}; fix the file"
+            ) from e
         _loaded[key] = module
     return _loaded[key]
 
@@ -62,12 +63,16 @@ def _user_verify(domain: str, module: ModuleType, response: str, check: dict) ->
     try:
         ok = module.verify(response, check)
     except Exception as e:
-        raise InputError(f"{module.__file__} (domain {domain!r}'s verifier): verify(response, check) raised "
-                         f"{type(e).__name__}: {e} on check {check!r} and response {response[:200]!r}; "
-                         f"make it return False for a reply it cannot score") from e
+        raise InputError(
+            f"{module.__file__} (domain {domain!r}'s verifier): verify(response, check) raised "
+            f"{type(e).__name__}: {e} on check {check!r} and response {response[:200]!r}; "
+            f"make it return False for a reply it cannot score"
+        ) from e
     if not isinstance(ok, bool):
-        raise InputError(f"{module.__file__} (domain {domain!r}'s verifier): verify returned {ok!r} "
-                         f"({type(ok).__name__}); it must return True or False")
+        raise InputError(
+            f"{module.__file__} (domain {domain!r}'s verifier): verify returned {ok!r} "
+            f"({type(ok).__name__}); it must return True or False"
+        )
     return ok
 
 

@@ -13,30 +13,57 @@ import torch.nn.functional as F
 from bar.specs import ModelSpec
 
 
-def transformer_config(arch: ModelSpec, tp_size: int, num_experts: int | None = None,
-                       topk: int | None = None, z_loss: float = 0.0, load_balancing: float = 0.0):
+def transformer_config(
+    arch: ModelSpec,
+    tp_size: int,
+    num_experts: int | None = None,
+    topk: int | None = None,
+    z_loss: float = 0.0,
+    load_balancing: float = 0.0,
+):
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     moe = {}
     if num_experts:
-        moe = dict(num_moe_experts=num_experts, moe_router_topk=topk or num_experts,
-                   moe_token_dispatcher_type="allgather",
-                   moe_router_load_balancing_type="aux_loss" if load_balancing else "none",
-                   moe_aux_loss_coeff=load_balancing, moe_z_loss_coeff=z_loss or None, moe_grouped_gemm=False,
-                   moe_router_dtype="fp32", moe_ffn_hidden_size=arch.ffn_hidden_size)
+        moe = dict(
+            num_moe_experts=num_experts,
+            moe_router_topk=topk or num_experts,
+            moe_token_dispatcher_type="allgather",
+            moe_router_load_balancing_type="aux_loss" if load_balancing else "none",
+            moe_aux_loss_coeff=load_balancing,
+            moe_z_loss_coeff=z_loss or None,
+            moe_grouped_gemm=False,
+            moe_router_dtype="fp32",
+            moe_ffn_hidden_size=arch.ffn_hidden_size,
+        )
     return TransformerConfig(
-        num_layers=arch.num_layers, hidden_size=arch.hidden_size,
-        num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
-        ffn_hidden_size=arch.ffn_hidden_size, kv_channels=arch.head_dim,
-        normalization="RMSNorm", layernorm_epsilon=arch.norm_eps,
-        gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False,
-        hidden_dropout=0.0, attention_dropout=0.0, init_method_std=arch.init_std,
-        tensor_model_parallel_size=tp_size, sequence_parallel=False,
-        use_cpu_initialization=True, params_dtype=arch.dtype, pipeline_dtype=arch.dtype,
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_query_groups=arch.num_query_groups,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        kv_channels=arch.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=arch.init_std,
+        tensor_model_parallel_size=tp_size,
+        sequence_parallel=False,
+        use_cpu_initialization=True,
+        params_dtype=arch.dtype,
+        pipeline_dtype=arch.dtype,
         bf16=arch.precision == "bf16",
         # Fused kernels are CUDA-only.
-        bias_activation_fusion=False, bias_dropout_fusion=False, masked_softmax_fusion=False,
-        apply_rope_fusion=False, gradient_accumulation_fusion=False, persist_layer_norm=False,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
         **moe,
     )
 
@@ -46,15 +73,21 @@ def layer_spec(num_experts: int | None = None):
 
     from bar.model.attention import CachedRopeSelfAttention, SDPAttention
 
-    spec = get_gpt_layer_local_spec(num_experts=num_experts, moe_grouped_gemm=False,
-                                    normalization="RMSNorm")
+    spec = get_gpt_layer_local_spec(num_experts=num_experts, moe_grouped_gemm=False, normalization="RMSNorm")
     spec.submodules.self_attention.module = CachedRopeSelfAttention
     spec.submodules.self_attention.submodules.core_attention = SDPAttention
     return spec
 
 
-def build(arch: ModelSpec, tp_size: int = 1, num_experts: int | None = None,
-          topk: int | None = None, z_loss: float = 0.0, load_balancing: float = 0.0, device=None):
+def build(
+    arch: ModelSpec,
+    tp_size: int = 1,
+    num_experts: int | None = None,
+    topk: int | None = None,
+    z_loss: float = 0.0,
+    load_balancing: float = 0.0,
+    device=None,
+):
     """A GPTModel on this rank's device (call `bar.parallel.init` first), its parameters in the
     spec's precision.
 
@@ -78,12 +111,20 @@ def build(arch: ModelSpec, tp_size: int = 1, num_experts: int | None = None,
 def _gpt(config, arch: ModelSpec, num_experts: int | None):
     from megatron.core.models.gpt import GPTModel
 
-    return GPTModel(config=config, transformer_layer_spec=layer_spec(num_experts),
-                    vocab_size=arch.vocab_size, max_sequence_length=arch.seq_length,
-                    pre_process=True, post_process=True, parallel_output=True,
-                    share_embeddings_and_output_weights=False, position_embedding_type="rope",
-                    rotary_base=int(arch.rope_base), rope_scaling=arch.rope_scaling_factor is not None,
-                    rope_scaling_factor=arch.rope_scaling_factor or 8.0)
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(num_experts),
+        vocab_size=arch.vocab_size,
+        max_sequence_length=arch.seq_length,
+        pre_process=True,
+        post_process=True,
+        parallel_output=True,
+        share_embeddings_and_output_weights=False,
+        position_embedding_type="rope",
+        rotary_base=int(arch.rope_base),
+        rope_scaling=arch.rope_scaling_factor is not None,
+        rope_scaling_factor=arch.rope_scaling_factor or 8.0,
+    )
 
 
 def init_added_tokens(state: dict[str, torch.Tensor], added: list[int], vocab: int) -> dict[str, torch.Tensor]:

@@ -29,18 +29,31 @@ from megatron.core.transformer.module import MegatronModule
 
 
 class SDPAttention(MegatronModule):
-    def __init__(self, config, layer_number, attn_mask_type, attention_type, attention_dropout=None,
-                 softmax_scale=None, cp_comm_type=None, pg_collection=None):
+    def __init__(
+        self,
+        config,
+        layer_number,
+        attn_mask_type,
+        attention_type,
+        attention_dropout=None,
+        softmax_scale=None,
+        cp_comm_type=None,
+        pg_collection=None,
+    ):
         super().__init__(config=config)
-        tp_size = (pg_collection.tp.size() if pg_collection is not None
-                   else parallel_state.get_tensor_model_parallel_world_size())
+        tp_size = (
+            pg_collection.tp.size()
+            if pg_collection is not None
+            else parallel_state.get_tensor_model_parallel_world_size()
+        )
         self.num_heads = config.num_attention_heads // tp_size
         self.num_groups = config.num_query_groups // tp_size
         self.attn_mask_type = attn_mask_type
         self.softmax_scale = softmax_scale
 
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None):
+    def forward(
+        self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None, packed_seq_params=None
+    ):
         assert attention_bias is None and packed_seq_params is None
         # [s, b, heads, head_dim] -> [b, heads, s, head_dim]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
@@ -51,35 +64,58 @@ class SDPAttention(MegatronModule):
         mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
         is_causal = attention_mask is None and mask_type == AttnMaskType.causal and q.size(2) == k.size(2)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None if attention_mask is None else ~attention_mask,
-            is_causal=is_causal, scale=self.softmax_scale, enable_gqa=self.num_heads != self.num_groups)
+            q,
+            k,
+            v,
+            attn_mask=None if attention_mask is None else ~attention_mask,
+            is_causal=is_causal,
+            scale=self.softmax_scale,
+            enable_gqa=self.num_heads != self.num_groups,
+        )
         # [b, heads, s, head_dim] -> [s, b, heads * head_dim]
         s, b = out.size(2), out.size(0)
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)
-
 
     def _per_document(self, q, k, v, documents: torch.Tensor) -> torch.Tensor:
         """Causal attention within each run of equal document ids of each row ([b, heads, s, d])."""
         rows = []
         for i, ids in enumerate(documents.tolist()):
             starts = [0] + [t for t in range(1, len(ids)) if ids[t] != ids[t - 1]] + [len(ids)]
-            rows.append(torch.cat([F.scaled_dot_product_attention(
-                q[i:i + 1, :, a:b], k[i:i + 1, :, a:b], v[i:i + 1, :, a:b], is_causal=True, scale=self.softmax_scale,
-                enable_gqa=self.num_heads != self.num_groups) for a, b in zip(starts, starts[1:])], dim=2))
+            rows.append(
+                torch.cat(
+                    [
+                        F.scaled_dot_product_attention(
+                            q[i : i + 1, :, a:b],
+                            k[i : i + 1, :, a:b],
+                            v[i : i + 1, :, a:b],
+                            is_causal=True,
+                            scale=self.softmax_scale,
+                            enable_gqa=self.num_heads != self.num_groups,
+                        )
+                        for a, b in zip(starts, starts[1:])
+                    ],
+                    dim=2,
+                )
+            )
         return torch.cat(rows)
 
 
 class CachedRopeSelfAttention(SelfAttention):
-    def _adjust_key_value_for_inference(self, inference_context, query, key, value, rotary_pos_emb,
-                                        *args, **kwargs):
-        if (inference_context is None or not inference_context.is_static_batching()
-                or rotary_pos_emb is None or self.config.flash_decode):
+    def _adjust_key_value_for_inference(self, inference_context, query, key, value, rotary_pos_emb, *args, **kwargs):
+        if (
+            inference_context is None
+            or not inference_context.is_static_batching()
+            or rotary_pos_emb is None
+            or self.config.flash_decode
+        ):
             return super()._adjust_key_value_for_inference(
-                inference_context, query, key, value, rotary_pos_emb, *args, **kwargs)
+                inference_context, query, key, value, rotary_pos_emb, *args, **kwargs
+            )
         # Only the new keys, at their own positions; the cache then holds rotated keys.
         start = inference_context.sequence_len_offset
-        k_pos_emb = rotary_pos_emb[1][start:start + key.size(0)]
+        k_pos_emb = rotary_pos_emb[1][start : start + key.size(0)]
         key = apply_rotary_pos_emb(key, k_pos_emb, config=self.config, cp_group=self.pg_collection.cp)
         query, key, value, rotary_pos_emb, mask_type, block_table = super()._adjust_key_value_for_inference(
-            inference_context, query, key, value, rotary_pos_emb, *args, **kwargs)
+            inference_context, query, key, value, rotary_pos_emb, *args, **kwargs
+        )
         return query, key, value, (rotary_pos_emb[0], None), mask_type, block_table

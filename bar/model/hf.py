@@ -31,8 +31,9 @@ def split_qkv(qkv: torch.Tensor, arch: ModelSpec) -> tuple[torch.Tensor, ...]:
     return q, k, v
 
 
-def to_hf(state: dict[str, torch.Tensor], arch: ModelSpec, vocab: int,
-          num_experts: int | None = None) -> dict[str, torch.Tensor]:
+def to_hf(
+    state: dict[str, torch.Tensor], arch: ModelSpec, vocab: int, num_experts: int | None = None
+) -> dict[str, torch.Tensor]:
     """Megatron GPT tensors -> Llama (dense) or Mixtral (MoE) tensors, vocabulary padding sliced off."""
     out = {
         "model.embed_tokens.weight": state["embedding.word_embeddings.weight"][:vocab],
@@ -77,6 +78,7 @@ def join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: ModelSpec)
 def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.Tensor]:
     """Dense Llama tensors -> Megatron GPT tensors (in `arch.precision`), the vocabulary zero-padded
     to `arch.vocab_size` rows. Tied embeddings: the LM head starts as a copy of them."""
+
     def rows(w: torch.Tensor) -> torch.Tensor:
         out = w.new_zeros(arch.vocab_size, w.shape[1])
         out[: len(w)] = w
@@ -94,7 +96,8 @@ def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.
         out |= {
             dst + "input_layernorm.weight": state[src + "input_layernorm.weight"],
             dst + "self_attention.linear_qkv.weight": join_qkv(
-                state[attn + "q_proj.weight"], state[attn + "k_proj.weight"], state[attn + "v_proj.weight"], arch),
+                state[attn + "q_proj.weight"], state[attn + "k_proj.weight"], state[attn + "v_proj.weight"], arch
+            ),
             dst + "self_attention.linear_proj.weight": state[attn + "o_proj.weight"],
             dst + "pre_mlp_layernorm.weight": state[src + "post_attention_layernorm.weight"],
             dst + "mlp.linear_fc1.weight": torch.cat([state[mlp + "gate_proj.weight"], state[mlp + "up_proj.weight"]]),
@@ -119,26 +122,42 @@ def rope_parameters(arch: ModelSpec) -> dict:
     return {"rope_type": "llama3", "rope_theta": arch.rope_base, "factor": arch.rope_scaling_factor, **LLAMA3_ROPE}
 
 
-def hf_config(arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None,
-              sequence_topk: int | None = None):
+def hf_config(
+    arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None, sequence_topk: int | None = None
+):
     from transformers import LlamaConfig, MixtralConfig
 
     from bar.tokenizer import stop_ids
 
     moe = {}
     if num_experts:
-        moe = dict(num_local_experts=num_experts, num_experts_per_tok=topk or num_experts,
-                   router_jitter_noise=0.0, output_router_logits=False)
+        moe = dict(
+            num_local_experts=num_experts,
+            num_experts_per_tok=topk or num_experts,
+            router_jitter_noise=0.0,
+            output_router_logits=False,
+        )
     cls = MixtralConfig if num_experts else LlamaConfig
     config = cls(
-        vocab_size=len(tok), hidden_size=arch.hidden_size, intermediate_size=arch.ffn_hidden_size,
-        num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_query_groups, head_dim=arch.head_dim,
-        max_position_embeddings=arch.seq_length, rms_norm_eps=arch.norm_eps,
+        vocab_size=len(tok),
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.ffn_hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_query_groups,
+        head_dim=arch.head_dim,
+        max_position_embeddings=arch.seq_length,
+        rms_norm_eps=arch.norm_eps,
         rope_parameters=rope_parameters(arch),
-        attention_bias=False, mlp_bias=False, tie_word_embeddings=False, hidden_act="silu",
-        pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop_ids(tok)), bos_token_id=None,
-        dtype=str(arch.dtype).removeprefix("torch."), **moe,
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=sorted(stop_ids(tok)),
+        bos_token_id=None,
+        dtype=str(arch.dtype).removeprefix("torch."),
+        **moe,
     )
     config.architectures = ["MixtralForCausalLM" if num_experts else "LlamaForCausalLM"]
     if num_experts and sequence_topk:  # experts chosen per sequence: bar's class (modeling_bar.py)
@@ -162,9 +181,16 @@ def save_weights(state: dict[str, torch.Tensor], out: Path, max_shard_size: int 
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
-def export(state: dict[str, torch.Tensor], arch: ModelSpec, tok, out: Path,
-           num_experts: int | None = None, topk: int | None = None, sequence_topk: int | None = None,
-           max_shard_size: int | str = "5GB") -> None:
+def export(
+    state: dict[str, torch.Tensor],
+    arch: ModelSpec,
+    tok,
+    out: Path,
+    num_experts: int | None = None,
+    topk: int | None = None,
+    sequence_topk: int | None = None,
+    max_shard_size: int | str = "5GB",
+) -> None:
     """Write a directory `AutoModelForCausalLM.from_pretrained(out)` loads offline (with
     `trust_remote_code=True` for an MoE that chooses its experts per sequence: modeling_bar.py),
     its weights in the spec's precision (`config.json: dtype`), sharded beyond `max_shard_size`."""
@@ -176,9 +202,11 @@ def export(state: dict[str, torch.Tensor], arch: ModelSpec, tok, out: Path,
     config.save_pretrained(out)
     if getattr(config, "auto_map", None):
         shutil.copyfile(Path(__file__).with_name("modeling_bar.py"), out / "modeling_bar.py")
-    GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
-                     do_sample=False).save_pretrained(out)
-    save_weights({k: v.to(arch.dtype) for k, v in to_hf(state, arch, len(tok), num_experts).items()},
-                 out, max_shard_size)
+    GenerationConfig(
+        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, do_sample=False
+    ).save_pretrained(out)
+    save_weights(
+        {k: v.to(arch.dtype) for k, v in to_hf(state, arch, len(tok), num_experts).items()}, out, max_shard_size
+    )
     tok.save_pretrained(out)
     (out / "bar.json").write_text(json.dumps({"source": "bar", "arch": arch.model_dump()}, indent=1))

@@ -37,9 +37,12 @@ class BarMoeForCausalLM(MixtralForCausalLM):
         super().__init__(config)
         low, high = (Version(v).release[:2] for v in TESTED_TRANSFORMERS)
         if not low <= Version(transformers.__version__).release[:2] <= high:
-            warnings.warn(f"BarMoeForCausalLM is tested with transformers {TESTED_TRANSFORMERS[0]} to "
-                          f"{TESTED_TRANSFORMERS[1]}, not {transformers.__version__}: check that greedy "
-                          "generate still matches bar's decoding", stacklevel=2)
+            warnings.warn(
+                f"BarMoeForCausalLM is tested with transformers {TESTED_TRANSFORMERS[0]} to "
+                f"{TESTED_TRANSFORMERS[1]}, not {transformers.__version__}: check that greedy "
+                "generate still matches bar's decoding",
+                stacklevel=2,
+            )
         self.keep = None  # (batch, experts): which experts serve each sequence
         for layer in self.model.layers:
             layer.mlp.gate.register_forward_hook(self._route)
@@ -74,8 +77,7 @@ class BarMoeForCausalLM(MixtralForCausalLM):
         self.keep = None
         hooks = [layer.mlp.gate.register_forward_hook(record) for layer in self.model.layers]
         try:
-            self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False)
+            self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         finally:
             for hook in hooks:
                 hook.remove()

@@ -25,8 +25,7 @@ def router_name(layer: int) -> str:
     return f"decoder.layers.{layer}.mlp.router.weight"
 
 
-def upcycle(anchor: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
-            num_layers: int) -> dict[str, torch.Tensor]:
+def upcycle(anchor: dict[str, torch.Tensor], base: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """Branch: a 2-slot MoE whose slot 0 is the anchor FFN and slot 1 the pre-trained base FFN.
 
     Everything else (embeddings, attention, norms, LM head) comes from the anchor. The router
@@ -76,8 +75,7 @@ def set_trainable(model, groups: list[str], freeze_anchor_row: bool = True) -> l
         p.requires_grad_(group_of(name) in groups)
         if p.requires_grad:
             names.append(name)
-        if (freeze_anchor_row and p.requires_grad and _ROUTER.match(name)
-                and not hasattr(p, "_bar_anchor_row_hook")):
+        if freeze_anchor_row and p.requires_grad and _ROUTER.match(name) and not hasattr(p, "_bar_anchor_row_hook"):
             # The anchor's routing logit stays fixed: every expert shares it, so merging
             # experts needs no choice for it.
             mask = torch.ones_like(p)

@@ -26,16 +26,17 @@ def init(tp_size: int, seed: int) -> None:
     _die_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size != tp_size:
-        raise RuntimeError(f"launched {world_size} processes for tp_size={tp_size}: launch with "
-                           f"`torchrun --nproc-per-node {tp_size}` (bar.launch does this)")
+        raise RuntimeError(
+            f"launched {world_size} processes for tp_size={tp_size}: launch with "
+            f"`torchrun --nproc-per-node {tp_size}` (bar.launch does this)"
+        )
     cpu.apply()
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if "RANK" in os.environ:
             dist.init_process_group(backend)
         else:  # a plain process (tests, tools): a group of one
-            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
-                                    world_size=1, rank=0)
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", world_size=1, rank=0)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     else:

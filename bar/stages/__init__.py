@@ -19,9 +19,15 @@ from pathlib import Path
 OUTPUTS, METRICS, CHECKPOINTS, PLOTS = Path("outputs"), Path("metrics"), Path("checkpoints"), Path("plots")
 
 # The offline switches of the stack: stages never phone home or download.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
 
@@ -61,8 +67,10 @@ def check_precision() -> None:
         import torch
 
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-            raise SpecError(f"{specs.path('model')}: precision = bf16: {torch.cuda.get_device_name()} has no "
-                            f"bfloat16 support; allowed here: fp32")
+            raise SpecError(
+                f"{specs.path('model')}: precision = bf16: {torch.cuda.get_device_name()} has no "
+                f"bfloat16 support; allowed here: fp32"
+            )
 
 
 def output(stage: str, *parts: str) -> Path:

@@ -73,8 +73,17 @@ def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int
 
     model.eval()
     with torch.no_grad():
-        return {d: evaluation.score(model, tok, eval_examples(d, spec), batch_size=spec.batch_size,
-                                    max_new_tokens=spec.max_new_tokens, sequence_topk=sequence_topk) for d in domains}
+        return {
+            d: evaluation.score(
+                model,
+                tok,
+                eval_examples(d, spec),
+                batch_size=spec.batch_size,
+                max_new_tokens=spec.max_new_tokens,
+                sequence_topk=sequence_topk,
+            )
+            for d in domains
+        }
 
 
 DENSE_PHASE = "train"  # a single-phase stage's training: checkpoints/<stage>/train/
@@ -95,9 +104,20 @@ def kept_training(stage: str, model, train_fingerprint: str, fingerprint: str, t
     return log, []
 
 
-def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: list,
-                     init: Path | None, eval_domains: list[str], eval_spec: EvalSpec,
-                     fingerprint: str, train_fingerprint: str, added_tokens: list[int] = ()) -> None:
+def run_dense_worker(
+    stage: str,
+    *,
+    arch: ModelSpec,
+    train,
+    seed: int,
+    items: list,
+    init: Path | None,
+    eval_domains: list[str],
+    eval_spec: EvalSpec,
+    fingerprint: str,
+    train_fingerprint: str,
+    added_tokens: list[int] = (),
+) -> None:
     """Train a dense model on `items` from `init` (or from scratch), score it, write `final`.
     `added_tokens` get the mean embedding and LM-head row after training (`bar.model.init_added_tokens`).
 
@@ -123,8 +143,9 @@ def run_dense_worker(stage: str, *, arch: ModelSpec, train, seed: int, items: li
     def fit(ckpt) -> list:
         if init is not None:
             load_state(model, load_file(init / "model.safetensors"))
-        batches = Batches(items, batch_size=train.batch_size, seq_length=arch.seq_length,
-                          pad_id=tok.pad_token_id, seed=seed)
+        batches = Batches(
+            items, batch_size=train.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed
+        )
         log = train_loop(model, batches, train, ckpt, desc=stage)
         if added_tokens:
             from bar.model import init_added_tokens
@@ -150,8 +171,13 @@ def plot_logs(logs: dict[str, list[dict]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(phase, key) for phase, records in logs.items() if records
-              for key in ("loss", "reward_mean") if key in records[0]]
+    panels = [
+        (phase, key)
+        for phase, records in logs.items()
+        if records
+        for key in ("loss", "reward_mean")
+        if key in records[0]
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
     for ax, (phase, key) in zip(axes[0], panels):
         records = logs[phase]
@@ -179,7 +205,7 @@ def summary(logs: dict[str, list[dict]]) -> dict[str, float]:
     for phase, records in logs.items():
         if not records:
             continue
-        tail = records[-max(1, len(records) // 10):]
+        tail = records[-max(1, len(records) // 10) :]
         metrics[f"{phase}/final_loss"] = sum(r["loss"] for r in tail) / len(tail)
         metrics[f"{phase}/tokens_total"] = sum(r["tokens"] for r in records)  # per step: {phase}/tokens
         metrics[f"{phase}/steps"] = len(records)
@@ -190,9 +216,18 @@ def summary(logs: dict[str, list[dict]]) -> dict[str, float]:
     return metrics
 
 
-def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: dict,
-               tags: dict[str, str], phases: list[str] | None = None, trainable: dict | None = None,
-               extra_metrics=None, register=None) -> None:
+def run_parent(
+    stage: str,
+    *,
+    item: str | None = None,
+    tp_size: int,
+    resolved: dict,
+    tags: dict[str, str],
+    phases: list[str] | None = None,
+    trainable: dict | None = None,
+    extra_metrics=None,
+    register=None,
+) -> None:
     """Launch the workers of `stage` (for `item`), then publish, record and clean up.
 
     `phases` names the training phases of a multi-phase stage (their checkpoint folders);
@@ -222,14 +257,22 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
         with atomic_dir(output(*parts)) as out:
             shutil.copy(root / "final" / "model.safetensors", out / "model.safetensors")
             write_json(out / "config.json", {**config, "spec": resolved})
-            write_json(out / "train_log.json", [{"phase": phase, **r} for phase, records in meta["logs"].items()
-                                                for r in records])
+            write_json(
+                out / "train_log.json",
+                [{"phase": phase, **r} for phase, records in meta["logs"].items() for r in records],
+            )
             write_json(out / "eval.json", meta["eval"])
             if any(meta["logs"].values()):  # an imported base trained nothing
                 plot_logs(meta["logs"], out / "training.png", name)
-            export(load_file(out / "model.safetensors"), ModelSpec(**config["arch"]),
-                   load_tokenizer(output("tokenizer")), out / "hf", config.get("num_experts"),
-                   config.get("topk"), config.get("sequence_topk"))
+            export(
+                load_file(out / "model.safetensors"),
+                ModelSpec(**config["arch"]),
+                load_tokenizer(output("tokenizer")),
+                out / "hf",
+                config.get("num_experts"),
+                config.get("topk"),
+                config.get("sequence_topk"),
+            )
         metrics = summary(meta["logs"]) | {f"eval/{d}": s["pass_rate"] for d, s in meta["eval"].items()}
         # cost/*: what this run trained; cost/flops_from_scratch also counts the phases it
         # started from (another version's), i.e. what training this model anew would cost;
@@ -237,10 +280,12 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
         tokens = {phase: metrics[f"{phase}/tokens_total"] for phase, records in meta["logs"].items() if records}
         trained = {phase: n for phase, n in tokens.items() if phase not in meta.get("reused", [])}
         arch, num_experts = ModelSpec(**config["arch"]), config.get("num_experts")
-        metrics |= {"cost/tokens": sum(trained.values()),
-                    "cost/flops": training_flops(arch, trained, num_experts, trainable),
-                    "cost/flops_from_scratch": training_flops(arch, tokens, num_experts, trainable),
-                    "cost/dense_flops": training_flops(arch, tokens)}
+        metrics |= {
+            "cost/tokens": sum(trained.values()),
+            "cost/flops": training_flops(arch, trained, num_experts, trainable),
+            "cost/flops_from_scratch": training_flops(arch, tokens, num_experts, trainable),
+            "cost/dense_flops": training_flops(arch, tokens),
+        }
         if extra_metrics:
             metrics |= extra_metrics(meta)
         write_metrics("/".join(parts), metrics)
@@ -257,6 +302,7 @@ def run_parent(stage: str, *, item: str | None = None, tp_size: int, resolved: d
 def clean(root: Path) -> None:
     """Remove a published stage's checkpoints, but keep the `final` of each training phase
     (`<root>/<phase>/final`): a later version that changes only later phases starts there."""
+
     def remove(path: Path) -> None:
         if path.is_dir():
             shutil.rmtree(path)

@@ -47,8 +47,11 @@ def plan(specs: Specs, name: str) -> list[Phase]:
     if kind == "ablation":
         return phases_of(specs, name, ablation_data(name))
     if kind == "sequential":
-        return [Phase(f"{p}.{e}", p, dense(getattr(specs.expert(e).stages, p)), [output("mix_data", e)])
-                for e in specs.baselines.sequential_order for p in specs.expert(e).stages.enabled()]
+        return [
+            Phase(f"{p}.{e}", p, dense(getattr(specs.expert(e).stages, p)), [output("mix_data", e)])
+            for e in specs.baselines.sequential_order
+            for p in specs.expert(e).stages.enabled()
+        ]
     phases = []
     for phase in PHASES:
         have = [e for e in specs.params.experts if getattr(specs.expert(e).stages, phase)]
@@ -61,18 +64,40 @@ def plan(specs: Specs, name: str) -> list[Phase]:
         per_step = PER_STEP[phase]
         consumed = sum(spec.steps * getattr(spec, per_step) for spec, _ in replay)
         steps = -(-consumed // getattr(first, per_step))
-        phases.append(Phase(phase, phase, first.model_copy(update={"steps": steps}),
-                            [output("mix_data", e) for e in have], replay))
+        phases.append(
+            Phase(
+                phase, phase, first.model_copy(update={"steps": steps}), [output("mix_data", e) for e in have], replay
+            )
+        )
     return phases
 
 
 def resolved(specs: Specs, name: str) -> dict:
-    return {"baseline": name, "kind": specs.baseline(name), "model": specs.model.model_dump(mode="json"),
-            "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed,
-            "phases": [{"label": p.label, "data": [str(d) for d in p.data], **p.spec.model_dump(mode="json"),
-                        **({"replay": [{"steps": r.steps, "per_step": getattr(r, PER_STEP[p.phase]), "seed": seed}
-                                       for r, seed in p.replay]} if p.replay else {})}
-                       for p in plan(specs, name)]}
+    return {
+        "baseline": name,
+        "kind": specs.baseline(name),
+        "model": specs.model.model_dump(mode="json"),
+        "eval": specs.eval.model_dump(mode="json"),
+        "seed": specs.params.seed,
+        "phases": [
+            {
+                "label": p.label,
+                "data": [str(d) for d in p.data],
+                **p.spec.model_dump(mode="json"),
+                **(
+                    {
+                        "replay": [
+                            {"steps": r.steps, "per_step": getattr(r, PER_STEP[p.phase]), "seed": seed}
+                            for r, seed in p.replay
+                        ]
+                    }
+                    if p.replay
+                    else {}
+                ),
+            }
+            for p in plan(specs, name)
+        ],
+    }
 
 
 def worker(specs: Specs, name: str) -> None:
@@ -100,8 +125,15 @@ def worker(specs: Specs, name: str) -> None:
         model = branch(specs, 1, anchor)
         logs, reused = adapt(model, phases, root, fp, specs, tok, 1, desc)
         check_anchor_ffn(model, anchor, desc)
-        config = {"kind": "moe", "arch": arch.model_dump(), "vocab": len(tok), "num_experts": 2,
-                  "experts": ["anchor", name], "expert": name, "domain": specs.expert(name).domain}
+        config = {
+            "kind": "moe",
+            "arch": arch.model_dump(),
+            "vocab": len(tok),
+            "num_experts": 2,
+            "experts": ["anchor", name],
+            "expert": name,
+            "domain": specs.expert(name).domain,
+        }
         scores = _training.score_all(model, tok, domains, specs.eval)
     else:
         model = build(arch, 1)
@@ -139,16 +171,29 @@ def main(name: str) -> None:
     phases = plan(specs, name)
 
     def after(meta: dict) -> dict[str, float]:
-        return {f"after_{e}/eval/{d}": s["pass_rate"] for e, scores in meta.get("after", {}).items()
-                for d, s in scores.items()}
+        return {
+            f"after_{e}/eval/{d}": s["pass_rate"]
+            for e, scores in meta.get("after", {}).items()
+            for d, s in scores.items()
+        }
 
-    _training.run_parent(STAGE, item=name, tp_size=1, resolved=res, tags={
-        "baseline": name, "kind": kind, "spec_hash": spec_hash(res),
-        "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
-        "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=[p.label for p in phases],
+    _training.run_parent(
+        STAGE,
+        item=name,
+        tp_size=1,
+        resolved=res,
+        tags={
+            "baseline": name,
+            "kind": kind,
+            "spec_hash": spec_hash(res),
+            "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
+            "base_hash": tracking.dvc_md5("outputs/pretrain_base"),
+        },
+        phases=[p.label for p in phases],
         # an ablation is an expert (its phases train their groups); the dense baselines train every weight
         trainable={p.label: p.spec.trainable for p in phases} if kind == "ablation" else None,
-        extra_metrics=after)
+        extra_metrics=after,
+    )
 
 
 if __name__ == "__main__":

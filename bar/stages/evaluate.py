@@ -43,44 +43,82 @@ def mean_shares(layers: list[list[float]]) -> list[float]:
     return [sum(layer[e] for layer in layers) / len(layers) for e in range(len(layers[0]))]
 
 
-def report(table: dict[str, dict[str, float]], routing: dict[str, list[list[float]]],
-           experts: list[str], domains: list[str], assembly: dict, merge_cost: dict,
-           choices: dict[str, list[float]]) -> str:
+def report(
+    table: dict[str, dict[str, float]],
+    routing: dict[str, list[list[float]]],
+    experts: list[str],
+    domains: list[str],
+    assembly: dict,
+    merge_cost: dict,
+    choices: dict[str, list[float]],
+) -> str:
     cols = domains + ["overall"]
-    lines = ["# Evaluation", "", "Pass rate (0-100) of greedy replies on each domain's held-out prompts.", "",
-             "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines = [
+        "# Evaluation",
+        "",
+        "Pass rate (0-100) of greedy replies on each domain's held-out prompts.",
+        "",
+        "| model | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
     for model, scores in table.items():
         lines.append(f"| {model} | " + " | ".join(f"{scores[c]:.1f}" for c in cols) + " |")
     slots = ["anchor", *experts]
-    lines += ["", "## Routing", "", "Share of router probability per expert (mean over layers and tokens), "
-              "by the domain of the input.", "",
-              "| domain | " + " | ".join(slots) + " |", "|---" * (len(slots) + 1) + "|"]
+    lines += [
+        "",
+        "## Routing",
+        "",
+        "Share of router probability per expert (mean over layers and tokens), by the domain of the input.",
+        "",
+        "| domain | " + " | ".join(slots) + " |",
+        "|---" * (len(slots) + 1) + "|",
+    ]
     for domain, layers in routing.items():
         lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean_shares(layers)) + " |")
     if choices:
-        lines += ["", "Experts chosen per sequence (`specs/router.yaml: sequence_topk`): share of each domain's "
-                  "held-out prompts each expert served (the anchor serves all).", "",
-                  "| domain | " + " | ".join(experts) + " |", "|---" * (len(experts) + 1) + "|"]
+        lines += [
+            "",
+            "Experts chosen per sequence (`specs/router.yaml: sequence_topk`): share of each domain's "
+            "held-out prompts each expert served (the anchor serves all).",
+            "",
+            "| domain | " + " | ".join(experts) + " |",
+            "|---" * (len(experts) + 1) + "|",
+        ]
         for domain, shares in choices.items():
             lines.append(f"| {domain} | " + " | ".join(f"{100 * c:.1f}%" for c in shares[1:]) + " |")
-    lines += ["", "## Where an expert's score goes", "",
-              "Each expert on its own domain: alone, with the merged shared tensors (its own FFNs and router "
-              "rows; no other expert), the routed model with only the anchor and this expert (the others "
-              "masked out), and the routed model; routed - alone with its paired standard error (what the "
-              "gap could move on another held-out set of this size).", "",
-              "| expert | domain | alone | merged shared tensors | routed, anchor + own only | routed | "
-              "routed - alone |", "|---" * 7 + "|"]
+    lines += [
+        "",
+        "## Where an expert's score goes",
+        "",
+        "Each expert on its own domain: alone, with the merged shared tensors (its own FFNs and router "
+        "rows; no other expert), the routed model with only the anchor and this expert (the others "
+        "masked out), and the routed model; routed - alone with its paired standard error (what the "
+        "gap could move on another held-out set of this size).",
+        "",
+        "| expert | domain | alone | merged shared tensors | routed, anchor + own only | routed | routed - alone |",
+        "|---" * 7 + "|",
+    ]
     for e, row in merge_cost.items():
         se = "" if row.get("gap_se") is None else f" ± {row['gap_se']:.1f}"
-        lines.append(f"| {e} | {row['domain']} | {row['alone']:.1f} | {row['merged_shared']:.1f} | "
-                     f"{row['own_only']:.1f} | {row['routed']:.1f} | {row['routed'] - row['alone']:.1f}{se} |")
+        lines.append(
+            f"| {e} | {row['domain']} | {row['alone']:.1f} | {row['merged_shared']:.1f} | "
+            f"{row['own_only']:.1f} | {row['routed']:.1f} | {row['routed'] - row['alone']:.1f}{se} |"
+        )
     if assembly:
-        lines += ["", "## Cost", "", f"Re-run for this routed model: {assembly['rerun'].replace(',', ', ')}.", "",
-                  "| | training FLOPs |", "|---|---|",
-                  f"| this upgrade | {assembly['upgrade_flops']:.3g} |",
-                  f"| monolithic retrain (estimated) | {assembly['retrain_flops']:.3g} |",
-                  f"| ratio | {assembly['upgrade_ratio']:.3f} |", "",
-                  "![cost of adding the k-th domain](cost_curve.png)"]
+        lines += [
+            "",
+            "## Cost",
+            "",
+            f"Re-run for this routed model: {assembly['rerun'].replace(',', ', ')}.",
+            "",
+            "| | training FLOPs |",
+            "|---|---|",
+            f"| this upgrade | {assembly['upgrade_flops']:.3g} |",
+            f"| monolithic retrain (estimated) | {assembly['retrain_flops']:.3g} |",
+            f"| ratio | {assembly['upgrade_ratio']:.3f} |",
+            "",
+            "![cost of adding the k-th domain](cost_curve.png)",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -94,8 +132,7 @@ def plot(table, routing, experts, domains, out) -> None:
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(table)
     for i, (model, scores) in enumerate(table.items()):
-        ax.bar(np.arange(len(domains) + 1) + i * width, [scores[d] for d in domains + ["overall"]], width,
-               label=model)
+        ax.bar(np.arange(len(domains) + 1) + i * width, [scores[d] for d in domains + ["overall"]], width, label=model)
     ax.set_xticks(np.arange(len(domains) + 1) + 0.4 - width / 2, domains + ["overall"])
     ax.set(ylabel="pass rate", ylim=(0, 100), title="held-out pass rate per domain")
     ax.legend(fontsize=7, ncol=3)
@@ -127,8 +164,11 @@ def main() -> None:
     specs = Specs()
     experts, domains = specs.params.experts, sorted(specs.data.domains)
     resolved = {"eval": specs.eval.model_dump(mode="json"), "experts": experts}
-    with tracking.stage_run(STAGE, spec=resolved, tags={
-            "spec_hash": spec_hash(resolved), "routed_hash": tracking.dvc_md5("outputs/fit_router")}) as run:
+    with tracking.stage_run(
+        STAGE,
+        spec=resolved,
+        tags={"spec_hash": spec_hash(resolved), "routed_hash": tracking.dvc_md5("outputs/fit_router")},
+    ) as run:
         table = {"anchor": json.loads(output("train_anchor", "eval.json").read_text())}
         for e in experts:
             table[f"expert:{e}"] = json.loads(output("train_expert", e, "eval.json").read_text())
@@ -159,21 +199,28 @@ def main() -> None:
             merged_shared = score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"]
             load_state(model, with_only(routed, slot))
             alone, routed_score = table[f"expert:{e}"][domain], table["routed"][domain]
-            merge_cost[e] = {"domain": domain, "alone": alone["pass_rate"], "merged_shared": merged_shared,
-                             "own_only": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
-                             "routed": routed_score["pass_rate"],
-                             # routed - alone, paired per prompt (an expert scored before outcomes were kept: None)
-                             "gap_se": evaluation.paired_se(alone["correct"], routed_score["correct"])
-                             if "correct" in alone else None}
+            merge_cost[e] = {
+                "domain": domain,
+                "alone": alone["pass_rate"],
+                "merged_shared": merged_shared,
+                "own_only": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
+                "routed": routed_score["pass_rate"],
+                # routed - alone, paired per prompt (an expert scored before outcomes were kept: None)
+                "gap_se": evaluation.paired_se(alone["correct"], routed_score["correct"])
+                if "correct" in alone
+                else None,
+            }
         parallel.shutdown()
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
-        outcomes = {m: {d: [int(c) for c in s[d]["correct"]] for d in domains} for m, s in table.items()
-                    if all("correct" in s[d] for d in domains)}
+        outcomes = {
+            m: {d: [int(c) for c in s[d]["correct"]] for d in domains}
+            for m, s in table.items()
+            if all("correct" in s[d] for d in domains)
+        }
         table = {m: with_overall({d: s[d]["pass_rate"] for d in domains}, domains) for m, s in table.items()}
 
         # The routed model's registry version and what it cost against a monolithic retrain.
-        moe = tracking.model_version_with("bar-moe", "sha256",
-                                          sha256(output("fit_router", "model.safetensors")))
+        moe = tracking.model_version_with("bar-moe", "sha256", sha256(output("fit_router", "model.safetensors")))
         assembly, curve = {}, []
         if moe is not None:
             lineage = tracking.routed_lineage(moe.version)
@@ -188,8 +235,12 @@ def main() -> None:
             with open(out / "routing.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["domain", "layer", "expert", "share"])
-                w.writerows([d, i, (["anchor", *experts])[e], round(p, 4)] for d, layers in routing.items()
-                            for i, layer in enumerate(layers) for e, p in enumerate(layer))
+                w.writerows(
+                    [d, i, (["anchor", *experts])[e], round(p, 4)]
+                    for d, layers in routing.items()
+                    for i, layer in enumerate(layers)
+                    for e, p in enumerate(layer)
+                )
             write_json(out / "routing.json", routing)
             if choices:
                 write_json(out / "choices.json", choices)  # {domain: [share of prompts per slot]}
@@ -203,16 +254,31 @@ def main() -> None:
         summary = {k: assembly[k] for k in ("upgrade_flops", "retrain_flops", "upgrade_ratio") if k in assembly}
         write_metrics(STAGE, table | {"merge_cost": merge_cost} | ({"cost": summary} if summary else {}))
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
-        run.log_metrics({f"{k}/{e}": row[k] for e, row in merge_cost.items()
-                         for k in ("merged_shared", "own_only", "gap_se") if row[k] is not None})
-        for name in ("report.md", "scores.png", "routing.png", "scores.csv", "routing.csv", "cost_curve.png",
-                     "outcomes.json", "choices.json"):
+        run.log_metrics(
+            {
+                f"{k}/{e}": row[k]
+                for e, row in merge_cost.items()
+                for k in ("merged_shared", "own_only", "gap_se")
+                if row[k] is not None
+            }
+        )
+        for name in (
+            "report.md",
+            "scores.png",
+            "routing.png",
+            "scores.csv",
+            "routing.csv",
+            "cost_curve.png",
+            "outcomes.json",
+            "choices.json",
+        ):
             if output(STAGE, name).exists():
                 run.log_artifact(output(STAGE, name))
         if moe is not None:
             # The registry's routed model carries its scores (what `bar compare` and promotion read).
-            tracking.tag_model_version("bar-moe", moe.version, {f"eval.{d}": round(v, 2)
-                                                                for d, v in table["routed"].items()})
+            tracking.tag_model_version(
+                "bar-moe", moe.version, {f"eval.{d}": round(v, 2) for d, v in table["routed"].items()}
+            )
             run.set_tags({"moe_version": moe.version, **({"assembly.rerun": assembly["rerun"]} if assembly else {})})
             run.log_metrics({f"assembly/{k}": v for k, v in assembly.items() if k != "rerun"})
 

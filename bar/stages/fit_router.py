@@ -18,8 +18,12 @@ STAGE = "fit_router"
 
 
 def resolved(specs: Specs) -> dict:
-    return {"router": specs.router.model_dump(mode="json"), "experts": specs.params.experts,
-            "model": specs.model.model_dump(mode="json"), "seed": specs.params.seed}
+    return {
+        "router": specs.router.model_dump(mode="json"),
+        "experts": specs.params.experts,
+        "model": specs.model.model_dump(mode="json"),
+        "seed": specs.params.seed,
+    }
 
 
 def fitting(resolved: dict) -> dict:
@@ -28,8 +32,11 @@ def fitting(resolved: dict) -> dict:
 
 
 def inputs(specs: Specs) -> list:
-    return [output("merge_experts", "model.safetensors"), output("tokenizer"),
-            *[output("mix_data", e, "sft.jsonl") for e in specs.params.experts]]
+    return [
+        output("merge_experts", "model.safetensors"),
+        output("tokenizer"),
+        *[output("mix_data", e, "sft.jsonl") for e in specs.params.experts],
+    ]
 
 
 def sample(experts: list[str], fraction: float, seed: int) -> list[tuple[int, object]]:
@@ -59,8 +66,9 @@ class DomainRouting:
 
         self.weight, self.current = weight, None
         self.batches = Batches(items, **batching)
-        self.slots = Batches([([s] * len(ids), trained) for (ids, trained), s in zip(items, slots)],
-                             **(batching | {"pad_id": -1}))
+        self.slots = Batches(
+            [([s] * len(ids), trained) for (ids, trained), s in zip(items, slots)], **(batching | {"pad_id": -1})
+        )
         self.routers = [m for name, m in model.named_modules() if name.endswith("mlp.router")]
         self.merged = {id(r): r.weight.detach().clone() for r in self.routers}
         for router in self.routers:
@@ -115,8 +123,14 @@ def worker(specs: Specs) -> None:
         return
     tok = tokenizer.load(output("tokenizer"))
     merged = load_file(output("merge_experts", "model.safetensors"))
-    model = build(arch, spec.tp_size, num_experts=len(experts) + 1, topk=spec.topk, z_loss=spec.z_loss,
-                  load_balancing=spec.load_balancing)
+    model = build(
+        arch,
+        spec.tp_size,
+        num_experts=len(experts) + 1,
+        topk=spec.topk,
+        z_loss=spec.z_loss,
+        load_balancing=spec.load_balancing,
+    )
     picked = sample(experts, spec.sample_fraction, seed)
 
     def fit(ckpt) -> list:
@@ -140,10 +154,21 @@ def worker(specs: Specs) -> None:
     import json
 
     config = json.loads(output("merge_experts", "config.json").read_text())
-    config |= {"topk": spec.topk or len(experts) + 1, "sequence_topk": spec.sequence_topk,
-               "router_examples": len(picked)}
-    result.finish(model, {"logs": {_training.DENSE_PHASE: log}, "reused": reused, "eval": {}, "config": config,
-                          "router_examples": len(picked)})
+    config |= {
+        "topk": spec.topk or len(experts) + 1,
+        "sequence_topk": spec.sequence_topk,
+        "router_examples": len(picked),
+    }
+    result.finish(
+        model,
+        {
+            "logs": {_training.DENSE_PHASE: log},
+            "reused": reused,
+            "eval": {},
+            "config": config,
+            "router_examples": len(picked),
+        },
+    )
     parallel.shutdown()
 
 
@@ -152,10 +177,16 @@ def main() -> None:
 
     specs = Specs()
     res = resolved(specs)
-    _training.run_parent(STAGE, tp_size=specs.router.tp_size, resolved=res, phases=[_training.DENSE_PHASE], tags={
-        "spec_hash": spec_hash(res), "merged_hash": tracking.dvc_md5("outputs/merge_experts")},
+    _training.run_parent(
+        STAGE,
+        tp_size=specs.router.tp_size,
+        resolved=res,
+        phases=[_training.DENSE_PHASE],
+        tags={"spec_hash": spec_hash(res), "merged_hash": tracking.dvc_md5("outputs/merge_experts")},
         trainable={_training.DENSE_PHASE: ["router"]},
-        extra_metrics=lambda meta: {"router_examples": meta["router_examples"]}, register=register)
+        extra_metrics=lambda meta: {"router_examples": meta["router_examples"]},
+        register=register,
+    )
 
 
 def register(run, out) -> None:
@@ -170,9 +201,11 @@ def register(run, out) -> None:
     tags = {}
     for c in components:
         expert = tracking.model_version_with(f"bar-expert-{c['name']}", "sha256", c["sha256"])
-        tags |= {f"expert.{c['name']}.version": c["version"],
-                 f"expert.{c['name']}.model_version": expert.version if expert else "unregistered",
-                 f"expert.{c['name']}.run_id": expert.run_id if expert else "unregistered"}
+        tags |= {
+            f"expert.{c['name']}.version": c["version"],
+            f"expert.{c['name']}.model_version": expert.version if expert else "unregistered",
+            f"expert.{c['name']}.run_id": expert.run_id if expert else "unregistered",
+        }
     tags["sha256"] = sha256(out / "model.safetensors")
     tags["components"] = ",".join(f"{c['name']}:v{c['version']}" for c in components)
     run.register_model("bar-moe", out / "hf", tags)

@@ -29,21 +29,39 @@ def main() -> None:
     resolved = {"merge": spec.model_dump(mode="json"), "experts": names}
     experts = {n: output("train_expert", n) for n in names}
     config = check_compatible(experts)  # incompatible experts fail before any MLflow run
-    with tracking.stage_run(STAGE, spec=resolved, tags={
-            "spec_hash": spec_hash(resolved), "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
-            **{f"expert.{n}": tracking.dvc_md5(f"outputs/train_expert/{n}") for n in names}}) as run:
+    with tracking.stage_run(
+        STAGE,
+        spec=resolved,
+        tags={
+            "spec_hash": spec_hash(resolved),
+            "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
+            **{f"expert.{n}": tracking.dvc_md5(f"outputs/train_expert/{n}") for n in names},
+        },
+    ) as run:
         start = time.time()
         state = merge(experts, spec.strategy, spec.weights, spec.delta_scale, output("train_anchor"))
-        components = [{"name": n, "version": check_version(experts[n]), "sha256": sha256(experts[n] / "model.safetensors")}
-                      for n in names]
-        merged = {**{k: config[k] for k in ("arch", "vocab", "anchor_sha256", "tokenizer_sha256")},
-                  "kind": "moe", "num_experts": len(names) + 1, "experts": ["anchor", *names],
-                  "components": components, "merge": spec.model_dump(mode="json")}
+        components = [
+            {"name": n, "version": check_version(experts[n]), "sha256": sha256(experts[n] / "model.safetensors")}
+            for n in names
+        ]
+        merged = {
+            **{k: config[k] for k in ("arch", "vocab", "anchor_sha256", "tokenizer_sha256")},
+            "kind": "moe",
+            "num_experts": len(names) + 1,
+            "experts": ["anchor", *names],
+            "components": components,
+            "merge": spec.model_dump(mode="json"),
+        }
         with atomic_dir(output(STAGE)) as out:
             save_file(state, out / "model.safetensors")
             write_json(out / "config.json", merged)
-            export(state, ModelSpec(**config["arch"]), load_tokenizer(output("tokenizer")), out / "hf",
-                   num_experts=len(names) + 1)
+            export(
+                state,
+                ModelSpec(**config["arch"]),
+                load_tokenizer(output("tokenizer")),
+                out / "hf",
+                num_experts=len(names) + 1,
+            )
         metrics = {"num_experts": len(names) + 1, "merge_seconds": time.time() - start}
         write_metrics(STAGE, metrics)
         run.log_metrics(metrics)

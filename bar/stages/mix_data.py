@@ -48,8 +48,10 @@ def mix(name: str, mixture: MixtureSpec, splits: list[str], seed: int, where: st
             if n > len(pool):
                 file = Specs().data.domains[domain].files.get(split)
                 more = f"add rows to {file}" if file else f"raise specs/data.yaml domains.{domain}.{split}"
-                raise SpecError(f"{where}: mixture.sizes.{split} asks for {n} {domain} items but "
-                                f"prepare_data made {len(pool)}: lower the size or {more}")
+                raise SpecError(
+                    f"{where}: mixture.sizes.{split} asks for {n} {domain} items but "
+                    f"prepare_data made {len(pool)}: lower the size or {more}"
+                )
             rows += random.Random(derived_seed(seed, name, domain, split)).sample(pool, n)
         random.Random(derived_seed(seed, name, split)).shuffle(rows)
         out[split] = rows
@@ -62,11 +64,21 @@ def main(name: str) -> None:
     specs = Specs()
     spec = specs.expert(name)
     run_name = f"{STAGE}@{name}"
-    resolved = {"mixture": spec.mixture.model_dump(mode="json"), "stages": spec.stages.enabled(),
-                "seed": specs.params.seed}
-    with tracking.stage_run(run_name, spec=resolved, tags={
-            "expert": name, "expert_version": str(spec.version), "spec_hash": spec_hash(resolved),
-            "data_hash": tracking.dvc_md5("outputs/prepare_data")}) as run:
+    resolved = {
+        "mixture": spec.mixture.model_dump(mode="json"),
+        "stages": spec.stages.enabled(),
+        "seed": specs.params.seed,
+    }
+    with tracking.stage_run(
+        run_name,
+        spec=resolved,
+        tags={
+            "expert": name,
+            "expert_version": str(spec.version),
+            "spec_hash": spec_hash(resolved),
+            "data_hash": tracking.dvc_md5("outputs/prepare_data"),
+        },
+    ) as run:
         needed = ["rl" if stage == "rlvr" else stage for stage in spec.stages.enabled()]
         splits = mix(name, spec.mixture, needed, specs.params.seed, str(specs.path(f"experts/{name}")))
         with atomic_dir(output(STAGE, name)) as out:

@@ -30,8 +30,7 @@ def split_rows(domain: str, split: str, spec, seed: int) -> list[dict]:
     if split in spec.files:
         if split == "midtrain":
             return [{"text": t} for t in data.load_documents(spec.files[split], skip_bad_rows=spec.skip_bad_rows)]
-        return [e.to_json() for e in data.load_examples(spec.files[split], domain,
-                                                        skip_bad_rows=spec.skip_bad_rows)]
+        return [e.to_json() for e in data.load_examples(spec.files[split], domain, skip_bad_rows=spec.skip_bad_rows)]
     if n == 0:
         return []
     if split == "midtrain":
@@ -45,8 +44,12 @@ def prepare(spec, out) -> dict:
     from bar import data
 
     counts = {}
-    docs = [t for domain, n in spec.pretrain.items() if n
-            for t in data.documents(domain, n, derived_seed(spec.seed, domain, "pretrain"))]
+    docs = [
+        t
+        for domain, n in spec.pretrain.items()
+        if n
+        for t in data.documents(domain, n, derived_seed(spec.seed, domain, "pretrain"))
+    ]
     random.Random(spec.seed).shuffle(docs)
     write_jsonl(out / "pretrain.jsonl", ({"text": t} for t in docs))
     counts["pretrain"] = len(docs)
@@ -69,8 +72,7 @@ def main() -> None:
 
     specs = Specs()
     spec = specs.data
-    with tracking.stage_run(STAGE, spec=spec.model_dump(mode="json"),
-                            tags={"spec_hash": spec_hash(spec)}) as run:
+    with tracking.stage_run(STAGE, spec=spec.model_dump(mode="json"), tags={"spec_hash": spec_hash(spec)}) as run:
         with atomic_dir(output(STAGE)) as out:
             counts = prepare(spec, out)
         metrics = {f"count/{k}": v for k, v in counts.items()}

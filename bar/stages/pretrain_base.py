@@ -22,8 +22,12 @@ STAGE = "pretrain_base"
 
 
 def resolved(specs: Specs) -> dict:
-    return {"model": specs.model.model_dump(mode="json"), "train": specs.train.pretrain.model_dump(mode="json"),
-            "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
+    return {
+        "model": specs.model.model_dump(mode="json"),
+        "train": specs.train.pretrain.model_dump(mode="json"),
+        "eval": specs.eval.model_dump(mode="json"),
+        "seed": specs.params.seed,
+    }
 
 
 def inputs(specs: Specs) -> list:
@@ -37,11 +41,19 @@ def worker(specs: Specs) -> None:
     tok = tokenizer.load(output("tokenizer"))
     items = [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(output("prepare_data", "pretrain.jsonl"))]
     seen = {i for ids, _ in items for i in ids}
-    _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.pretrain, seed=specs.params.seed,
-                         items=items, init=None, eval_domains=["general"], eval_spec=specs.eval,
-                         fingerprint=_training.fingerprint(resolved(specs), inputs(specs)),
-                         train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)), inputs(specs)),
-                         added_tokens=sorted(set(tok.all_special_ids) - seen))
+    _training.run_dense_worker(
+        STAGE,
+        arch=specs.model,
+        train=specs.train.pretrain,
+        seed=specs.params.seed,
+        items=items,
+        init=None,
+        eval_domains=["general"],
+        eval_spec=specs.eval,
+        fingerprint=_training.fingerprint(resolved(specs), inputs(specs)),
+        train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)), inputs(specs)),
+        added_tokens=sorted(set(tok.all_special_ids) - seen),
+    )
 
 
 def import_worker(specs: Specs) -> None:
@@ -73,9 +85,18 @@ def main() -> None:
     spec = resolved(specs)
     base = {"base_data_hash": _training.file_digest(Path(specs.model.base))} if specs.model.base else {}
     phases = None if specs.model.base else [_training.DENSE_PHASE]  # an imported base trains nothing
-    _training.run_parent(STAGE, tp_size=specs.train.pretrain.tp_size, resolved=spec, phases=phases, tags={
-        "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
-        "tokenizer_hash": tracking.dvc_md5("outputs/tokenizer"), **base})
+    _training.run_parent(
+        STAGE,
+        tp_size=specs.train.pretrain.tp_size,
+        resolved=spec,
+        phases=phases,
+        tags={
+            "spec_hash": spec_hash(spec),
+            "data_hash": tracking.dvc_md5("outputs/prepare_data"),
+            "tokenizer_hash": tracking.dvc_md5("outputs/tokenizer"),
+            **base,
+        },
+    )
 
 
 def work(specs: Specs) -> None:

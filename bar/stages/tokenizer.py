@@ -33,8 +33,9 @@ def main() -> None:
     spec, vocab_size, base = specs.tokenizer, specs.model.vocab_size, specs.model.base
     resolved = {"tokenizer": spec.model_dump(mode="json"), "vocab_size": vocab_size, "base": base}
     data_dir = output("prepare_data")
-    with tracking.stage_run(STAGE, spec=resolved, tags={
-            "spec_hash": spec_hash(resolved), "data_hash": tracking.dvc_md5(str(data_dir))}) as run:
+    with tracking.stage_run(
+        STAGE, spec=resolved, tags={"spec_hash": spec_hash(resolved), "data_hash": tracking.dvc_md5(str(data_dir))}
+    ) as run:
         if base:
             tok = tokenizer.adapt(base)
         else:
@@ -43,8 +44,11 @@ def main() -> None:
             tok.save_pretrained(out)
         docs = [r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl")[:1000]]
         lengths = [len(tok.encode(d, add_special_tokens=False)) for d in docs]
-        metrics = {"vocab_size": len(tok), "tokens_per_document": sum(lengths) / max(1, len(lengths)),
-                   "chars_per_token": sum(map(len, docs)) / max(1, sum(lengths))}
+        metrics = {
+            "vocab_size": len(tok),
+            "tokens_per_document": sum(lengths) / max(1, len(lengths)),
+            "chars_per_token": sum(map(len, docs)) / max(1, sum(lengths)),
+        }
         run.log_metrics(metrics)
         write_metrics(STAGE, metrics)
 

@@ -12,8 +12,12 @@ STAGE = "train_anchor"
 
 
 def resolved(specs: Specs) -> dict:
-    return {"model": specs.model.model_dump(mode="json"), "train": specs.train.anchor.model_dump(mode="json"),
-            "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
+    return {
+        "model": specs.model.model_dump(mode="json"),
+        "train": specs.train.anchor.model_dump(mode="json"),
+        "eval": specs.eval.model_dump(mode="json"),
+        "seed": specs.params.seed,
+    }
 
 
 def sft_files() -> list:
@@ -34,13 +38,21 @@ def worker(specs: Specs) -> None:
     from bar import tokenizer
 
     tok = tokenizer.load(output("tokenizer"))
-    items = [tokenizer.chat_ids(tok, e.prompt, e.response)
-             for path in sft_files() for e in _training.load_examples(path)]
-    _training.run_dense_worker(STAGE, arch=specs.model, train=specs.train.anchor, seed=specs.params.seed,
-                         items=items, init=output("pretrain_base"), eval_domains=sorted(specs.data.domains),
-                         eval_spec=specs.eval, fingerprint=_training.fingerprint(resolved(specs), inputs()),
-                         train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)),
-                                                                 train_inputs()))
+    items = [
+        tokenizer.chat_ids(tok, e.prompt, e.response) for path in sft_files() for e in _training.load_examples(path)
+    ]
+    _training.run_dense_worker(
+        STAGE,
+        arch=specs.model,
+        train=specs.train.anchor,
+        seed=specs.params.seed,
+        items=items,
+        init=output("pretrain_base"),
+        eval_domains=sorted(specs.data.domains),
+        eval_spec=specs.eval,
+        fingerprint=_training.fingerprint(resolved(specs), inputs()),
+        train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)), train_inputs()),
+    )
 
 
 def main() -> None:
@@ -48,9 +60,17 @@ def main() -> None:
 
     specs = Specs()
     spec = resolved(specs)
-    _training.run_parent(STAGE, tp_size=specs.train.anchor.tp_size, resolved=spec, phases=[_training.DENSE_PHASE], tags={
-        "spec_hash": spec_hash(spec), "data_hash": tracking.dvc_md5("outputs/prepare_data"),
-        "base_hash": tracking.dvc_md5("outputs/pretrain_base")})
+    _training.run_parent(
+        STAGE,
+        tp_size=specs.train.anchor.tp_size,
+        resolved=spec,
+        phases=[_training.DENSE_PHASE],
+        tags={
+            "spec_hash": spec_hash(spec),
+            "data_hash": tracking.dvc_md5("outputs/prepare_data"),
+            "base_hash": tracking.dvc_md5("outputs/pretrain_base"),
+        },
+    )
 
 
 if __name__ == "__main__":

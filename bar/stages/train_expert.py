@@ -25,19 +25,27 @@ STAGE = "train_expert"
 
 
 def resolved(specs: Specs, name: str) -> dict:
-    return {"expert": specs.expert(name).model_dump(mode="json"), "model": specs.model.model_dump(mode="json"),
-            "eval": specs.eval.model_dump(mode="json"), "seed": specs.params.seed}
+    return {
+        "expert": specs.expert(name).model_dump(mode="json"),
+        "model": specs.model.model_dump(mode="json"),
+        "eval": specs.eval.model_dump(mode="json"),
+        "seed": specs.params.seed,
+    }
 
 
 def model_inputs() -> list[Path]:
     """What every expert (and baseline) starts from: the tokenizer, the anchor and the base."""
-    return [output("tokenizer"), output("train_anchor", "model.safetensors"),
-            output("pretrain_base", "model.safetensors")]
+    return [
+        output("tokenizer"),
+        output("train_anchor", "model.safetensors"),
+        output("pretrain_base", "model.safetensors"),
+    ]
 
 
 @dataclass
 class Phase:
     """One training phase: `phase` (midtrain, sft, rlvr) with `spec`, on the data in `data`."""
+
     label: str  # its name in logs, metrics and checkpoints: the phase, or `<phase>.<expert>` in baselines
     phase: str
     spec: LMStageSpec | RLVRSpec
@@ -62,11 +70,19 @@ def phase_fingerprint(specs: Specs, phases: list[Phase], tp_size: int) -> str:
     """What the result of the last of `phases` depends on: the architecture, the seed, the
     inputs, the tensor-parallel size and the specs of this phase and the ones before it (not
     the expert's version, its eval spec or its later phases)."""
-    upto = [[p.label, p.spec.model_dump(mode="json"),
-             *([[r.model_dump(mode="json"), seed] for r, seed in p.replay] if p.replay else [])] for p in phases]
+    upto = [
+        [
+            p.label,
+            p.spec.model_dump(mode="json"),
+            *([[r.model_dump(mode="json"), seed] for r, seed in p.replay] if p.replay else []),
+        ]
+        for p in phases
+    ]
     data = sorted({d for p in phases for d in p.data})
-    return _training.fingerprint({"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed,
-                                  "tp_size": tp_size, "phases": upto}, [*data, *model_inputs(), *rewards(phases)])
+    return _training.fingerprint(
+        {"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed, "tp_size": tp_size, "phases": upto},
+        [*data, *model_inputs(), *rewards(phases)],
+    )
 
 
 def rewards(phases: list[Phase]) -> list[Path]:
@@ -103,14 +119,16 @@ def replayed(tok, ph: Phase, seq_length: int) -> list:
         if ph.phase == "rlvr":
             out += rlvr.draws(items, spec, seed)
         else:
-            batches = Batches(items, batch_size=spec.batch_size, seq_length=seq_length,
-                              pad_id=tok.pad_token_id, seed=seed)
+            batches = Batches(
+                items, batch_size=spec.batch_size, seq_length=seq_length, pad_id=tok.pad_token_id, seed=seed
+            )
             out += [row for step in range(spec.steps) for row in batches.rows(step)]
     return out
 
 
-def adapt(model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok, tp_size: int,
-          desc: str, moe: bool = True) -> tuple[dict[str, list], list[str]]:
+def adapt(
+    model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok, tp_size: int, desc: str, moe: bool = True
+) -> tuple[dict[str, list], list[str]]:
     """Train `model` through `phases` in order, each from its finished checkpoint if there is
     one (`<root>/<label>/final`). Returns the per-phase logs and the phases taken from a run
     other than `run_fp` (another version's). In an MoE only each phase's `trainable` groups
@@ -149,9 +167,17 @@ def adapt(model, phases: list[Phase], root: Path, run_fp: str, specs: Specs, tok
                 reference.requires_grad_(False)
             logs[ph.label] = rlvr.train(model, reference, items, tok, ph.spec, seed, ckpt, f"{desc} {ph.label}")
         else:
-            batches = (Replay(items, batch_size=ph.spec.batch_size, seed=seed) if ph.replay else
-                       Batches(items, batch_size=ph.spec.batch_size, seq_length=specs.model.seq_length,
-                               pad_id=tok.pad_token_id, seed=seed))
+            batches = (
+                Replay(items, batch_size=ph.spec.batch_size, seed=seed)
+                if ph.replay
+                else Batches(
+                    items,
+                    batch_size=ph.spec.batch_size,
+                    seq_length=specs.model.seq_length,
+                    pad_id=tok.pad_token_id,
+                    seed=seed,
+                )
+            )
             logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}")
         ckpt.finish(model, {"log": logs[ph.label], "run": run_fp})
     return logs, reused
@@ -203,17 +229,25 @@ def worker(specs: Specs, name: str) -> None:
     tok = tokenizer.load(output("tokenizer"))
     anchor = load_file(output("train_anchor", "model.safetensors"))
     model = branch(specs, spec.tp_size, anchor)
-    logs, reused = adapt(model, phases_of(specs, name, data), root, fp, specs, tok, spec.tp_size,
-                         f"{STAGE}@{name}")
+    logs, reused = adapt(model, phases_of(specs, name, data), root, fp, specs, tok, spec.tp_size, f"{STAGE}@{name}")
     check_anchor_ffn(model, anchor, f"{STAGE}@{name}")
     scores = _training.score_all(model, tok, sorted(specs.data.domains), specs.eval)
-    config = {"kind": "moe", "arch": arch.model_dump(), "vocab": len(tok), "num_experts": 2,
-              "experts": ["anchor", name], "expert": name, "version": spec.version, "domain": spec.domain,
-              # What merging checks: experts must share their anchor and tokenizer.
-              "anchor_sha256": _training.file_digest(output("train_anchor", "model.safetensors")),
-              "tokenizer_sha256": _training.file_digest(output("tokenizer"))}
-    expert.finish(model, {"logs": logs, "reused": reused, "eval": scores, "config": config,
-                          "anchor_ffn_unchanged": True})
+    config = {
+        "kind": "moe",
+        "arch": arch.model_dump(),
+        "vocab": len(tok),
+        "num_experts": 2,
+        "experts": ["anchor", name],
+        "expert": name,
+        "version": spec.version,
+        "domain": spec.domain,
+        # What merging checks: experts must share their anchor and tokenizer.
+        "anchor_sha256": _training.file_digest(output("train_anchor", "model.safetensors")),
+        "tokenizer_sha256": _training.file_digest(output("tokenizer")),
+    }
+    expert.finish(
+        model, {"logs": logs, "reused": reused, "eval": scores, "config": config, "anchor_ffn_unchanged": True}
+    )
     parallel.shutdown()
 
 
@@ -223,23 +257,41 @@ def main(name: str) -> None:
     specs = Specs()
     spec = specs.expert(name)
     res = resolved(specs, name)
-    _training.run_parent(STAGE, item=name, tp_size=spec.tp_size, resolved=res, tags={
-        "expert": name, "expert_version": str(spec.version), "domain": spec.domain,
-        "spec_hash": spec_hash(res), "data_hash": tracking.dvc_md5(f"outputs/mix_data/{name}"),
-        "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
-        "base_hash": tracking.dvc_md5("outputs/pretrain_base")}, phases=spec.stages.enabled(),
+    _training.run_parent(
+        STAGE,
+        item=name,
+        tp_size=spec.tp_size,
+        resolved=res,
+        tags={
+            "expert": name,
+            "expert_version": str(spec.version),
+            "domain": spec.domain,
+            "spec_hash": spec_hash(res),
+            "data_hash": tracking.dvc_md5(f"outputs/mix_data/{name}"),
+            "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
+            "base_hash": tracking.dvc_md5("outputs/pretrain_base"),
+        },
+        phases=spec.stages.enabled(),
         trainable={p: getattr(spec.stages, p).trainable for p in spec.stages.enabled()},
         extra_metrics=lambda meta: {"anchor_ffn_unchanged": float(meta["anchor_ffn_unchanged"])},
-        register=lambda run, out: register(run, out, name, spec.version, spec_hash(res)))
+        register=lambda run, out: register(run, out, name, spec.version, spec_hash(res)),
+    )
 
 
 def register(run, out, name: str, version: int, spec_digest: str) -> None:
     """`bar-expert-<name>`: one registered version per trained expert version."""
     from bar.train.checkpoint import sha256
 
-    run.register_model(f"bar-expert-{name}", out / "hf", {
-        "expert": name, "expert_version": version, "spec_hash": spec_digest,
-        "sha256": sha256(out / "model.safetensors")})
+    run.register_model(
+        f"bar-expert-{name}",
+        out / "hf",
+        {
+            "expert": name,
+            "expert_version": version,
+            "spec_hash": spec_digest,
+            "sha256": sha256(out / "model.safetensors"),
+        },
+    )
 
 
 if __name__ == "__main__":

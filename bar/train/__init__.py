@@ -66,8 +66,9 @@ def resumed(meta: dict | None, ckpt: Resumable, total: int, desc: str) -> int:
 def progress(total: int, initial: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, disable=parallel.rank() != 0,
-                dynamic_ncols=True, mininterval=1.0)
+    return tqdm(
+        total=total, initial=initial, desc=desc, disable=parallel.rank() != 0, dynamic_ncols=True, mininterval=1.0
+    )
 
 
 def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) -> list[dict]:
@@ -88,13 +89,20 @@ def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) 
         loss = (per_token * batch["loss_mask"]).sum() / num_tokens.clamp(min=1)
         if not torch.isfinite(loss):
             last = f"step {saved} in {ckpt.root}" if saved else "none (nothing saved yet)"
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step + 1}; "
-                                     f"last good checkpoint: {last}")
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step + 1}; last good checkpoint: {last}")
         opt.zero_grad()
         loss.backward()
         grad_norm = opt.step(spec.optim.grad_clip)
-        log.append({"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
-                    "tokens": int(num_tokens), **({"resumed_from": start} if step == start > 0 else {})})
+        log.append(
+            {
+                "step": step + 1,
+                "loss": loss.item(),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens": int(num_tokens),
+                **({"resumed_from": start} if step == start > 0 else {}),
+            }
+        )
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:

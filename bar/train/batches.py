@@ -85,7 +85,8 @@ class Batches:
         # Token t+1 is predicted from tokens <= t of its own segment only.
         same = segments[:, 1:] == segments[:, :-1]
         return {
-            "tokens": tokens[:, :-1], "labels": tokens[:, 1:],
+            "tokens": tokens[:, :-1],
+            "labels": tokens[:, 1:],
             "loss_mask": (trained[:, 1:] & same & (segments[:, 1:] > 0)).float(),
             "documents": segments[:, :-1],
         }
@@ -96,8 +97,9 @@ class Replay(Batches):
     replays what each expert trained on), in a new order each epoch."""
 
     def __init__(self, rows: list, *, batch_size: int, seed: int):
-        super().__init__(rows, batch_size=batch_size, seq_length=len(rows[0][0]) - 1 if rows else 0,
-                         pad_id=0, seed=seed)
+        super().__init__(
+            rows, batch_size=batch_size, seq_length=len(rows[0][0]) - 1 if rows else 0, pad_id=0, seed=seed
+        )
 
     def _arrange(self, rows: list) -> list:
         return rows

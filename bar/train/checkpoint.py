@@ -46,8 +46,10 @@ def load_state(model, state: dict[str, torch.Tensor], strict: bool = True) -> No
             if name in state:
                 shard = parallel.local_shard(p, state[name])
                 if shard.shape != p.shape:
-                    raise ValueError(f"{name}: checkpoint shape {tuple(state[name].shape)} does not fit "
-                                     f"{tuple(p.shape)} at this tensor-parallel size")
+                    raise ValueError(
+                        f"{name}: checkpoint shape {tuple(state[name].shape)} does not fit "
+                        f"{tuple(p.shape)} at this tensor-parallel size"
+                    )
                 p.copy_(shard)
 
 
@@ -103,8 +105,7 @@ class Resumable:
         state, optim = full_state(model), optimizer.state_tensors()
         if parallel.rank() == 0:
             path = self.root / f"step_{step:07d}"
-            write(path, {"model": state, "optim": optim},
-                  {"step": step, "fingerprint": self.fingerprint, **extra})
+            write(path, {"model": state, "optim": optim}, {"step": step, "fingerprint": self.fingerprint, **extra})
             for old in self._steps():
                 if old != path:
                     shutil.rmtree(old, ignore_errors=True)

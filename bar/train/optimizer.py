@@ -36,9 +36,12 @@ class Optimizer:
             groups.setdefault((scale, decay), []).append(self.main[name])
         # The fused kernel (CPU and CUDA): one pass over each tensor instead of a dozen; on this
         # machine's CPU a step of the default model's optimizer runs several times faster.
-        self.adamw = torch.optim.AdamW([{"params": ps, "weight_decay": decay, "lr_scale": scale}
-                                        for (scale, decay), ps in groups.items()], lr=optim.lr, betas=optim.betas,
-                                       fused=True)
+        self.adamw = torch.optim.AdamW(
+            [{"params": ps, "weight_decay": decay, "lr_scale": scale} for (scale, decay), ps in groups.items()],
+            lr=optim.lr,
+            betas=optim.betas,
+            fused=True,
+        )
         self._copies = [(p, self.main[n]) for n, p in self.params.items() if self.main[n] is not p]
 
     @staticmethod

@@ -36,7 +36,9 @@ def verify(examples: list[data.Example], replies: list[str]) -> list[bool]:
     for i, e in enumerate(examples):
         by_domain.setdefault(e.domain, []).append(i)
     for domain, rows in by_domain.items():
-        for i, ok in zip(rows, data.verify_batch(domain, [replies[i] for i in rows], [examples[i].check for i in rows])):
+        for i, ok in zip(
+            rows, data.verify_batch(domain, [replies[i] for i in rows], [examples[i].check for i in rows])
+        ):
             passed[i] = ok
     return passed
 
@@ -86,8 +88,17 @@ def draws(items: list, spec: RLVRSpec, seed: int) -> list:
     return [items[order[j % len(order)]] for j in range(spec.steps * spec.prompts_per_step)]
 
 
-def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed: int, ckpt: Resumable,
-          desc: str, reward: Reward = verify) -> list[dict]:
+def train(
+    model,
+    reference,
+    items: list[data.Example],
+    tok,
+    spec: RLVRSpec,
+    seed: int,
+    ckpt: Resumable,
+    desc: str,
+    reward: Reward = verify,
+) -> list[dict]:
     """GRPO on `items` (prompts + verifier checks), each reply scored by `reward`; returns the
     per-step log."""
     opt = optimizer(model, spec.optim, spec.lr_scale)
@@ -101,27 +112,36 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
     for step in range(start, spec.steps):
         lr = lr_at(step, spec.optim, spec.steps)
         set_lr(opt, lr)
-        picked = drawn[step * spec.prompts_per_step: (step + 1) * spec.prompts_per_step]
+        picked = drawn[step * spec.prompts_per_step : (step + 1) * spec.prompts_per_step]
         prompts = []
         for e in picked:
             encoded.setdefault(e.prompt, tokenizer.prompt_ids(tok, e.prompt))
             prompts += [encoded[e.prompt]] * spec.group_size
         # Rollouts: the same generator state on every tensor-parallel rank gives the same samples.
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        completions = generate(model, prompts, max_new_tokens=spec.max_new_tokens,
-                               stop_ids=tokenizer.stop_ids(tok), vocab_size=vocab, pad_id=pad,
-                               temperature=spec.temperature, generator=gen)
+        completions = generate(
+            model,
+            prompts,
+            max_new_tokens=spec.max_new_tokens,
+            stop_ids=tokenizer.stop_ids(tok),
+            vocab_size=vocab,
+            pad_id=pad,
+            temperature=spec.temperature,
+            generator=gen,
+        )
         replies = [tokenizer.decode_response(tok, c) for c in completions]
-        rewards = torch.tensor(reward([e for e in picked for _ in range(spec.group_size)], replies),
-                               dtype=torch.float32, device=parallel.device())
+        rewards = torch.tensor(
+            reward([e for e in picked for _ in range(spec.group_size)], replies),
+            dtype=torch.float32,
+            device=parallel.device(),
+        )
         adv = group_advantages(rewards, spec.group_size)
         tokens, mask = _batch(prompts, completions, pad, parallel.device())
 
         model.train()
         with torch.no_grad():
             old_lp = token_logprobs(model, tokens, vocab, spec.temperature)
-            ref_lp = (token_logprobs(reference, tokens, vocab, spec.temperature)
-                      if reference is not None else None)
+            ref_lp = token_logprobs(reference, tokens, vocab, spec.temperature) if reference is not None else None
         for _ in range(spec.updates_per_step):
             new_lp = token_logprobs(model, tokens, vocab, spec.temperature)
             loss, kl = grpo_loss(new_lp, old_lp, ref_lp, adv, mask, spec)
@@ -131,10 +151,20 @@ def train(model, reference, items: list[data.Example], tok, spec: RLVRSpec, seed
             loss.backward()
             grad_norm = opt.step(spec.optim.grad_clip)
         solved = rewards.view(-1, spec.group_size).max(1).values
-        log.append({"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
-                    "reward_mean": float(rewards.mean()), "pass_rate": float(solved.mean()),
-                    "kl": kl, "completion_length": float(mask.sum(1).mean()),
-                    "tokens": int(mask.sum()), **({"resumed_from": start} if step == start > 0 else {})})
+        log.append(
+            {
+                "step": step + 1,
+                "loss": loss.item(),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "reward_mean": float(rewards.mean()),
+                "pass_rate": float(solved.mean()),
+                "kl": kl,
+                "completion_length": float(mask.sum(1).mean()),
+                "tokens": int(mask.sum()),
+                **({"resumed_from": start} if step == start > 0 else {}),
+            }
+        )
         bar.update(1)
         bar.set_postfix(reward=f"{rewards.mean():.2f}")
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:

@@ -94,9 +94,7 @@ def test_code_tests_have_at_least_three_cases():
 
 def test_too_many_examples_is_a_clear_error(monkeypatch):
     # A domain with only 50 distinct prompts.
-    tiny = SimpleNamespace(
-        sample=lambda rng: Example("general", f"Say {rng.randrange(50)}.", "ok", {"response": "ok"})
-    )
+    tiny = SimpleNamespace(sample=lambda rng: Example("general", f"Say {rng.randrange(50)}.", "ok", {"response": "ok"}))
     monkeypatch.setitem(generate.MODULES, "general", tiny)
     monkeypatch.setattr(generate, "_MAX_STALE_CANDIDATES", 2000)
     available = sum(not is_eval_prompt(f"Say {i}.") for i in range(50))

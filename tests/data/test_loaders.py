@@ -122,7 +122,7 @@ def test_saved_dataset_directory(tmp_path):
     datasets.Dataset.from_list(mixed).save_to_disk(str(mixed_dir))
     with pytest.raises(DataError) as error:
         load_examples(mixed_dir, "general")
-    assert str(error.value).startswith(f"{mixed_dir}[row 1]: bad \"check\"")
+    assert str(error.value).startswith(f'{mixed_dir}[row 1]: bad "check"')
     with pytest.warns(UserWarning) as caught:
         loaded = load_examples(mixed_dir, "general", skip_bad_rows=True)
     assert [str(w.message).split(":")[0] for w in caught] == [f"{mixed_dir}[row 1]", f"{mixed_dir}[row 2]"]

@@ -87,8 +87,7 @@ def test_the_time_limit_is_processor_time_so_a_busy_machine_does_not_fail_correc
     stopper = threading.Thread(target=stop_the_child_mid_program)
     stopper.start()
     start = time.monotonic()
-    results = run_functions([("def f(n):\n    return sum(i % 7 for i in range(n))", "f", [[4 * 10**6]])],
-                            timeout_s=2.0)
+    results = run_functions([("def f(n):\n    return sum(i % 7 for i in range(n))", "f", [[4 * 10**6]])], timeout_s=2.0)
     stopper.join()
     assert time.monotonic() - start > 3  # it was stopped
     assert results == [[sum(i % 7 for i in range(4 * 10**6))]]

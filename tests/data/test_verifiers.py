@@ -226,7 +226,10 @@ def test_a_user_domains_verifier_scores_every_check_from_prepare_datas_copy(tmp_
     copy.parent.mkdir(parents=True)
     copy.write_text(LAST_NUMBER)
     assert verify_batch("units", ["It is 12 m.", "13 m", "none"], [{"response": "12 meters"}] * 3) == [
-        True, False, False]
+        True,
+        False,
+        False,
+    ]
     copy.write_text(LAST_NUMBER.replace("int(numbers[-1]) ==", "int(numbers[-1]) - 1 =="))
     os.utime(copy, ns=(1, 1))  # a different mtime, as an edit has
     assert verify("units", "13 m", {"response": "12 meters"})
@@ -234,11 +237,17 @@ def test_a_user_domains_verifier_scores_every_check_from_prepare_datas_copy(tmp_
     assert verify("math", "The answer is 5.", {"answer": 5})  # built-in domains never look for a file
 
 
-@pytest.mark.parametrize("body,error", [
-    ("def verify(response, check):\n    return check['missing']\n", r"verifier.py \(domain 'units'.*raised KeyError"),
-    ("def verify(response, check):\n    return 1\n", r"verify returned 1 \(int\); it must return True or False"),
-    ("import not_a_module\n", r"importing it failed: ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    "body,error",
+    [
+        (
+            "def verify(response, check):\n    return check['missing']\n",
+            r"verifier.py \(domain 'units'.*raised KeyError",
+        ),
+        ("def verify(response, check):\n    return 1\n", r"verify returned 1 \(int\); it must return True or False"),
+        ("import not_a_module\n", r"importing it failed: ModuleNotFoundError"),
+    ],
+)
 def test_a_broken_user_verifier_fails_naming_its_file(tmp_path, monkeypatch, body, error):
     from bar.specs import InputError
 

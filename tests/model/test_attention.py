@@ -4,8 +4,15 @@ import torch
 
 from bar.specs import ModelSpec
 
-ARCH = ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2, ffn_hidden_size=48,
-                 vocab_size=320, seq_length=64)
+ARCH = ModelSpec(
+    num_layers=2,
+    hidden_size=32,
+    num_attention_heads=4,
+    num_query_groups=2,
+    ffn_hidden_size=48,
+    vocab_size=320,
+    seq_length=64,
+)
 
 
 def test_a_packed_row_gives_each_document_the_losses_it_has_alone(megatron):
@@ -27,8 +34,12 @@ def test_a_packed_row_gives_each_document_the_losses_it_has_alone(megatron):
             tokens = batch["tokens"][:, where]
             labels = batch["labels"][:, where]
             alone.append(model(tokens, None, None, labels=labels)[0][:-1])  # the last predicts the next document
-        packed_own = torch.cat([packed[(batch["documents"][0] == n).nonzero().flatten()][:-1]
-                                for n in sorted({int(d) for d in batch["documents"][0]} - {0})])
+        packed_own = torch.cat(
+            [
+                packed[(batch["documents"][0] == n).nonzero().flatten()][:-1]
+                for n in sorted({int(d) for d in batch["documents"][0]} - {0})
+            ]
+        )
     assert trained.sum() == len(packed_own) == sum(len(a) for a in alone)
     assert (packed_own - torch.cat(alone)).abs().max().item() < 1e-5
     # Across documents nothing leaks: changing the first document leaves the others' losses alone.

@@ -7,12 +7,21 @@ from conftest import make_llama
 
 # Llama 3.x's scaled RoPE (Llama 3.2's factor): with head_dim 16 and theta 10000 the lowest
 # frequencies have wavelengths past 8192 tokens, which the scaling divides by the factor.
-LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 32.0, "low_freq_factor": 1.0,
-          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+LLAMA3 = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 32.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 
 
-@pytest.mark.parametrize("tied,rope,family", [(False, None, "llama"), (True, None, "llama"), (False, LLAMA3, "llama"),
-                                              (False, None, "mistral")], ids=["untied", "tied", "llama3", "mistral"])
+@pytest.mark.parametrize(
+    "tied,rope,family",
+    [(False, None, "llama"), (True, None, "llama"), (False, LLAMA3, "llama"), (False, None, "mistral")],
+    ids=["untied", "tied", "llama3", "mistral"],
+)
 def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, tied, rope, family):
     from transformers import AutoModelForCausalLM
 
@@ -38,7 +47,9 @@ def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, 
         ours = model(x, None, None, runtime_gather_output=True)
         theirs = hf(x).logits
     diff = (ours[..., :vocab] - theirs).abs().max().item()
-    print(f"imported {family} (tied={tied}, rope={rope and rope['rope_type']}): max |logit diff| = {diff:.2e}, logit std {theirs.std():.2f}")
+    print(
+        f"imported {family} (tied={tied}, rope={rope and rope['rope_type']}): max |logit diff| = {diff:.2e}, logit std {theirs.std():.2f}"
+    )
     assert theirs.std() > 0.5 and diff < 1e-4
     assert torch.equal(ours[..., vocab:], torch.zeros_like(ours[..., vocab:]))
 

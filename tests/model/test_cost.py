@@ -6,8 +6,15 @@ from bar.cost import assembly, forward_flops_per_token, frozen_matmuls, training
 from bar.model import build
 from bar.specs import ModelSpec
 
-ARCH = ModelSpec(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
-                 ffn_hidden_size=176, vocab_size=512, seq_length=128)
+ARCH = ModelSpec(
+    num_layers=2,
+    hidden_size=64,
+    num_attention_heads=4,
+    num_query_groups=2,
+    ffn_hidden_size=176,
+    vocab_size=512,
+    seq_length=128,
+)
 
 
 @pytest.mark.parametrize("num_experts", [None, 3])
@@ -32,8 +39,9 @@ def test_frozen_matrices_save_their_weight_gradients(megatron):
     model = build(ARCH, 1, num_experts=2)
 
     def matmuls(keep) -> int:
-        return sum(p.numel() for n, p in model.named_parameters()
-                   if p.dim() == 2 and "word_embeddings" not in n and keep(n))
+        return sum(
+            p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "word_embeddings" not in n and keep(n)
+        )
 
     sft = ["domain_ffn", "router", "embeddings", "lm_head"]
     frozen = matmuls(lambda n: "self_attention" in n or "local_experts.0." in n)
@@ -50,12 +58,23 @@ def test_frozen_matrices_save_their_weight_gradients(megatron):
 
 def test_assembly_counts_what_was_rerun_against_a_dense_retrain():
     def run(rid, flops, dense):
-        return {"run_id": rid, "metrics": {"cost/flops": flops, "cost/flops_from_scratch": flops, "cost/dense_flops": dense}}
+        return {
+            "run_id": rid,
+            "metrics": {"cost/flops": flops, "cost/flops_from_scratch": flops, "cost/dense_flops": dense},
+        }
 
-    first = {"anchor": run("a", 10, 10), "experts": {"math": run("m1", 6, 5), "code": run("c1", 4, 3)},
-             "router": run("r1", 1, 1), "previous": None}
-    upgrade = {**first, "experts": {"math": run("m1", 6, 5), "code": run("c2", 2, 4)}, "router": run("r2", 1, 1),
-               "previous": first}
+    first = {
+        "anchor": run("a", 10, 10),
+        "experts": {"math": run("m1", 6, 5), "code": run("c1", 4, 3)},
+        "router": run("r1", 1, 1),
+        "previous": None,
+    }
+    upgrade = {
+        **first,
+        "experts": {"math": run("m1", 6, 5), "code": run("c2", 2, 4)},
+        "router": run("r2", 1, 1),
+        "previous": first,
+    }
     assert assembly(ARCH, first)["upgrade_flops"] == 10 + 6 + 4 + 1
     out = assembly(ARCH, upgrade)
     assert out["rerun"] == "code,router" and out["upgrade_flops"] == 2 + 1
@@ -65,6 +84,10 @@ def test_assembly_counts_what_was_rerun_against_a_dense_retrain():
 def test_assembly_of_components_without_recorded_training_is_empty():
     """Experts trained elsewhere (no training runs in this store): no cost to compare, no crash."""
     unknown = {"run_id": None, "metrics": {}}
-    lineage = {"anchor": unknown, "experts": {"math": unknown}, "router": {"run_id": "r", "metrics": {}},
-               "previous": None}
+    lineage = {
+        "anchor": unknown,
+        "experts": {"math": unknown},
+        "router": {"run_id": "r", "metrics": {}},
+        "previous": None,
+    }
     assert assembly(ARCH, lineage) == {}

@@ -5,9 +5,16 @@ import torch
 
 from bar.specs import ModelSpec
 
-ARCH = ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                 ffn_hidden_size=48, vocab_size=320, seq_length=64,
-                 init_std=0.5)  # large weights: attention far from uniform, so positions matter
+ARCH = ModelSpec(
+    num_layers=2,
+    hidden_size=32,
+    num_attention_heads=4,
+    num_query_groups=2,
+    ffn_hidden_size=48,
+    vocab_size=320,
+    seq_length=64,
+    init_std=0.5,
+)  # large weights: attention far from uniform, so positions matter
 
 
 @pytest.mark.parametrize("path", ["plain", "megatron"])
@@ -32,7 +39,7 @@ def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monk
             for _ in range(16):  # one row alone, no cache, full causal attention
                 logits = model(torch.tensor([seq]), None, None)[0, -1, :300]
                 seq.append(int(logits.argmax()))
-        assert new == seq[len(prompt):]
+        assert new == seq[len(prompt) :]
     assert len({tuple(row) for row in got}) == 3  # the rows differ: the check is not vacuous
 
 
@@ -55,7 +62,7 @@ def test_cached_moe_decoding_matches_full_recompute(megatron, topk):
         with torch.no_grad():
             for _ in range(12):
                 seq.append(int(model(torch.tensor([seq]), None, None)[0, -1, :300].argmax()))
-        assert new == seq[len(prompt):]
+        assert new == seq[len(prompt) :]
 
 
 def test_sequence_topk_serves_each_sequence_with_the_anchor_and_the_expert_its_router_favours(megatron):
@@ -79,8 +86,10 @@ def test_sequence_topk_serves_each_sequence_with_the_anchor_and_the_expert_its_r
     per_token = generate(model, prompts, **kw)
 
     probs = []
-    hooks = [layer.mlp.router.register_forward_hook(lambda m, args, out: probs.append(out[0].float()))
-             for layer in model.decoder.layers]
+    hooks = [
+        layer.mlp.router.register_forward_hook(lambda m, args, out: probs.append(out[0].float()))
+        for layer in model.decoder.layers
+    ]
     chosen = []
     for prompt in prompts:
         probs.clear()

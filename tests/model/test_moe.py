@@ -7,8 +7,15 @@ from bar.model.moe import anchor_ffn, group_of, upcycle
 from bar.specs import ModelSpec
 from bar.train.checkpoint import Resumable
 
-ARCH = ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                 ffn_hidden_size=48, vocab_size=320, seq_length=32)
+ARCH = ModelSpec(
+    num_layers=2,
+    hidden_size=32,
+    num_attention_heads=4,
+    num_query_groups=2,
+    ffn_hidden_size=48,
+    vocab_size=320,
+    seq_length=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +113,10 @@ def test_lr_scale_sets_each_groups_step(dense_states, megatron):
     assert step("decoder.layers.0.mlp.experts.local_experts.1.linear_fc1.weight") == pytest.approx(1e-3, rel=0.05)
     assert step("embedding.word_embeddings.weight") == pytest.approx(1e-4, rel=0.05)
     assert step("output_layer.weight") == pytest.approx(5e-4, rel=0.05)
-    assert torch.equal(after["decoder.layers.0.self_attention.linear_qkv.weight"],
-                       before["decoder.layers.0.self_attention.linear_qkv.weight"])
+    assert torch.equal(
+        after["decoder.layers.0.self_attention.linear_qkv.weight"],
+        before["decoder.layers.0.self_attention.linear_qkv.weight"],
+    )
 
 
 def test_added_tokens_get_the_mean_row_of_the_others(dense_states):
@@ -144,8 +153,7 @@ def test_domain_loss_routes_each_sample_as_its_expert_did(tmp_path, dense_states
             merged[key.format(2)] = merged[key.format(1)] + 0.01 * torch.randn_like(merged[key.format(1)])
         merged[f"decoder.layers.{layer}.mlp.router.weight"] = 0.3 * torch.randn(3, 32)
     g = torch.Generator().manual_seed(0)
-    items = [(torch.randint(lo, lo + 8, (24,), generator=g).tolist(), [True] * 24)
-             for lo in (0, 8) for _ in range(16)]
+    items = [(torch.randint(lo, lo + 8, (24,), generator=g).tolist(), [True] * 24) for lo in (0, 8) for _ in range(16)]
     slots = [1] * 16 + [2] * 16
     spec = RouterSpec(steps=60, batch_size=4, optim={"lr": 3e-2, "warmup_steps": 1}, domain_loss=1.0)
     batching = dict(batch_size=4, seq_length=ARCH.seq_length, pad_id=0, seed=0)
@@ -157,8 +165,7 @@ def test_domain_loss_routes_each_sample_as_its_expert_did(tmp_path, dense_states
         model = build(ARCH, 1, num_experts=3)
         load_state(model, merged)
         set_trainable(model, ["router"], freeze_anchor_row=False)
-        batches = (DomainRouting(model, items, slots, weight, **batching) if weight
-                   else Batches(items, **batching))
+        batches = DomainRouting(model, items, slots, weight, **batching) if weight else Batches(items, **batching)
         train(model, batches, spec, Resumable(tmp_path / f"w{weight}", "fp"), desc="router")
         after = full_state(model)
         model.eval()
@@ -182,7 +189,8 @@ def test_domain_loss_routes_each_sample_as_its_expert_did(tmp_path, dense_states
     assert other < 0.1 and split < 0.1, (other, split)
     assert plain_other > other + 0.1 or plain_split > split + 0.1, (plain_other, plain_split)
     assert {k for k in merged if not torch.equal(merged[k], state[k])} == {
-        f"decoder.layers.{i}.mlp.router.weight" for i in range(ARCH.num_layers)}
+        f"decoder.layers.{i}.mlp.router.weight" for i in range(ARCH.num_layers)
+    }
 
 
 def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, megatron):
@@ -212,9 +220,14 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
     ours = generate(model, prompts, sequence_topk=1, **kw)
     assert ours != generate(model, prompts, **kw)
     for prompt, new in zip(prompts, ours):
-        out = hf.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False,
-                          eos_token_id=sorted(stop_ids(tok)), pad_token_id=tok.pad_token_id)
-        assert out[0, len(prompt):].tolist() == new
+        out = hf.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=sorted(stop_ids(tok)),
+            pad_token_id=tok.pad_token_id,
+        )
+        assert out[0, len(prompt) :].tolist() == new
 
 
 @pytest.fixture(scope="module")
@@ -244,8 +257,13 @@ def router_gradients(state, tmp_path, topk=None, z_loss=0.0, load_balancing=0.0)
     g = torch.Generator().manual_seed(0)
     items = [(torch.randint(1, 320, (20,), generator=g).tolist(), [True] * 20) for _ in range(16)]
     spec = TrainSpec(steps=1, batch_size=4, checkpoint_every=50, optim={"lr": 1e-3, "grad_clip": 0})
-    train(model, Batches(items, batch_size=4, seq_length=32, pad_id=0, seed=0), spec, Resumable(tmp_path, "fp"),
-          desc="router")
+    train(
+        model,
+        Batches(items, batch_size=4, seq_length=32, pad_id=0, seed=0),
+        spec,
+        Resumable(tmp_path, "fp"),
+        desc="router",
+    )
     return {name: p.grad.clone() for name, p in model.named_parameters() if name.endswith(".mlp.router.weight")}
 
 

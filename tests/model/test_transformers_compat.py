@@ -34,8 +34,15 @@ import torch
 
 from bar.specs import ModelSpec
 
-ARCH = ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                 ffn_hidden_size=48, vocab_size=320, seq_length=32)
+ARCH = ModelSpec(
+    num_layers=2,
+    hidden_size=32,
+    num_attention_heads=4,
+    num_query_groups=2,
+    ffn_hidden_size=48,
+    vocab_size=320,
+    seq_length=32,
+)
 
 MAX_NEW = 10
 
@@ -80,12 +87,18 @@ def supported_range() -> tuple[str, str]:
 
 
 def newest_on_registry() -> str:
-    out = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "transformers",
-                          "--disable-pip-version-check"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "index", "versions", "transformers", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r"^transformers \(([^)]+)\)", out.stdout, re.M)
     if not found:
-        pytest.fail(f"BAR_TRANSFORMERS_VERSION=newest: the package registry did not answer "
-                    f"`pip index versions transformers`:\n{out.stderr[-2000:]}")
+        pytest.fail(
+            f"BAR_TRANSFORMERS_VERSION=newest: the package registry did not answer "
+            f"`pip index versions transformers`:\n{out.stderr[-2000:]}"
+        )
     return found.group(1)
 
 
@@ -104,22 +117,45 @@ def transformers_venv(version: str) -> Path:
             return python
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        purelib = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         # Listed after the venv's own site-packages: its transformers wins, torch comes from here.
         Path(purelib, "_bar_base.pth").write_text("".join(p + "\n" for p in base))
         constraints = venv / "constraints.txt"  # never another torch (multi-GB CUDA wheels)
         constraints.write_text(f"torch=={torch.__version__}\n")
         try:
-            pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
-                                  "--disable-pip-version-check", "--no-input", "-c", str(constraints),
-                                  f"transformers=={version}"], capture_output=True, text=True, timeout=900)
+            pip = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "--python",
+                    str(python),
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-c",
+                    str(constraints),
+                    f"transformers=={version}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
         except subprocess.TimeoutExpired:
-            pytest.fail(f"building {venv}: pip install transformers=={version} took over 15 minutes "
-                        "(is the package registry reachable?)")
+            pytest.fail(
+                f"building {venv}: pip install transformers=={version} took over 15 minutes "
+                "(is the package registry reachable?)"
+            )
         if pip.returncode:
-            pytest.fail(f"building {venv} needs the package registry once (pip install "
-                        f"transformers=={version}), and pip failed:\n{pip.stderr[-3000:]}")
+            pytest.fail(
+                f"building {venv} needs the package registry once (pip install "
+                f"transformers=={version}), and pip failed:\n{pip.stderr[-3000:]}"
+            )
         ready.write_text(json.dumps(stamp))
     return python
 
@@ -150,8 +186,13 @@ def routed_export(tmp_path_factory, megatron):
     batch = generate(model, prompts, sequence_topk=1, **kw)
     every_expert = generate(model, prompts, **kw)
     assert batch != every_expert  # choosing per sequence changes the replies: the check can fail
-    request = {"folder": str(folder), "prompts": prompts, "max_new_tokens": MAX_NEW,
-               "stop_ids": sorted(stop_ids(tok)), "pad_id": tok.pad_token_id}
+    request = {
+        "folder": str(folder),
+        "prompts": prompts,
+        "max_new_tokens": MAX_NEW,
+        "stop_ids": sorted(stop_ids(tok)),
+        "pad_id": tok.pad_token_id,
+    }
     return request, alone, batch
 
 
@@ -163,7 +204,8 @@ def test_the_routed_export_generates_as_bar_under_each_end_of_its_transformers_r
     if end == "pinned":
         assert transformers.__version__ == low, (
             f"this venv pins transformers {transformers.__version__}; modeling_bar.TESTED_TRANSFORMERS "
-            f"starts at {low}: update it")
+            f"starts at {low}: update it"
+        )
         version, python = low, sys.executable
     else:
         version = os.environ.get("BAR_TRANSFORMERS_VERSION") or ("newest" if os.environ.get("CI") else high)
@@ -171,8 +213,14 @@ def test_the_routed_export_generates_as_bar_under_each_end_of_its_transformers_r
         python = transformers_venv(version)
     request, alone, batch = routed_export
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run([str(python), "-c", SCRIPT, json.dumps(request)], capture_output=True, text=True,
-                         env=env, cwd=Path(request["folder"]).parent, timeout=600)
+    run = subprocess.run(
+        [str(python), "-c", SCRIPT, json.dumps(request)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(request["folder"]).parent,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["transformers"] == version
@@ -186,5 +234,7 @@ def test_the_routed_export_generates_as_bar_under_each_end_of_its_transformers_r
     warned = [w for w in got["warnings"] if not (beyond and w.startswith("BarMoeForCausalLM is tested with"))]
     assert warned == []
     if beyond:
-        print(f"transformers {version} is newer than the tested range {low}..{high} and gives bar's tokens: "
-              f"extend modeling_bar.TESTED_TRANSFORMERS")
+        print(
+            f"transformers {version} is newer than the tested range {low}..{high} and gives bar's tokens: "
+            f"extend modeling_bar.TESTED_TRANSFORMERS"
+        )

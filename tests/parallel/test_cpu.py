@@ -29,8 +29,7 @@ def test_upstream_still_needs_the_patches():
     from megatron.core.transformer.moe import moe_utils
 
     assert "te_general_gemm is not None" in inspect.getsource(moe_utils.RouterGatingLinearFunction)
-    out = python("from megatron.core.transformer.moe import moe_utils; "
-                 "print(hasattr(moe_utils, 'te_general_gemm'))")
+    out = python("from megatron.core.transformer.moe import moe_utils; print(hasattr(moe_utils, 'te_general_gemm'))")
     assert out.stdout.strip().endswith("False")
     # 3. Importing Megatron-Core wraps its fused kernels in torch.compile, which imports
     #    TorchInductor, and the MoE router's `_apply_expert_bias` is one of them.

@@ -11,8 +11,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["bar/train", "bar/generate.py", "bar/eval.py", "bar/model", "bar/parallel", "bar/stages/fit_router.py"]
-CONSTRUCTORS = {"zeros", "ones", "full", "empty", "tensor", "arange", "eye", "rand", "randn", "randint",
-                "linspace", "as_tensor"}
+CONSTRUCTORS = {
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "tensor",
+    "arange",
+    "eye",
+    "rand",
+    "randn",
+    "randint",
+    "linspace",
+    "as_tensor",
+}
 HOST_SIDE = {
     ("bar/train/batches.py", "get"): "a batch is built on the host; the training loop moves it to the device",
     ("bar/model/__init__.py", "init_added_tokens"): "works on a state dict (host tensors) before it is loaded",
@@ -25,10 +37,14 @@ def constructor_calls(path: Path):
     tree = ast.parse(path.read_text())
     for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
         for call in ast.walk(func):
-            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                    and isinstance(call.func.value, ast.Name) and call.func.value.id == "torch"
-                    and call.func.attr in CONSTRUCTORS
-                    and not any(k.arg == "device" for k in call.keywords)):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name)
+                and call.func.value.id == "torch"
+                and call.func.attr in CONSTRUCTORS
+                and not any(k.arg == "device" for k in call.keywords)
+            ):
                 yield func.name, call.lineno, call.func.attr
 
 

@@ -35,8 +35,9 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
     tok = PreTrainedTokenizerFast.from_pretrained(str(project / "outputs" / "tokenizer"))
     text = "The weather was mild, so 12 friends walked home."
     assert tok.encode(text, add_special_tokens=False) == theirs.encode(text, add_special_tokens=False)
-    added = tok.convert_tokens_to_ids(["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>",
-                                       "<tool_call>", "</tool_call>"])
+    added = tok.convert_tokens_to_ids(
+        ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
+    )
     assert added == list(range(len(theirs), len(theirs) + 6))
 
     base = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()

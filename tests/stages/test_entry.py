@@ -9,6 +9,7 @@ from bar.stages import entry
 def fail(exc):
     def main():
         raise exc
+
     return main
 
 

@@ -20,9 +20,12 @@ from conftest import dvc, edit_yaml, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
 EXPERTS = ["math", "code", "tool_use", "safety"]
-STAGES = (["prepare_data", "tokenizer", "pretrain_base", "train_anchor"]
-          + [f"mix_data@{e}" for e in EXPERTS] + [f"train_expert@{e}" for e in EXPERTS]
-          + ["merge_experts", "fit_router", "evaluate"])
+STAGES = (
+    ["prepare_data", "tokenizer", "pretrain_base", "train_anchor"]
+    + [f"mix_data@{e}" for e in EXPERTS]
+    + [f"train_expert@{e}" for e in EXPERTS]
+    + ["merge_experts", "fit_router", "evaluate"]
+)
 ASSEMBLY_ORDER = ["merge_experts", "fit_router", "evaluate"]
 ASSEMBLY = set(ASSEMBLY_ORDER)
 
@@ -37,8 +40,10 @@ def lock(project) -> dict:
 
 def out_hashes(project) -> dict[str, str]:
     """DVC's md5 of each stage's output folder."""
-    return {name: next(o["md5"] for o in stage["outs"] if o["path"] == f"outputs/{name.replace('@', '/')}")
-            for name, stage in lock(project).items()}
+    return {
+        name: next(o["md5"] for o in stage["outs"] if o["path"] == f"outputs/{name.replace('@', '/')}")
+        for name, stage in lock(project).items()
+    }
 
 
 def mtimes(project) -> dict[str, int]:
@@ -65,8 +70,13 @@ def project(tmp_path_factory, harness):
     project = make_project(tmp_path_factory.mktemp("pipeline"))
     twin = make_project(tmp_path_factory.mktemp("twin"))
     log = open(twin.parent / "repro.log", "w")
-    TWIN.update(project=twin, log=twin.parent / "repro.log", proc=subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "dvc.yaml"], cwd=twin, stdout=log, stderr=subprocess.STDOUT))
+    TWIN.update(
+        project=twin,
+        log=twin.parent / "repro.log",
+        proc=subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro", "dvc.yaml"], cwd=twin, stdout=log, stderr=subprocess.STDOUT
+        ),
+    )
     FLOW.update(bar_pipeline(root=str(project)))
     FIRST.update(outs=out_hashes(project), metrics=metrics(project))
     return project
@@ -89,8 +99,7 @@ def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project
     pipeline = client.get_run(FLOW["mlflow_run_id"])
     assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
     assert pipeline.data.metrics["routed/overall"] == FLOW["routed"]["overall"]
-    children = client.search_runs([pipeline.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{pipeline.info.run_id}'")
+    children = client.search_runs([pipeline.info.experiment_id], f"tags.mlflow.parentRunId = '{pipeline.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
 
 
@@ -117,7 +126,10 @@ def test_every_stage_published_outputs_and_metrics(project):
     math = json.loads((project / "metrics" / "train_expert" / "math.json").read_text())
     assert {"midtrain/steps", "sft/steps", "rlvr/steps", "rlvr/reward_last10"} <= set(math)
     assert set(json.loads((project / "metrics" / "train_expert" / "tool_use.json").read_text())) >= {
-        "sft/steps", "eval/tool_use", "eval/math"}
+        "sft/steps",
+        "eval/tool_use",
+        "eval/math",
+    }
 
 
 def test_each_stage_logged_one_mlflow_run(project):
@@ -139,8 +151,9 @@ def test_each_stage_logged_one_mlflow_run(project):
     assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) > 5
     assert code["tags.parent_expert_version"] == "none"  # the first code expert upgrades nothing
     # The stage's DVC data inputs are the run's MLflow datasets, digest = DVC's md5.
-    inputs = {i.dataset.name: i.dataset.digest
-              for i in mlflow.MlflowClient().get_run(code["run_id"]).inputs.dataset_inputs}
+    inputs = {
+        i.dataset.name: i.dataset.digest for i in mlflow.MlflowClient().get_run(code["run_id"]).inputs.dataset_inputs
+    }
     assert inputs["outputs/mix_data/code"] == out_hashes(project)["mix_data@code"]
     assert inputs["outputs/train_anchor/model.safetensors"] == out_hashes(project)["train_anchor"]
 
@@ -154,8 +167,10 @@ def registry(project):
 
 def test_registry_has_each_expert_and_the_routed_model_with_lineage(project):
     client = registry(project)
-    runs = {r.info.run_name: r.info.run_id for r in client.search_runs(
-        [client.get_experiment_by_name("bar").experiment_id], "tags.stage != 'pipeline'")}
+    runs = {
+        r.info.run_name: r.info.run_id
+        for r in client.search_runs([client.get_experiment_by_name("bar").experiment_id], "tags.stage != 'pipeline'")
+    }
     for expert in EXPERTS:
         version = client.get_model_version_by_alias(f"bar-expert-{expert}", "candidate")
         assert int(version.version) == 1 and version.run_id == runs[f"train_expert@{expert}"]
@@ -167,9 +182,14 @@ def test_registry_has_each_expert_and_the_routed_model_with_lineage(project):
         assert moe.tags[f"expert.{expert}.run_id"] == runs[f"train_expert@{expert}"]
 
 
-@pytest.mark.parametrize("stage,hf_class", [("train_anchor", "LlamaForCausalLM"),
-                                            ("train_expert@tool_use", "MixtralForCausalLM"),
-                                            ("fit_router", "BarMoeForCausalLM")])
+@pytest.mark.parametrize(
+    "stage,hf_class",
+    [
+        ("train_anchor", "LlamaForCausalLM"),
+        ("train_expert@tool_use", "MixtralForCausalLM"),
+        ("fit_router", "BarMoeForCausalLM"),
+    ],
+)
 def test_exported_hf_model_matches_megatron(project, stage, hf_class):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -239,8 +259,12 @@ def test_anchor_ffn_unchanged_in_every_expert(project):
         for name, tensor in slot0.items():
             assert torch.equal(tensor, anchor[name]), (expert, name)
         domain_ffn = state["decoder.layers.0.mlp.experts.local_experts.1.linear_fc1.weight"]
-        assert not torch.equal(domain_ffn, load_file(project / "outputs" / "pretrain_base" / "model.safetensors")[
-            "decoder.layers.0.mlp.linear_fc1.weight"]), "the domain FFN trained"
+        assert not torch.equal(
+            domain_ffn,
+            load_file(project / "outputs" / "pretrain_base" / "model.safetensors")[
+                "decoder.layers.0.mlp.linear_fc1.weight"
+            ],
+        ), "the domain FFN trained"
 
 
 def merged_by_hand(project) -> dict:
@@ -329,8 +353,13 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
     theirs = []
     for prompt in prompts:
         ids = torch.tensor([tokenizer.prompt_ids(tok, prompt)])
-        new = hf.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=sorted(tokenizer.stop_ids(tok)),
-                          pad_token_id=tok.pad_token_id)[0, ids.size(1):].tolist()
+        new = hf.generate(
+            ids,
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=sorted(tokenizer.stop_ids(tok)),
+            pad_token_id=tok.pad_token_id,
+        )[0, ids.size(1) :].tolist()
         theirs.append(tokenizer.decode_response(tok, new))
     assert ours == theirs
 
@@ -340,8 +369,9 @@ def test_evaluate_reports_every_model_on_every_domain(project):
 
     scores = json.loads((project / "metrics" / "evaluate.json").read_text())
     cost = scores.pop("cost")  # the first routed model re-ran everything: more than a dense retrain
-    assert cost["upgrade_ratio"] > 1 and cost["upgrade_flops"] == pytest.approx(cost["retrain_flops"] * cost[
-        "upgrade_ratio"])
+    assert cost["upgrade_ratio"] > 1 and cost["upgrade_flops"] == pytest.approx(
+        cost["retrain_flops"] * cost["upgrade_ratio"]
+    )
     merge_cost = scores.pop("merge_cost")  # each expert on its domain, as the merge leaves it
     assert set(merge_cost) == set(EXPERTS)
     outcomes = json.loads((project / "outputs" / "evaluate" / "outcomes.json").read_text())
@@ -443,9 +473,14 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
     assert next(line for line in table.splitlines() if line.startswith("threads per rank")).split()[-2:] == ["1", "1"]
     # The new code run names the version it upgrades; the assembly logged what the upgrade cost.
-    runs = {r.info.run_name: r for r in client.search_runs(
-        [client.get_experiment_by_name("bar").experiment_id], "attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"])}  # the newest run of each stage wins
+    runs = {
+        r.info.run_name: r
+        for r in client.search_runs(
+            [client.get_experiment_by_name("bar").experiment_id],
+            "attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"],
+        )
+    }  # the newest run of each stage wins
     code_run = runs["train_expert@code"]
     assert code_run.data.tags["parent_model_version"] == "1"
     assert code_run.data.tags["parent_expert_run_id"] == client.get_model_version("bar-expert-code", "1").run_id
@@ -491,8 +526,9 @@ def test_upgrade_flow_keeps_the_champion_when_the_candidate_fails_the_gate(proje
     second = upgrade_expert("code", 2, root=str(project))
     print(second["reasons"], second["deltas"])
     assert set(second["stages"].values()) == {"Skipped"}
-    assert not second["promoted"] and any("code did not improve by more than 100 points" in r
-                                          for r in second["reasons"])
+    assert not second["promoted"] and any(
+        "code did not improve by more than 100 points" in r for r in second["reasons"]
+    )
     candidate = client.get_model_version_by_alias("bar-moe", "candidate")
     assert int(second["candidate"]) == int(candidate.version) == int(champion.version) + 1
     assert client.get_model_version_by_alias("bar-moe", "champion").version == champion.version
@@ -509,7 +545,8 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     main_lock = (project / "dvc.lock").read_text()
     # `dvc status` sees every pipeline of the repository, `dvc repro` only ./dvc.yaml.
     assert set(json.loads(dvc(project, "status", "--json").stdout)) == {
-        f"baselines/dvc.yaml:baseline@{b}" for b in BASELINES}
+        f"baselines/dvc.yaml:baseline@{b}" for b in BASELINES
+    }
     assert "Data and pipelines are up to date" in dvc(project, "repro").stdout
     dvc(project, "repro", "baselines/dvc.yaml")
     assert (project / "dvc.lock").read_text() == main_lock and json.loads(dvc(project, "status", "--json").stdout) == {}
@@ -525,7 +562,8 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
         assert metrics["monolithic"][f"{phase}/tokens_total"] == sum(experts[e][f"{phase}/tokens_total"] for e in have)
     rlvr = [specs.expert(e).stages.rlvr for e in EXPERTS if specs.expert(e).stages.rlvr]
     assert metrics["monolithic"]["rlvr/steps"] * rlvr[0].prompts_per_step == sum(
-        s.steps * s.prompts_per_step for s in rlvr)
+        s.steps * s.prompts_per_step for s in rlvr
+    )
     # Sequential: each expert's phases in order, scored after each domain.
     assert metrics["sequential"]["sft.safety/steps"] == specs.expert("safety").stages.sft.steps
     after = {k for k in metrics["sequential"] if k.startswith("after_")}
@@ -538,19 +576,28 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     run([sys.executable, "-m", "bar.cli", "report", "--readme"], project)
     report = (project / "reports" / "report.md").read_text()
     print(report)
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in report.splitlines()
-            if line.startswith("| ")}
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in report.splitlines() if line.startswith("| ")
+    }
     mono = [float(v.strip(" |")) for v in rows["monolithic"]]
     assert mono[:-1] == [metrics["monolithic"][f"eval/{d}"] for d in domains]
     assert mono[-1] == pytest.approx(sum(mono[:-1]) / len(domains))
-    assert {"anchor", "**BAR (routed)**", "sequential", "ablation tool_use_frozen_embeddings", "after math",
-            "baseline@monolithic"} <= set(rows)
+    assert {
+        "anchor",
+        "**BAR (routed)**",
+        "sequential",
+        "ablation tool_use_frozen_embeddings",
+        "after math",
+        "baseline@monolithic",
+    } <= set(rows)
     assert sorted(label[:7] for label in rows if label.startswith("code v")) == ["code v1", "code v2"]  # side by side
     evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
     alone, routed = evaluation["expert:tool_use"]["tool_use"], evaluation["routed"]["tool_use"]
     cost = evaluation["merge_cost"]["tool_use"]
-    assert (f"| tool_use | {alone:.1f} | {cost['merged_shared']:.1f} | {cost['own_only']:.1f} | {routed:.1f} | "
-            f"{routed - alone:.1f} | ") in report
+    assert (
+        f"| tool_use | {alone:.1f} | {cost['merged_shared']:.1f} | {cost['own_only']:.1f} | {routed:.1f} | "
+        f"{routed - alone:.1f} | "
+    ) in report
     shares, served = report.split("Share of router probability")[1].split("\n## ")[0].split("Experts chosen")
     assert shares.count("%") == 1 and "| general | " in shares and "| safety | " in shares
     assert "| math | " in served and "BAR, every expert per token" in rows
@@ -601,7 +648,8 @@ def test_two_repros_at_once_one_runs_the_other_fails_on_dvcs_lock(project):
     # One evaluation ran, with the same scores (it is deterministic); nothing else changed.
     assert (project / "metrics" / "evaluate.json").read_text() == scores
     assert {s: h for s, h in out_hashes(project).items() if s != "evaluate"} == {
-        s: h for s, h in before.items() if s != "evaluate"}
+        s: h for s, h in before.items() if s != "evaluate"
+    }
     assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}
     client = registry(project)
     runs = client.search_runs([client.get_experiment_by_name("bar").experiment_id])
@@ -624,7 +672,8 @@ def test_removing_an_expert_reruns_only_the_assembly(project):
     assert config["experts"] == ["anchor", *kept] and config["num_experts"] == len(kept) + 1
     assert [c["name"] for c in config["components"]] == kept
     assert {s: e for s, e in lock(project).items() if s != "merge_experts"} == {
-        s: e for s, e in before_lock.items() if s != "merge_experts"}  # no expert re-ran
+        s: e for s, e in before_lock.items() if s != "merge_experts"
+    }  # no expert re-ran
     set_params(project, experts=EXPERTS)
     assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == ASSEMBLY
     dvc(project, "repro", "merge_experts")
@@ -672,8 +721,9 @@ def test_anchor_lr_edit_reruns_train_anchor_only(project):
     assert lock(project)["train_anchor"]["params"]["specs/train.yaml"]["anchor"]["optim"]["lr"] == 3.0e-4
     # The experts branch from the anchor, the merge adds the experts' changes to its weights (disjoint_mean)
     # and the report reads its scores: DVC re-runs them next.
-    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {f"train_expert@{e}" for e in EXPERTS} | {
-        "merge_experts", "evaluate"}
+    assert set(json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)) == {
+        f"train_expert@{e}" for e in EXPERTS
+    } | {"merge_experts", "evaluate"}
 
 
 def test_nan_loss_fails_the_stage_naming_the_step_and_keeps_the_last_good_outputs(project):
@@ -695,14 +745,20 @@ def test_nan_loss_fails_the_stage_naming_the_step_and_keeps_the_last_good_output
     failed = dvc(project, "repro", "train_anchor", check=False)
     assert failed.returncode != 0
     err = failed.stdout + failed.stderr
-    assert re.search(r"train_anchor: loss is (nan|inf|-inf) at step 2; "
-                     r"last good checkpoint: step 1 in \S*checkpoints/train_anchor/train", err), err[-3000:]
+    assert re.search(
+        r"train_anchor: loss is (nan|inf|-inf) at step 2; "
+        r"last good checkpoint: step 1 in \S*checkpoints/train_anchor/train",
+        err,
+    ), err[-3000:]
     assert (project / "checkpoints" / "train_anchor" / "train" / "step_0000001").is_dir()
     assert not (project / "checkpoints" / "train_anchor" / "train" / "step_0000002").exists()
     assert lock(project)["train_anchor"] == before  # DVC recorded nothing of the failed run
     client = registry(project)
-    newest = client.search_runs([client.get_experiment_by_name("bar").experiment_id],
-                                "tags.dvc_stage = 'train_anchor'", order_by=["attributes.start_time DESC"])[0]
+    newest = client.search_runs(
+        [client.get_experiment_by_name("bar").experiment_id],
+        "tags.dvc_stage = 'train_anchor'",
+        order_by=["attributes.start_time DESC"],
+    )[0]
     assert newest.info.status == "FAILED"
     # DVC removed the stage's outputs when it started it; the good ones come back bit for bit,
     # the model from DVC's cache and the metrics from git.

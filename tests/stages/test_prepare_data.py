@@ -13,8 +13,15 @@ from conftest import dvc, edit_yaml, make_project, run, set_params
 def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_path, monkeypatch):
     """Each domain's `anchor` rows (its share of the anchor's instruction mix) are drawn from the
     train side of its prompt space with their own seed: never an eval prompt, not the SFT rows."""
-    spec = DataSpec(seed=0, pretrain={"general": 5}, domains={
-        "general": {"sft": 8, "eval": 4}, "math": {"sft": 6, "anchor": 6, "eval": 4}, "code": {"sft": 6, "eval": 4}})
+    spec = DataSpec(
+        seed=0,
+        pretrain={"general": 5},
+        domains={
+            "general": {"sft": 8, "eval": 4},
+            "math": {"sft": 6, "anchor": 6, "eval": 4},
+            "code": {"sft": 6, "eval": 4},
+        },
+    )
     out = tmp_path / "outputs" / "prepare_data"
     out.mkdir(parents=True)
     counts = prepare_data.prepare(spec, out)
@@ -24,8 +31,9 @@ def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_pa
     assert anchor != sft
     monkeypatch.chdir(tmp_path)
     # General chat, then the anchor rows of the domains that have some.
-    assert [p.as_posix() for p in train_anchor.sft_files()] == [f"outputs/prepare_data/{f}.jsonl" for f in (
-        "general/sft", "math/anchor")]
+    assert [p.as_posix() for p in train_anchor.sft_files()] == [
+        f"outputs/prepare_data/{f}.jsonl" for f in ("general/sft", "math/anchor")
+    ]
 
 
 @pytest.mark.slow
@@ -58,11 +66,18 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path, monkeypatch):
     words = [f"{a}{b}{c}" for a in "bcdfghjklm" for b in "aeiou" for c in "klmnprst"]  # 400 distinct words
     for split, part in {"sft": words[:200], "rl": words[200:300], "eval": words[300:]}.items():
         (project / "data" / f"reverse_{split}.jsonl").write_text(reverse_rows(part))
-    edit_yaml(project / "specs" / "data.yaml", "domains.reverse", {"files": {
-        s: f"data/reverse_{s}.jsonl" for s in ("sft", "rl", "eval")}})
+    edit_yaml(
+        project / "specs" / "data.yaml",
+        "domains.reverse",
+        {"files": {s: f"data/reverse_{s}.jsonl" for s in ("sft", "rl", "eval")}},
+    )
     spec = yaml.safe_load((project / "specs" / "experts" / "safety.yaml").read_text())
-    spec |= {"name": "reverse", "domain": "reverse", "description": "words backwards",
-             "mixture": {"sources": {"reverse": 1.0}, "general_share": 0.1, "sizes": {"sft": 150, "rl": 50}}}
+    spec |= {
+        "name": "reverse",
+        "domain": "reverse",
+        "description": "words backwards",
+        "mixture": {"sources": {"reverse": 1.0}, "general_share": 0.1, "sizes": {"sft": 150, "rl": 50}},
+    }
     spec["stages"]["rlvr"] = yaml.safe_load((project / "specs" / "experts" / "math.yaml").read_text())["stages"]["rlvr"]
     (project / "specs" / "experts" / "reverse.yaml").write_text(yaml.safe_dump(spec))
     set_params(project, experts=["math", "code", "tool_use", "safety", "reverse"])
@@ -70,7 +85,8 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path, monkeypatch):
 
     failed = dvc(project, "repro", "mix_data@reverse", check=False)  # the tiny preset asks for 300 SFT items
     assert failed.returncode and "prepare_data made 200: lower the size or add rows to data/reverse_sft.jsonl" in (
-        failed.stdout + failed.stderr)
+        failed.stdout + failed.stderr
+    )
     out = project / "outputs" / "prepare_data" / "reverse"
     assert [len(read_jsonl(out / f"{s}.jsonl")) for s in ("sft", "rl", "eval", "midtrain")] == [200, 100, 100, 0]
     assert read_jsonl(out / "eval.jsonl")[0]["domain"] == "reverse"
@@ -81,6 +97,7 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path, monkeypatch):
     assert sum(r["domain"] == "general" for r in mix) == 15
 
     from bar.data.verify import verify_batch  # the expert's RLVR reward and its evaluation: exact match
+
     monkeypatch.chdir(project)
     assert verify_batch("reverse", ["pak", "kap", "PAK"], [{"response": "pak"}] * 3) == [True, False, False]
 
@@ -108,8 +125,11 @@ def test_the_tokenizer_learns_from_the_built_in_domains_only(tmp_path):
     """Adding a domain of the user's later must not change the tokenizer (and every model after it)."""
     from bar.stages.tokenizer import corpus
 
-    for rel, row in {"pretrain.jsonl": {"text": "a document"}, "math/sft.jsonl": {"prompt": "1+1?", "response": "2"},
-                     "reverse/sft.jsonl": {"prompt": "Spell 'kat' backwards.", "response": "tak"}}.items():
+    for rel, row in {
+        "pretrain.jsonl": {"text": "a document"},
+        "math/sft.jsonl": {"prompt": "1+1?", "response": "2"},
+        "reverse/sft.jsonl": {"prompt": "Spell 'kat' backwards.", "response": "tak"},
+    }.items():
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_text(json.dumps(row) + "\n")
     assert list(corpus(tmp_path)) == ["a document", "1+1?\n2"]

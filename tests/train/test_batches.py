@@ -42,13 +42,16 @@ def test_monolithic_replays_each_experts_phase_with_its_seed():
     for label, p in phases.items():
         have = [e for e in specs.params.experts if getattr(specs.expert(e).stages, label)]
         assert [seed for _, seed in p.replay] == [
-            phase_seed(specs, specs.expert(e).stages.enabled().index(label)) for e in have]
+            phase_seed(specs, specs.expert(e).stages.enabled().index(label)) for e in have
+        ]
         experts = [getattr(specs.expert(e).stages, label) for e in have]
         # The experts' phase specs, but a dense model has no router: its lr_scale is dropped.
         assert [r.model_dump(exclude={"lr_scale"}) for r, _ in p.replay] == [
-            x.model_dump(exclude={"lr_scale"}) for x in experts]
+            x.model_dump(exclude={"lr_scale"}) for x in experts
+        ]
         assert [r.lr_scale for r, _ in p.replay] == [
-            {g: v for g, v in x.lr_scale.items() if g != "router"} for x in experts]
+            {g: v for g, v in x.lr_scale.items() if g != "router"} for x in experts
+        ]
         assert "router" not in p.spec.lr_scale
     assert any("router" in specs.expert(e).stages.sft.lr_scale for e in specs.params.experts)
     # The default experts: RLVR is math's 80 x 16 prompts and code's 80 x 8, 16 a step.

@@ -64,8 +64,15 @@ def test_restore_brings_back_the_weights_and_every_adamw_moment_exactly(tmp_path
     from bar.train import optimizer, set_lr
     from bar.train.checkpoint import full_state
 
-    arch = ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2, ffn_hidden_size=48,
-                     vocab_size=64, seq_length=16)
+    arch = ModelSpec(
+        num_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_query_groups=2,
+        ffn_hidden_size=48,
+        vocab_size=64,
+        seq_length=16,
+    )
     optim = OptimSpec(lr=1e-2, weight_decay=0.1)
     x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
 
@@ -115,8 +122,15 @@ def test_a_resumed_run_says_and_records_the_step_it_resumed_from(tmp_path, megat
     from bar.train.batches import Batches
     from bar.train.checkpoint import full_state
 
-    arch = ModelSpec(num_layers=1, hidden_size=32, num_attention_heads=4, num_query_groups=2, ffn_hidden_size=48,
-                     vocab_size=64, seq_length=16)
+    arch = ModelSpec(
+        num_layers=1,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_query_groups=2,
+        ffn_hidden_size=48,
+        vocab_size=64,
+        seq_length=16,
+    )
     spec = TrainSpec(steps=6, batch_size=2, checkpoint_every=2, optim={"lr": 1e-2})
     g = torch.Generator().manual_seed(0)
     items = [(torch.randint(1, 64, (12,), generator=g).tolist(), [True] * 12) for _ in range(20)]
@@ -124,8 +138,13 @@ def test_a_resumed_run_says_and_records_the_step_it_resumed_from(tmp_path, megat
     for seed in (1, 2):
         torch.manual_seed(seed)
         model = build(arch, 1)
-        log = train(model, Batches(items, batch_size=2, seq_length=16, pad_id=0, seed=0), spec,
-                    Resumable(tmp_path, "fp"), desc="tiny")
+        log = train(
+            model,
+            Batches(items, batch_size=2, seq_length=16, pad_id=0, seed=0),
+            spec,
+            Resumable(tmp_path, "fp"),
+            desc="tiny",
+        )
         runs.append((log, full_state(model), capsys.readouterr().err))
     (first, weights, said), (second, resumed_weights, resumed_said) = runs
     assert not any("resumed_from" in r for r in first) and "resuming" not in said

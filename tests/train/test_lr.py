@@ -56,8 +56,18 @@ def test_the_dense_loop_logs_lr_at_for_each_step_and_trains_at_that_rate(megatro
     from bar.train.checkpoint import Resumable
 
     torch.manual_seed(0)
-    model = build(ModelSpec(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                            ffn_hidden_size=48, vocab_size=64, seq_length=16), 1)
+    model = build(
+        ModelSpec(
+            num_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            num_query_groups=2,
+            ffn_hidden_size=48,
+            vocab_size=64,
+            seq_length=16,
+        ),
+        1,
+    )
     items = [(torch.randint(1, 64, (12,)).tolist(), [True] * 12) for _ in range(4)]
     batches = Batches(items, batch_size=2, seq_length=16, pad_id=0, seed=0)
     optim = OptimSpec(lr=1e-2, min_lr=1e-3, warmup_steps=2, schedule="cosine", betas=(0.0, 0.0), grad_clip=0.0)

@@ -77,8 +77,10 @@ def test_masked_tokens_change_neither_the_loss_nor_the_gradient():
 
 def test_a_group_of_equal_rewards_has_zero_advantage_and_others_are_normalised_within_their_group():
     adv = group_advantages(torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 3.0, 3.0, 3.0, 3.0]), 4)
-    std = math.sqrt((3 * 0.25 ** 2 + 0.75 ** 2) / 3)  # the sample std of 0, 1, 0, 0
-    expected = [0.0] * 4 + [-0.25 / (std + 1e-4), 0.75 / (std + 1e-4), -0.25 / (std + 1e-4), -0.25 / (std + 1e-4)] + [0.0] * 4
+    std = math.sqrt((3 * 0.25**2 + 0.75**2) / 3)  # the sample std of 0, 1, 0, 0
+    expected = (
+        [0.0] * 4 + [-0.25 / (std + 1e-4), 0.75 / (std + 1e-4), -0.25 / (std + 1e-4), -0.25 / (std + 1e-4)] + [0.0] * 4
+    )
     assert adv.tolist() == pytest.approx(expected)
 
 
@@ -106,7 +108,9 @@ def prob(model, tok, token: int) -> float:
     from bar.train.rlvr import token_logprobs
 
     with torch.no_grad():
-        return token_logprobs(model, torch.tensor([prompt_ids(tok, PROMPT) + [token]]), len(tok), 1.0)[0, -1].exp().item()
+        return (
+            token_logprobs(model, torch.tensor([prompt_ids(tok, PROMPT) + [token]]), len(tok), 1.0)[0, -1].exp().item()
+        )
 
 
 def policy(tok, token: int, p: float):
@@ -117,15 +121,25 @@ def policy(tok, token: int, p: float):
     from bar.tokenizer import prompt_ids
 
     torch.manual_seed(0)
-    model = build(ModelSpec(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
-                            ffn_hidden_size=128, vocab_size=len(tok), seq_length=32), 1)
+    model = build(
+        ModelSpec(
+            num_layers=2,
+            hidden_size=64,
+            num_attention_heads=4,
+            num_query_groups=2,
+            ffn_hidden_size=128,
+            vocab_size=len(tok),
+            seq_length=32,
+        ),
+        1,
+    )
     seen = []
     hook = model.output_layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids(tok, PROMPT)]), None, None, runtime_gather_output=True)[0, -1]
         hook.remove()
         h = seen[0][-1, 0]  # the LM head's input at the prompt's last position ([s, b, hidden])
-        others = torch.cat([logits[:token], logits[token + 1:len(tok)]]).logsumexp(0)
+        others = torch.cat([logits[:token], logits[token + 1 : len(tok)]]).logsumexp(0)
         model.output_layer.weight[token] += (math.log(p / (1 - p)) + others - logits[token]) * h / h.dot(h)
     return model
 
@@ -135,11 +149,19 @@ def run(model, tok, tmp_path, reward, steps: int):
     from bar.train import rlvr
     from bar.train.checkpoint import Resumable
 
-    spec = RLVRSpec(steps=steps, optim=OptimSpec(lr=3e-3, schedule="constant"), trainable=RECIPE["rlvr"],
-                    prompts_per_step=4, group_size=8, max_new_tokens=3, checkpoint_every=1000)
+    spec = RLVRSpec(
+        steps=steps,
+        optim=OptimSpec(lr=3e-3, schedule="constant"),
+        trainable=RECIPE["rlvr"],
+        prompts_per_step=4,
+        group_size=8,
+        max_new_tokens=3,
+        checkpoint_every=1000,
+    )
     example = Example(domain="math", prompt=PROMPT, response="7", check={})
-    return rlvr.train(model, None, [example], tok, spec, 0, Resumable(tmp_path / "rlvr", "rigged"), "rigged",
-                      reward=reward)
+    return rlvr.train(
+        model, None, [example], tok, spec, 0, Resumable(tmp_path / "rlvr", "rigged"), "rigged", reward=reward
+    )
 
 
 def test_rlvr_raises_the_probability_of_the_token_its_reward_pays_for(megatron, tok, tmp_path):

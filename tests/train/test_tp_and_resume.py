@@ -18,10 +18,19 @@ pytestmark = pytest.mark.slow
 
 
 def torchrun(project: Path, nproc: int, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "bar.stages.pretrain_base", "--worker"]
-    return subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True, **popen)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "bar.stages.pretrain_base",
+        "--worker",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:

@@ -114,9 +114,7 @@ def _alphabetical(rng: random.Random) -> Example:
 
 def _reverse_order(rng: random.Random) -> Example:
     words = _distinct(rng, rng.randint(3, 4))
-    template = rng.choice(
-        ("Write these words in reverse order: {l}.", "Reverse the order of these words: {l}.")
-    )
+    template = rng.choice(("Write these words in reverse order: {l}.", "Reverse the order of these words: {l}."))
     backwards = words[::-1]
     return _example(template.format(l=", ".join(words)), ", ".join(backwards), _words_check(backwards))
 
@@ -142,9 +140,7 @@ def _category_yes_no(rng: random.Random) -> Example:
         asked = true_category
     else:
         asked = rng.choice([c for c in CATEGORIES if c != true_category])
-    template = rng.choice(
-        ("Is {w} {c}?", "Answer yes or no: is {w} {c}?", "Is it true that {w} is {c}?")
-    )
+    template = rng.choice(("Is {w} {c}?", "Answer yes or no: is {w} {c}?", "Is it true that {w} is {c}?"))
     subject = with_article(word)
     prompt = template.format(w=subject, c=CATEGORY_PHRASES[asked])
     if asked == true_category:
@@ -177,16 +173,12 @@ def _count_words(rng: random.Random) -> Example:
     count = rng.randint(2, 7)
     phrase = " ".join(rng.choice(ALL_WORDS) for _ in range(count))
     template = rng.choice(('How many words are in "{p}"?', 'Count the words in "{p}".'))
-    return _example(
-        template.format(p=phrase), f"There are {count} words.", {"kind": "number", "answer": count}
-    )
+    return _example(template.format(p=phrase), f"There are {count} words.", {"kind": "number", "answer": count})
 
 
 def _hyphenate(rng: random.Random) -> Example:
     first, second = _distinct(rng, 2)
-    template = rng.choice(
-        ("Join {a} and {b} with a hyphen.", "Combine {a} and {b} into one word with a hyphen.")
-    )
+    template = rng.choice(("Join {a} and {b} with a hyphen.", "Combine {a} and {b} into one word with a hyphen."))
     joined = f"{first}-{second}"
     return _example(template.format(a=first, b=second), joined, _words_check([joined]))
 

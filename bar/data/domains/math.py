@@ -15,8 +15,21 @@ from bar.data.lexicon import NAMES
 DOMAIN = "math"
 
 ITEMS = (
-    "apples", "pears", "marbles", "books", "pencils", "stickers", "coins", "cookies",
-    "cards", "shells", "stamps", "balloons", "eggs", "cupcakes", "buttons",
+    "apples",
+    "pears",
+    "marbles",
+    "books",
+    "pencils",
+    "stickers",
+    "coins",
+    "cookies",
+    "cards",
+    "shells",
+    "stamps",
+    "balloons",
+    "eggs",
+    "cupcakes",
+    "buttons",
 )
 
 
@@ -35,9 +48,7 @@ def _two_names(rng: random.Random) -> tuple[str, str]:
 
 def _add(rng: random.Random) -> Example:
     a, b = rng.randint(1, 60), rng.randint(1, 40)
-    template = rng.choice(
-        ("What is {a} + {b}?", "Compute {a} + {b}.", "What is {a} plus {b}?", "Add {a} and {b}.")
-    )
+    template = rng.choice(("What is {a} + {b}?", "Compute {a} + {b}.", "What is {a} plus {b}?", "Add {a} and {b}."))
     return _example(template.format(a=a, b=b), [f"{a} + {b} = {a + b}"], a + b)
 
 
@@ -121,8 +132,7 @@ def _word_buy_then_give(rng: random.Random) -> Example:
     a, b = rng.randint(2, 40), rng.randint(1, 30)
     c = rng.randint(1, a + b)
     prompt = (
-        f"{name} has {a} {item}, buys {b} more and then gives {c} to {friend}. "
-        f"How many {item} does {name} have now?"
+        f"{name} has {a} {item}, buys {b} more and then gives {c} to {friend}. How many {item} does {name} have now?"
     )
     total = a + b
     return _example(prompt, [f"{a} + {b} = {total}", f"{total} - {c} = {total - c}"], total - c)
@@ -133,10 +143,7 @@ def _word_packs_then_eat(rng: random.Random) -> Example:
     item = rng.choice(ITEMS)
     a, b = rng.randint(2, 9), rng.randint(2, 9)
     c = rng.randint(1, a * b)
-    prompt = (
-        f"{name} buys {a} packs of {b} {item} and gives away {c}. "
-        f"How many {item} does {name} keep?"
-    )
+    prompt = f"{name} buys {a} packs of {b} {item} and gives away {c}. How many {item} does {name} keep?"
     total = a * b
     return _example(prompt, [f"{a} * {b} = {total}", f"{total} - {c} = {total - c}"], total - c)
 
@@ -145,10 +152,7 @@ def _word_more_than(rng: random.Random) -> Example:
     name, friend = _two_names(rng)
     item = rng.choice(ITEMS)
     a, b = rng.randint(2, 40), rng.randint(1, 20)
-    prompt = (
-        f"{name} has {a} {item}. {friend} has {b} more than {name}. "
-        f"How many {item} do they have together?"
-    )
+    prompt = f"{name} has {a} {item}. {friend} has {b} more than {name}. How many {item} do they have together?"
     other = a + b
     return _example(prompt, [f"{a} + {b} = {other}", f"{a} + {other} = {a + other}"], a + other)
 

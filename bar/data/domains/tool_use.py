@@ -28,12 +28,26 @@ _GENRES = ["jazz", "rock", "pop", "classical"]
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _SUBJECTS = ("Lunch", "Meeting notes", "Weekend plans", "Invoice", "Party", "Trip", "Hello")
 _PHRASES = (
-    "good morning", "thank you", "where is the station", "see you soon", "I like tea",
-    "the cat is asleep", "how much is this", "happy birthday", "it is raining",
+    "good morning",
+    "thank you",
+    "where is the station",
+    "see you soon",
+    "I like tea",
+    "the cat is asleep",
+    "how much is this",
+    "happy birthday",
+    "it is raining",
 )
 _TASKS = (
-    "call mom", "buy milk", "water the plants", "pay rent", "walk the dog",
-    "book a dentist visit", "send the report", "clean the kitchen", "buy bread",
+    "call mom",
+    "buy milk",
+    "water the plants",
+    "pay rent",
+    "walk the dog",
+    "book a dentist visit",
+    "send the report",
+    "clean the kitchen",
+    "buy bread",
 )
 
 
