@@ -184,8 +184,8 @@ MUTATIONS = [
     Mutation(
         "promotion ignores the tolerance",
         "bar/promote.py",
-        "-v > spec.tolerance]",
-        "False]",
+        "if d != domain and -v > spec.tolerance",
+        "if False",
         [T + "test_upgrade_gate.py", T + "test_promote.py"],
     ),
     Mutation(
