@@ -127,7 +127,8 @@ def memory(
 
 def stages(specs) -> list[tuple[str, int | None, int | None, list[str] | None, int, int]]:
     """(stage, experts, topk, trainable groups, tokens per step, tp) of each training stage of
-    the specs; an expert counts its phase that needs the most memory."""
+    the specs, an expert's phases one by one. RLVR counts its rollouts (prompts_per_step x
+    group_size) at seq_length each: an upper bound, as rollouts are prompt + max_new_tokens long."""
     seq = specs.model.seq_length
     out = [
         ("pretrain_base", None, None, None, specs.train.pretrain.batch_size * seq, specs.train.pretrain.tp_size),

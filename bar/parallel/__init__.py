@@ -31,15 +31,15 @@ def init(tp_size: int, seed: int) -> None:
             f"`torchrun --nproc-per-node {tp_size}` (bar.launch does this)"
         )
     cpu.apply()
+    if torch.cuda.is_available():  # before the process group: nccl binds each rank to its device
+        torch.cuda.set_device(device())
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if "RANK" in os.environ:
             dist.init_process_group(backend)
         else:  # a plain process (tests, tools): a group of one
             dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", world_size=1, rank=0)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    else:
+    if not torch.cuda.is_available():
         # The cores are shared by the ranks on this machine: one thread per core in total, unless
         # OMP_NUM_THREADS says otherwise (e.g. 1 each when two jobs share the machine: more
         # threads than cores spin-wait and run several times slower).

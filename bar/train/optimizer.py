@@ -104,7 +104,7 @@ class Optimizer:
                 main.copy_(parallel.local_shard(p, state[f"{name}.main"]))
             if f"{name}.step" in state:
                 self.adamw.state[main] = {
-                    "step": state[f"{name}.step"].reshape(()).clone(),  # AdamW keeps it on the host
+                    "step": state[f"{name}.step"].reshape(()).to(main.device, copy=True),  # fused AdamW: on the device
                     "exp_avg": parallel.local_shard(p, state[f"{name}.exp_avg"]).to(main.device, copy=True),
                     "exp_avg_sq": parallel.local_shard(p, state[f"{name}.exp_avg_sq"]).to(main.device, copy=True),
                 }
