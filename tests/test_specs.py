@@ -174,6 +174,33 @@ def test_a_verifier_is_validated_without_running_it(specs_copy):
     assert Specs(specs_copy).data.domains["units"].verifier == "data/v.py"
 
 
+def test_the_data_spec_reads_the_files_it_names_once(specs_copy):
+    """The checks of user data and verifiers run when the data spec is loaded, not at every access."""
+    (specs_copy / "data").mkdir()
+    (specs_copy / "data" / "units.jsonl").write_text('{"prompt": "How long?", "response": "12 m"}\n')
+    (specs_copy / "data" / "v.py").write_text("def verify(r, c):\n    return True\n")
+    edit_yaml(
+        specs_copy / "specs" / "data.yaml",
+        "domains.units",
+        {"files": {"eval": "data/units.jsonl"}, "verifier": "data/v.py"},
+    )
+    specs = Specs(specs_copy)
+    first = specs.data
+    (specs_copy / "data" / "v.py").unlink()
+    assert specs.data is first
+    with pytest.raises(SpecError, match="verifier = 'data/v.py': no such file"):
+        Specs(specs_copy).data
+
+
+def test_the_merge_strategy_is_set_in_the_spec_file_only(specs_copy):
+    """One default, in specs/merge.yaml: the model and `bar.merge.merge` have none."""
+    data = yaml.safe_load((specs_copy / "specs" / "merge.yaml").read_text())
+    assert Specs(specs_copy).merge.strategy == data.pop("strategy")
+    (specs_copy / "specs" / "merge.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"merge.yaml: strategy: required key is missing"):
+        Specs(specs_copy).merge
+
+
 def test_preset_errors_name_the_preset_file(specs_copy):
     set_params(specs_copy, preset="tiny")
     edit_yaml(specs_copy / "specs" / "presets" / "tiny.yaml", "model.seq_length", "long")
