@@ -84,28 +84,28 @@ BAD = [
     ("experts/math", "tp_size", 2, ["experts/math.yaml", "tp_size = 2", "set tp_size: 1"]),
     (
         "experts/math",
-        "stages.sft.trainable",
+        "phases.sft.trainable",
         ["domain_ffn", "all"],
-        ["experts/math.yaml", "stages.sft.trainable.1", '"all"', "'domain_ffn', 'router'"],
+        ["experts/math.yaml", "phases.sft.trainable.1", '"all"', "'domain_ffn', 'router'"],
     ),
     (
         "experts/math",
-        "stages.midtrain.lr_scale",
+        "phases.midtrain.lr_scale",
         {"lm_head": 0.1},
-        ["experts/math.yaml", "stages.midtrain", "lr_scale names groups that do not train here: ['lm_head']"],
+        ["experts/math.yaml", "phases.midtrain", "lr_scale names groups that do not train here: ['lm_head']"],
     ),
     (
         "experts/math",
-        "stages.sft.lr_scale",
+        "phases.sft.lr_scale",
         {"embeddings": 0},
-        ["experts/math.yaml", "stages.sft", "lr_scale values must be > 0"],
+        ["experts/math.yaml", "phases.sft", "lr_scale values must be > 0"],
     ),
-    ("experts/math", "stages.dpo", {"steps": 3}, ["experts/math.yaml", "stages.dpo", "midtrain, sft, rlvr"]),
+    ("experts/math", "phases.dpo", {"steps": 3}, ["experts/math.yaml", "phases.dpo", "midtrain, sft, rlvr"]),
     ("experts/code", "name", "kode", ["experts/code.yaml", "name = 'kode'", "'code'"]),
     ("merge", "strategy", "median", ["merge.yaml", "strategy", '"median"', "'mean', 'weighted_mean'"]),
     ("router", "sample_fraction", 1.5, ["router.yaml", "sample_fraction", "1.5", "less than or equal to 1"]),
     ("upgrades/code.v2", "version", 3, ["upgrades/code.v2.yaml", "version = 3", "must be 2"]),
-    ("upgrades/code.v2", "stages.rlvr.steps", 0, ["upgrades/code.v2.yaml", "stages.rlvr.steps", "greater than 0"]),
+    ("upgrades/code.v2", "phases.rlvr.steps", 0, ["upgrades/code.v2.yaml", "phases.rlvr.steps", "greater than 0"]),
     ("baselines", "sequential_order", ["math", "poetry"], ["baselines.yaml", "['poetry']", "known: ['math'"]),
     ("baselines", "sequential_order", [], ["baselines.yaml", "sequential_order", "at least 1 item"]),
 ]
@@ -199,6 +199,20 @@ def test_the_merge_strategy_is_set_in_the_spec_file_only(specs_copy):
     (specs_copy / "specs" / "merge.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match=r"merge.yaml: strategy: required key is missing"):
         Specs(specs_copy).merge
+
+
+@pytest.mark.parametrize("file,prefix", [("experts/math", ""), ("upgrades/code.v2", ""), ("presets/tiny", "experts.")])
+def test_the_old_stages_key_of_an_expert_names_phases(specs_copy, file, prefix):
+    """An expert's mid-training, SFT and RLVR are its phases (`stages` are DVC's); the old key is one line."""
+    set_params(specs_copy, preset="tiny")
+    path = specs_copy / "specs" / f"{file}.yaml"
+    path.write_text(path.read_text().replace("phases:", "stages:"))
+    with pytest.raises(SpecError) as err:
+        Specs(specs_copy).validate_all()
+    assert str(err.value) == (
+        f"{path}: {prefix}stages: renamed phases (mid-training, SFT and RLVR are an expert's phases; "
+        f"a stage is a DVC stage); rename the key to {prefix}phases"
+    )
 
 
 def test_preset_errors_name_the_preset_file(specs_copy):

@@ -182,7 +182,7 @@ class TrainStagesSpec(Spec):
 # Parameter groups that can train; the anchor's FFN (expert slot 0) is in none: it never trains.
 Group = Literal["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"]
 GROUPS: tuple[str, ...] = Group.__args__
-EXPERT_STAGES = ("midtrain", "sft", "rlvr")
+PHASES = ("midtrain", "sft", "rlvr")  # an expert's phases, in the order they run
 
 
 class MixtureSpec(Spec):
@@ -201,14 +201,16 @@ class MixtureSpec(Spec):
         return self
 
 
-class ExpertStageSpec(LoopSpec):
+class PhaseSpec(LoopSpec):
+    """One phase of an expert: a loop over the parameter groups that train in it."""
+
     trainable: list[Group] = Field(min_length=1, description=f"parameter groups that train: {GROUPS}")
     lr_scale: dict[Group, float] = Field(
         default_factory=dict, description="learning-rate multiplier of a trainable group (1 if not listed)"
     )
 
     @model_validator(mode="after")
-    def _unique(self) -> ExpertStageSpec:
+    def _unique(self) -> PhaseSpec:
         if len(set(self.trainable)) != len(self.trainable):
             raise ValueError(f"trainable lists a group twice: {self.trainable}")
         idle = sorted(set(self.lr_scale) - set(self.trainable))
@@ -219,13 +221,13 @@ class ExpertStageSpec(LoopSpec):
         return self
 
 
-class LMStageSpec(ExpertStageSpec):
+class LMPhaseSpec(PhaseSpec):
     """midtrain (language modelling on domain text) or sft (assistant-token loss)."""
 
     batch_size: int = Field(gt=0, description="packed sequences of model.seq_length tokens per step")
 
 
-class RLVRSpec(ExpertStageSpec):
+class RLVRSpec(PhaseSpec):
     """GRPO with the domain's verifier as the reward."""
 
     prompts_per_step: int = Field(8, gt=0)
@@ -237,17 +239,17 @@ class RLVRSpec(ExpertStageSpec):
     updates_per_step: int = Field(1, gt=0, description="optimiser steps per rollout batch")
 
 
-class ExpertStagesSpec(Spec):
-    midtrain: LMStageSpec | None = None
-    sft: LMStageSpec | None = None
+class ExpertPhasesSpec(Spec):
+    midtrain: LMPhaseSpec | None = None
+    sft: LMPhaseSpec | None = None
     rlvr: RLVRSpec | None = None
 
     def enabled(self) -> list[str]:
-        return [name for name in EXPERT_STAGES if getattr(self, name) is not None]
+        return [name for name in PHASES if getattr(self, name) is not None]
 
 
 class ExpertSpec(Spec):
-    """One domain expert: its data mixture and its adaptation stages (branched from the anchor)."""
+    """One domain expert: its data mixture and its phases (branched from the anchor)."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     version: int = Field(ge=1)
@@ -255,17 +257,17 @@ class ExpertSpec(Spec):
     description: str = ""
     tp_size: int = Field(1, gt=0)
     mixture: MixtureSpec
-    stages: ExpertStagesSpec
+    phases: ExpertPhasesSpec
 
     @model_validator(mode="after")
     def _consistent(self) -> ExpertSpec:
-        enabled = self.stages.enabled()
+        enabled = self.phases.enabled()
         if not enabled:
-            raise ValueError(f"stages must enable at least one of {EXPERT_STAGES}")
-        for stage in enabled:
-            split = "rl" if stage == "rlvr" else stage
+            raise ValueError(f"phases must enable at least one of {PHASES}")
+        for phase in enabled:
+            split = "rl" if phase == "rlvr" else phase
             if not self.mixture.sizes.get(split):
-                raise ValueError(f"stage {stage} is enabled but mixture.sizes.{split} is not > 0")
+                raise ValueError(f"phase {phase} is enabled but mixture.sizes.{split} is not > 0")
         return self
 
 

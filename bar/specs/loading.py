@@ -36,6 +36,9 @@ from bar.specs.declarations import (
 )
 from bar.specs.errors import InputError, SpecError
 
+# Keys renamed in an expert spec (old -> new): the old one fails naming the new one.
+RENAMED = {"stages": "phases"}
+
 
 def read_yaml(path: Path) -> Any:
     try:
@@ -124,6 +127,15 @@ def validate(
         raise _one_line(model, e.errors(), path, ()) from None
 
 
+def _renamed(data: Any, path: Path, prefix: str = "") -> None:
+    for old, new in RENAMED.items():
+        if isinstance(data, dict) and old in data:
+            raise SpecError(
+                f"{path}: {prefix}{old}: renamed {new} (mid-training, SFT and RLVR are an expert's "
+                f"phases; a stage is a DVC stage); rename the key to {prefix}{new}"
+            )
+
+
 class Specs:
     """The validated specs of one repository checkout, loaded on first use.
 
@@ -167,6 +179,7 @@ class Specs:
                     f"{path}: a preset has the sections {', '.join(PRESET_SECTIONS)} "
                     f"(empty is {{}}): missing {missing}, unknown {unknown}"
                 )
+            _renamed(data["experts"], path, "experts.")
             self._cache["preset"] = data
         return self._cache["preset"]
 
@@ -255,8 +268,8 @@ class Specs:
     def expert(self, name: str) -> ExpertSpec:
         """specs/experts/<name>.yaml with the preset's `experts` section merged over it.
 
-        The preset's stage overrides apply to the stages the expert has (a preset that
-        shortens RLVR does not give the SFT-only experts an RLVR stage).
+        The preset's phase overrides apply to the phases the expert has (a preset that
+        shortens RLVR does not give the SFT-only experts an RLVR phase).
         """
         path = self.path(f"experts/{name}")
         if not path.exists():
@@ -286,10 +299,11 @@ class Specs:
         key = str(path)
         if key not in self._cache:
             written = read_yaml(path) or {}
+            _renamed(written, path)
             over = dict(self._preset()["experts"] or {})
-            if isinstance(written, dict) and isinstance(over.get("stages"), dict):
-                mine = written.get("stages") or {}
-                over["stages"] = {k: v for k, v in over["stages"].items() if k in mine}
+            if isinstance(written, dict) and isinstance(over.get("phases"), dict):
+                mine = written.get("phases") or {}
+                over["phases"] = {k: v for k, v in over["phases"].items() if k in mine}
             spec = validate(ExpertSpec, overlay(written, over), path, self.preset_path, over, prefix=("experts",))
             checks.expert(self, spec, path, name)
             self._cache[key] = spec

@@ -431,7 +431,7 @@ def test_upgrade_flow_promotes_the_first_champion_and_plans_only_the_upgraded_ex
     # What the flow would run for an edited expert: that expert and the assembly, in DAG order.
     spec = specs / "experts" / "safety.yaml"
     kept = spec.read_text()
-    edit_yaml(spec, "stages.sft.optim.lr", 5.0e-4)
+    edit_yaml(spec, "phases.sft.optim.lr", 5.0e-4)
     order, needed = plan(project, ["dvc.yaml"])
     spec.write_text(kept)
     assert needed == {"mix_data@safety", "train_expert@safety"} | ASSEMBLY
@@ -443,7 +443,7 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     before, stamps = out_hashes(project), mtimes(project)
     old_log = json.loads((out_dir(project, "train_expert@code") / "train_log.json").read_text())
     # SFT and RLVR change (tiny's RLVR alone is a no-op: its rewards are all 0), mid-training not.
-    edit_yaml(project / "specs" / "experts" / "code.yaml", "stages.sft.optim.lr", 5.0e-4)
+    edit_yaml(project / "specs" / "experts" / "code.yaml", "phases.sft.optim.lr", 5.0e-4)
     edit_yaml(project / "specs" / "experts" / "code.yaml", "version", 2)
     status = json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)
     assert set(status) == {"mix_data@code", "train_expert@code"}
@@ -467,7 +467,7 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     # `bar compare` puts both code runs side by side, from MLflow.
     table = run([sys.executable, "-m", "bar.cli", "compare", "code"], project).stdout
     print(table)
-    spec_row = next(line for line in table.splitlines() if line.startswith("spec stages.sft.optim.lr"))
+    spec_row = next(line for line in table.splitlines() if line.startswith("spec phases.sft.optim.lr"))
     assert [float(v) for v in spec_row.split()[-2:]] == [1e-3, 5e-4]
     assert any(line.startswith("routed code") for line in table.splitlines())
     assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
@@ -560,12 +560,12 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     for phase in ("midtrain", "sft"):
         have = [e for e in EXPERTS if f"{phase}/steps" in experts[e]]
         assert metrics["monolithic"][f"{phase}/tokens_total"] == sum(experts[e][f"{phase}/tokens_total"] for e in have)
-    rlvr = [specs.expert(e).stages.rlvr for e in EXPERTS if specs.expert(e).stages.rlvr]
+    rlvr = [specs.expert(e).phases.rlvr for e in EXPERTS if specs.expert(e).phases.rlvr]
     assert metrics["monolithic"]["rlvr/steps"] * rlvr[0].prompts_per_step == sum(
         s.steps * s.prompts_per_step for s in rlvr
     )
     # Sequential: each expert's phases in order, scored after each domain.
-    assert metrics["sequential"]["sft.safety/steps"] == specs.expert("safety").stages.sft.steps
+    assert metrics["sequential"]["sft.safety/steps"] == specs.expert("safety").phases.sft.steps
     after = {k for k in metrics["sequential"] if k.startswith("after_")}
     assert after == {f"after_{e}/eval/{d}" for e in EXPERTS for d in domains}
     # The ablation is an expert: branched, anchor FFN intact, scored everywhere.
