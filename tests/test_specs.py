@@ -225,6 +225,58 @@ def test_preset_errors_name_the_preset_file(specs_copy):
         Specs(specs_copy).model
 
 
+@pytest.mark.parametrize(
+    "file,key",
+    [("experts/math", "phases.midtrain.batch_size"), ("train", "pretrain.batch_size"), ("router", "batch_size")],
+)
+def test_a_bad_value_the_preset_overrides_still_fails(specs_copy, file, key, capsys):
+    """Each spec file is validated as written: the tiny preset overriding a key does not hide a
+    bad value in the file (which would reach the default run, or re-train under the same spec)."""
+    from bar.cli import main
+
+    set_params(specs_copy, preset="tiny")
+    assert _has(yaml.safe_load((specs_copy / "specs" / "presets" / "tiny.yaml").read_text()), file, key)
+    edit_yaml(specs_copy / "specs" / f"{file}.yaml", key, "sixteen")
+    assert main(["validate", "--root", str(specs_copy)]) == 2
+    path = specs_copy / "specs" / f"{file}.yaml"
+    assert capsys.readouterr().err == (
+        f'error: {path}: {key} = "sixteen": Input should be a valid integer, unable to parse string as an integer\n'
+    )
+
+
+def _has(preset: dict, file: str, key: str) -> bool:
+    node = preset["experts" if file.startswith("experts/") else file]
+    for k in key.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return False
+        node = node[k]
+    return True
+
+
+def test_a_preset_value_is_checked_where_no_spec_takes_it(specs_copy):
+    """The preset's RLVR settings are type-checked though no expert of the run has an RLVR phase."""
+    set_params(specs_copy, preset="tiny", experts=["tool_use", "safety"])
+    assert all(Specs(specs_copy).expert(e).phases.rlvr is None for e in ("tool_use", "safety"))
+    tiny = specs_copy / "specs" / "presets" / "tiny.yaml"
+    edit_yaml(tiny, "experts.phases.rlvr.group_size", "four")
+    with pytest.raises(SpecError) as err:
+        Specs(specs_copy).expert("safety")
+    assert str(err.value).startswith(
+        f'{tiny}: experts.phases.rlvr.group_size = "four": Input should be a valid integer'
+    )
+
+
+def test_a_preset_value_is_checked_with_the_file_for_checks_across_keys(specs_copy):
+    """A preset may set a key whose check needs another the file sets (weighted_mean and weights)."""
+    set_params(specs_copy, preset="tiny")
+    edit_yaml(specs_copy / "specs" / "merge.yaml", "weights", {"math": 2.0, "code": 1.0})
+    edit_yaml(specs_copy / "specs" / "presets" / "tiny.yaml", "merge", {"strategy": "weighted_mean"})
+    assert Specs(specs_copy).merge.strategy == "weighted_mean"
+    edit_yaml(specs_copy / "specs" / "merge.yaml", "weights", {})
+    with pytest.raises(SpecError, match=r"specs/merge.yaml: \(top level\): strategy weighted_mean needs weights"):
+        Specs(specs_copy).merge
+
+
 def test_cli_validate_fails_fast_without_heavy_imports(specs_copy):
     edit_yaml(specs_copy / "specs" / "train.yaml", "anchor.optim.lr", 0)
     code = (

@@ -2,7 +2,8 @@
 
 A preset (`params.yaml: preset`) overlays `specs/presets/<preset>.yaml` on the spec files,
 section by section, so the `tiny` test run is the default run scaled down, not a second set of
-specs. The result is validated, then the checks across files run (`bar.specs.checks`), once.
+specs. Each file is validated as written, the preset's values on their own (types and bounds),
+and the result of the overlay; then the checks across files run (`bar.specs.checks`), once.
 A bad spec raises `SpecError` with one line naming the file, the key path, the value and what
 is allowed, before any work starts.
 """
@@ -127,6 +128,20 @@ def validate(
         raise _one_line(model, e.errors(), path, ()) from None
 
 
+def validate_overlay(model: type[Spec], data: Any, path: Path, prefix: tuple) -> None:
+    """The keys a preset section sets, each checked against `model` on its own (unknown keys,
+    types, bounds); what it leaves out and the checks across keys are the overlay's to pass."""
+    if data is None:
+        return
+    try:
+        model.model_validate(data)
+    except ValidationError as e:
+        # A missing key comes from the spec file; a check across keys (value_error) needs them.
+        errors = [err for err in e.errors() if err["type"] not in ("missing", "value_error")]
+        if errors:
+            raise _one_line(model, errors, path, prefix) from None
+
+
 def _renamed(data: Any, path: Path, prefix: str = "") -> None:
     for old, new in RENAMED.items():
         if isinstance(data, dict) and old in data:
@@ -180,17 +195,21 @@ class Specs:
                     f"(empty is {{}}): missing {missing}, unknown {unknown}"
                 )
             _renamed(data["experts"], path, "experts.")
+            for name, model in [*SPEC_FILES.items(), ("experts", ExpertSpec)]:
+                validate_overlay(model, data[name], path, (name,))
             self._cache["preset"] = data
         return self._cache["preset"]
 
     def _load(self, name: str) -> Spec:
-        """specs/<name>.yaml with the preset's section over it, validated and checked once."""
+        """specs/<name>.yaml as written, then with the preset's section over it; checked once."""
         if name not in self._cache:
             path, model = self.path(name), SPEC_FILES[name]
+            written = read_yaml(path)
             over = self._preset()[name] or {}
-            data = overlay(read_yaml(path), over)
+            data = overlay(written, over)
             if name == "model":
-                data = self._with_base(data, path, over)
+                written, data = self._with_base(written, path, {}), self._with_base(data, path, over)
+            validate(model, written, path)  # a value the preset overrides must be valid too
             spec = validate(model, data, path, self.preset_path, over, prefix=(name,))
             if name in checks.SPEC_CHECKS:
                 checks.SPEC_CHECKS[name](self, spec)
@@ -304,6 +323,7 @@ class Specs:
             if isinstance(written, dict) and isinstance(over.get("phases"), dict):
                 mine = written.get("phases") or {}
                 over["phases"] = {k: v for k, v in over["phases"].items() if k in mine}
+            validate(ExpertSpec, written, path)
             spec = validate(ExpertSpec, overlay(written, over), path, self.preset_path, over, prefix=("experts",))
             checks.expert(self, spec, path, name)
             self._cache[key] = spec
