@@ -95,6 +95,10 @@ def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project
     assert order.index("train_anchor") < order.index("train_expert@code") < order.index("merge_experts")
     assert order[-3:] == ["merge_experts", "fit_router", "evaluate"]
     assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}  # DVC sees everything up to date
+    # Plain `dvc status` and `dvc metrics show` read every pipeline: no opt-in baseline is listed, none shows.
+    assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
+    shown = dvc(project, "metrics", "show")
+    assert not shown.stderr.strip() and "baseline" not in shown.stdout and "metrics/evaluate.json" in shown.stdout
     client = registry(project)
     pipeline = client.get_run(FLOW["mlflow_run_id"])
     assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
