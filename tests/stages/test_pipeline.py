@@ -575,10 +575,10 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     # The ablation is an expert: branched, anchor FFN intact, scored everywhere.
     ablation = json.loads((out_dir(project, "baseline@tool_use_frozen_embeddings") / "config.json").read_text())
     assert ablation["num_experts"] == 2 and {f"eval/{d}" for d in domains} <= set(metrics["tool_use_frozen_embeddings"])
-    # `bar report --readme`: the table lists every model and baseline with the numbers of metrics/.
-    (project / "README.md").write_text("# p\n\n<!-- bar report: scores -->\nold\n<!-- /bar report -->\n\nend\n")
-    run([sys.executable, "-m", "bar.cli", "report", "--readme"], project)
-    report = (project / "reports" / "report.md").read_text()
+    # `bar report`: the table lists every model and baseline with the numbers of metrics/; a tiny
+    # run's report goes to reports/tiny/ (reports/ is the README run's; tests/test_report.py).
+    run([sys.executable, "-m", "bar.cli", "report"], project)
+    report = (project / "reports" / "tiny" / "report.md").read_text()
     print(report)
     rows = {
         line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in report.splitlines() if line.startswith("| ")
@@ -606,9 +606,7 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     assert shares.count("%") == 1 and "| general | " in shares and "| safety | " in shares
     assert "| math | " in served and "BAR, every expert per token" in rows
     for png in ("rlvr_reward.png", "forgetting.png", "scores.png", "routing.png", "cost_curve.png"):
-        assert (project / "reports" / png).stat().st_size > 0
-    readme = (project / "README.md").read_text()
-    assert "old" not in readme and "| monolithic |" in readme and readme.endswith("<!-- /bar report -->\n\nend\n")
+        assert (project / "reports" / "tiny" / png).stat().st_size > 0
 
 
 def test_tool_call_tokens_are_added_tokens_that_only_unfrozen_embeddings_learn(project):
