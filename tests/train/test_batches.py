@@ -1,7 +1,6 @@
 """Batches, their rows, and what the monolithic baseline replays of the experts' data."""
 
 from collections import Counter
-from pathlib import Path
 
 from bar.specs import RLVRSpec, Specs
 from bar.train import rlvr
@@ -33,11 +32,17 @@ def test_rlvr_draws_every_prompt_once_before_any_twice():
     assert drawn == rlvr.draws(list(range(7)), spec, seed=0) != rlvr.draws(list(range(7)), spec, seed=1)
 
 
-def test_monolithic_replays_each_experts_phase_with_its_seed():
+def test_monolithic_replays_each_experts_phase_with_its_seed(tmp_path):
+    import shutil
+
     from bar.stages.baseline import plan
     from bar.stages.train_expert import phase_seed
+    from conftest import ROOT, set_params
 
-    specs = Specs(Path(__file__).parents[2])  # the repository's specs, default preset
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")  # the repository's specs, default preset
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    set_params(tmp_path, preset="default", baselines=["monolithic"])
+    specs = Specs(tmp_path)
     phases = {p.label: p for p in plan(specs, "monolithic")}
     for label, p in phases.items():
         have = [e for e in specs.params.experts if getattr(specs.expert(e).phases, label)]
