@@ -102,9 +102,7 @@ def _report(args) -> int:
     from bar.specs import InputError
 
     try:
-        path = report.build(args.root)
-        if args.readme:
-            report.update_readme(args.root, path)
+        path = report.build(args.root, readme=args.readme)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -199,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_lineage)
-    p = sub.add_parser("report", help="reports/report.md: every model and baseline per domain, upgrades, cost, plots")
-    p.add_argument("--readme", action="store_true", help="also rewrite the table in README.md")
+    p = sub.add_parser(
+        "report",
+        help="reports/report.md (another preset's: reports/<preset>/): every model and baseline per domain, "
+        "upgrades, cost, plots",
+    )
+    p.add_argument("--readme", action="store_true", help="also rewrite the table in README.md (default preset only)")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_report)
     p = sub.add_parser(

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 
 from bar.model.moe import _EXPERT, _ROUTER, ANCHOR_SLOT, expert_name, router_name
-from bar.specs import InputError, ModelSpec
+from bar.specs import InputError, MergeSpec, ModelSpec
 
 
 def is_shared(key: str) -> bool:
@@ -89,22 +89,17 @@ def check_compatible(experts: dict[str, Path]) -> dict:
     return first
 
 
-def merge(
-    experts: dict[str, Path],
-    strategy: str = "mean",
-    weights: dict[str, float] | None = None,
-    delta_scale: float = 1.0,
-    anchor: Path | None = None,
-) -> dict[str, torch.Tensor]:
-    """The merged state (Megatron names) of `experts` (name -> output folder), in their order.
+def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None) -> dict[str, torch.Tensor]:
+    """The merged state (Megatron names) of `experts` (name -> output folder), in their order,
+    combined as `spec` says (`anchor`: the anchor's output folder, for the strategies that need it).
 
     One expert file is open at a time: what the output keeps is copied out of it, shared
     tensors are added into float64 running sums, and its memory map is released before the
     next one is opened. Peak memory: the output, the running sums of the shared tensors and
     one expert."""
-    names = list(experts)
+    names, strategy, weights = list(experts), spec.strategy, spec.weights
     if strategy == "weighted_mean":
-        missing = [n for n in names if n not in (weights or {})]
+        missing = [n for n in names if n not in weights]
         if missing:
             raise MergeError(f"weighted_mean needs a weight for every expert; missing: {missing}")
         total = sum(weights[n] for n in names)
@@ -170,6 +165,6 @@ def merge(
             acc = base.get_tensor(key).double() + acc / changed.pop(key).clamp(min=1)
         elif base is not None:
             b = base.get_tensor(key).double()
-            acc = b + delta_scale * (acc - b)
+            acc = b + spec.delta_scale * (acc - b)
         out[key] = acc.to(dtypes[key])
     return out

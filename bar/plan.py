@@ -136,8 +136,8 @@ def stages(specs) -> list[tuple[str, int | None, int | None, list[str] | None, i
     ]
     for name in specs.params.experts:
         expert = specs.expert(name)
-        for phase in expert.stages.enabled():
-            spec = getattr(expert.stages, phase)
+        for phase in expert.phases.enabled():
+            spec = getattr(expert.phases, phase)
             if phase == "rlvr":
                 tokens = spec.prompts_per_step * spec.group_size * seq
             else:

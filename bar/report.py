@@ -4,7 +4,9 @@ Everything is read from what the pipelines wrote, never typed in: metrics/evalua
 anchor, each expert, the merged and the routed model), metrics/baseline/*.json (the opt-in
 baselines), outputs/*/train_log.json (training curves) and the MLflow store (expert versions,
 the routed models built from them, and what each run cost). Writes reports/report.md and
-reports/*.png; `--readme` also rewrites the table between the markers in README.md.
+reports/*.png for the default preset (the README run, committed), reports/<preset>/ for another
+(a tiny test run never overwrites it); `--readme` also rewrites the table between the markers in
+README.md, from the default preset only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from bar.specs import InputError, Specs
 from bar.stages.evaluate import PER_TOKEN, mean_shares
 
 README_START, README_END = "<!-- bar report: scores -->", "<!-- /bar report -->"
+README_PRESET = "default"  # the run reports/ and the README's table hold
 
 
 def _read(path: Path) -> dict:
@@ -199,13 +202,26 @@ def plot_forgetting(rows: dict[str, dict[str, float]], domains: list[str], path:
     plt.close(fig)
 
 
-def build(root: Path | str = ".", out: Path | str = "reports") -> Path:
-    """Write `<out>/report.md` and its plots; returns the report's path."""
+def folder(root: Path, specs: Specs) -> Path:
+    """reports/ for the README run's preset, reports/<preset>/ for any other."""
+    preset = specs.params.preset
+    return root / "reports" if preset == README_PRESET else root / "reports" / preset
+
+
+def build(root: Path | str = ".", readme: bool = False) -> Path:
+    """Write the report and its plots (`folder`), and with `readme` the README's table; returns
+    the report's path."""
     import shutil
 
     root = Path(root).resolve()
-    out = root / out
     specs = Specs(root)
+    out = folder(root, specs)
+    if readme and specs.params.preset != README_PRESET:
+        raise InputError(
+            f"{root / 'params.yaml'}: preset = {specs.params.preset!r}: the README's table is the "
+            f"{README_PRESET} preset's run; run `bar report` without --readme (it writes "
+            f"{out.relative_to(root)}/report.md), or --readme at preset: {README_PRESET}"
+        )
     rows, domains = score_table(root, specs)
     cols = [*domains, "overall"]
     out.mkdir(parents=True, exist_ok=True)
@@ -325,6 +341,8 @@ def build(root: Path | str = ".", out: Path | str = "reports") -> Path:
             lines += [f"![training {e}](training_{e}.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
+    if readme:
+        update_readme(root, path)
     return path
 
 

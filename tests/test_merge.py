@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from bar.merge import MergeError, check_compatible, merge, with_merged_shared, with_only
+from bar.specs import MergeSpec
 
 FC1 = "decoder.layers.0.mlp.experts.local_experts.{}.linear_fc1.weight"
 ROUTER = "decoder.layers.0.mlp.router.weight"
@@ -61,7 +62,7 @@ def saved_anchor(root, embeddings):
 
 def test_slots_rows_and_mean(experts, tmp_path):
     paths, states, anchor_ffn = experts
-    out = merge(paths)
+    out = merge(paths, MergeSpec(strategy="mean"))
     assert torch.equal(out[FC1.format(0)], anchor_ffn)
     for i, name in enumerate(paths, start=1):
         assert torch.equal(out[FC1.format(i)], states[name][FC1.format(1)])
@@ -72,8 +73,8 @@ def test_slots_rows_and_mean(experts, tmp_path):
     assert anchor_row.abs().min() > 0
     merged = [
         out,
-        merge(paths, "weighted_mean", {"math": 5, "code": 1, "safety": 2}),
-        merge(paths, "disjoint_mean", anchor=saved_anchor(tmp_path, torch.randn(10, 4))),
+        merge(paths, MergeSpec(strategy="weighted_mean", weights={"math": 5, "code": 1, "safety": 2})),
+        merge(paths, MergeSpec(strategy="disjoint_mean"), anchor=saved_anchor(tmp_path, torch.randn(10, 4))),
     ]
     for row in (m[ROUTER][0] for m in merged):
         assert torch.allclose(row, anchor_row, rtol=1e-6, atol=0)
@@ -84,7 +85,7 @@ def test_slots_rows_and_mean(experts, tmp_path):
 def test_an_expert_as_the_merge_leaves_it(experts):
     """Its own FFN slots and router rows, every shared tensor as merged."""
     paths, states, _ = experts
-    out = merge(paths)
+    out = merge(paths, MergeSpec(strategy="mean"))
     leaves = with_merged_shared(states["code"], out)
     assert set(leaves) == set(states["code"])
     assert torch.equal(leaves[EMB], out[EMB]) and not torch.equal(leaves[EMB], states["code"][EMB])
@@ -96,7 +97,7 @@ def test_a_routed_model_with_only_the_anchor_and_one_expert(experts):
     """A 2-slot state: the anchor FFN, expert 2's FFN and their router rows; its routing is the
     full model's with the other experts masked out (renormalised over the two)."""
     paths, states, anchor_ffn = experts
-    routed = merge(paths)
+    routed = merge(paths, MergeSpec(strategy="mean"))
     routed[ROUTER] = torch.randn(4, 4)  # as fitted: every row moved
     only = with_only(routed, 2)
     assert set(only) == set(states["code"])
@@ -110,22 +111,22 @@ def test_a_routed_model_with_only_the_anchor_and_one_expert(experts):
 
 def test_weighted_mean_and_base_plus_mean_delta(experts, tmp_path):
     paths, states, _ = experts
-    out = merge(paths, "weighted_mean", {"math": 2, "code": 1, "safety": 1})
+    out = merge(paths, MergeSpec(strategy="weighted_mean", weights={"math": 2, "code": 1, "safety": 1}))
     expected = (2 * states["math"][EMB] + states["code"][EMB] + states["safety"][EMB]) / 4
     assert torch.allclose(out[EMB], expected, atol=1e-6)
     base = torch.randn(10, 4)
-    out = merge(paths, "base_plus_mean_delta", delta_scale=2.0, anchor=saved_anchor(tmp_path, base))
+    out = merge(paths, MergeSpec(strategy="base_plus_mean_delta", delta_scale=2.0), anchor=saved_anchor(tmp_path, base))
     mean = sum(s[EMB] for s in states.values()) / 3
     assert torch.allclose(out[EMB], base + 2 * (mean - base), atol=1e-5)
     with pytest.raises(MergeError, match="missing: \\['safety'\\]"):
-        merge(paths, "weighted_mean", {"math": 1, "code": 1})
+        merge(paths, MergeSpec(strategy="weighted_mean", weights={"math": 1, "code": 1}))
 
 
 def test_experts_from_another_anchor_are_named(experts, tmp_path):
     paths, _, _ = experts
     other, _ = expert(tmp_path, "tool_use", 9, torch.randn(6, 4))
     with pytest.raises(MergeError, match=f"expert 'tool_use': anchor FFN tensor {FC1.format(0)} differs"):
-        merge({**paths, "tool_use": other})
+        merge({**paths, "tool_use": other}, MergeSpec(strategy="mean"))
 
 
 def test_incompatible_configs_are_named(experts, tmp_path):
@@ -199,10 +200,10 @@ def test_disjoint_mean_averages_each_element_over_the_experts_that_changed_it(ex
             base[9],
         ]
     )  # none: the anchor's
-    out = merge(paths, "disjoint_mean", anchor=anchor)
+    out = merge(paths, MergeSpec(strategy="disjoint_mean"), anchor=anchor)
     assert torch.allclose(out[EMB], expected, rtol=0, atol=1e-6), (out[EMB] - expected).abs().max()
     assert torch.equal(out[EMB][8:], base[8:])
     # What `mean` keeps of an element one expert changed: a third of the change.
-    assert torch.allclose(merge(paths, "mean")[EMB][2], base[2] + s[2] / 3, atol=1e-6)
+    assert torch.allclose(merge(paths, MergeSpec(strategy="mean"))[EMB][2], base[2] + s[2] / 3, atol=1e-6)
     with pytest.raises(MergeError, match="disjoint_mean needs the anchor"):
-        merge(paths, "disjoint_mean")
+        merge(paths, MergeSpec(strategy="disjoint_mean"))

@@ -84,28 +84,28 @@ BAD = [
     ("experts/math", "tp_size", 2, ["experts/math.yaml", "tp_size = 2", "set tp_size: 1"]),
     (
         "experts/math",
-        "stages.sft.trainable",
+        "phases.sft.trainable",
         ["domain_ffn", "all"],
-        ["experts/math.yaml", "stages.sft.trainable.1", '"all"', "'domain_ffn', 'router'"],
+        ["experts/math.yaml", "phases.sft.trainable.1", '"all"', "'domain_ffn', 'router'"],
     ),
     (
         "experts/math",
-        "stages.midtrain.lr_scale",
+        "phases.midtrain.lr_scale",
         {"lm_head": 0.1},
-        ["experts/math.yaml", "stages.midtrain", "lr_scale names groups that do not train here: ['lm_head']"],
+        ["experts/math.yaml", "phases.midtrain", "lr_scale names groups that do not train here: ['lm_head']"],
     ),
     (
         "experts/math",
-        "stages.sft.lr_scale",
+        "phases.sft.lr_scale",
         {"embeddings": 0},
-        ["experts/math.yaml", "stages.sft", "lr_scale values must be > 0"],
+        ["experts/math.yaml", "phases.sft", "lr_scale values must be > 0"],
     ),
-    ("experts/math", "stages.dpo", {"steps": 3}, ["experts/math.yaml", "stages.dpo", "midtrain, sft, rlvr"]),
+    ("experts/math", "phases.dpo", {"steps": 3}, ["experts/math.yaml", "phases.dpo", "midtrain, sft, rlvr"]),
     ("experts/code", "name", "kode", ["experts/code.yaml", "name = 'kode'", "'code'"]),
     ("merge", "strategy", "median", ["merge.yaml", "strategy", '"median"', "'mean', 'weighted_mean'"]),
     ("router", "sample_fraction", 1.5, ["router.yaml", "sample_fraction", "1.5", "less than or equal to 1"]),
     ("upgrades/code.v2", "version", 3, ["upgrades/code.v2.yaml", "version = 3", "must be 2"]),
-    ("upgrades/code.v2", "stages.rlvr.steps", 0, ["upgrades/code.v2.yaml", "stages.rlvr.steps", "greater than 0"]),
+    ("upgrades/code.v2", "phases.rlvr.steps", 0, ["upgrades/code.v2.yaml", "phases.rlvr.steps", "greater than 0"]),
     ("baselines", "sequential_order", ["math", "poetry"], ["baselines.yaml", "['poetry']", "known: ['math'"]),
     ("baselines", "sequential_order", [], ["baselines.yaml", "sequential_order", "at least 1 item"]),
 ]
@@ -174,6 +174,47 @@ def test_a_verifier_is_validated_without_running_it(specs_copy):
     assert Specs(specs_copy).data.domains["units"].verifier == "data/v.py"
 
 
+def test_the_data_spec_reads_the_files_it_names_once(specs_copy):
+    """The checks of user data and verifiers run when the data spec is loaded, not at every access."""
+    (specs_copy / "data").mkdir()
+    (specs_copy / "data" / "units.jsonl").write_text('{"prompt": "How long?", "response": "12 m"}\n')
+    (specs_copy / "data" / "v.py").write_text("def verify(r, c):\n    return True\n")
+    edit_yaml(
+        specs_copy / "specs" / "data.yaml",
+        "domains.units",
+        {"files": {"eval": "data/units.jsonl"}, "verifier": "data/v.py"},
+    )
+    specs = Specs(specs_copy)
+    first = specs.data
+    (specs_copy / "data" / "v.py").unlink()
+    assert specs.data is first
+    with pytest.raises(SpecError, match="verifier = 'data/v.py': no such file"):
+        Specs(specs_copy).data
+
+
+def test_the_merge_strategy_is_set_in_the_spec_file_only(specs_copy):
+    """One default, in specs/merge.yaml: the model and `bar.merge.merge` have none."""
+    data = yaml.safe_load((specs_copy / "specs" / "merge.yaml").read_text())
+    assert Specs(specs_copy).merge.strategy == data.pop("strategy")
+    (specs_copy / "specs" / "merge.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"merge.yaml: strategy: required key is missing"):
+        Specs(specs_copy).merge
+
+
+@pytest.mark.parametrize("file,prefix", [("experts/math", ""), ("upgrades/code.v2", ""), ("presets/tiny", "experts.")])
+def test_the_old_stages_key_of_an_expert_names_phases(specs_copy, file, prefix):
+    """An expert's mid-training, SFT and RLVR are its phases (`stages` are DVC's); the old key is one line."""
+    set_params(specs_copy, preset="tiny")
+    path = specs_copy / "specs" / f"{file}.yaml"
+    path.write_text(path.read_text().replace("phases:", "stages:"))
+    with pytest.raises(SpecError) as err:
+        Specs(specs_copy).validate_all()
+    assert str(err.value) == (
+        f"{path}: {prefix}stages: renamed phases (mid-training, SFT and RLVR are an expert's phases; "
+        f"a stage is a DVC stage); rename the key to {prefix}phases"
+    )
+
+
 def test_preset_errors_name_the_preset_file(specs_copy):
     set_params(specs_copy, preset="tiny")
     edit_yaml(specs_copy / "specs" / "presets" / "tiny.yaml", "model.seq_length", "long")
@@ -182,6 +223,58 @@ def test_preset_errors_name_the_preset_file(specs_copy):
     set_params(specs_copy, preset="huge")
     with pytest.raises(SpecError, match=r"preset = 'huge'.*known presets: default, tiny"):
         Specs(specs_copy).model
+
+
+@pytest.mark.parametrize(
+    "file,key",
+    [("experts/math", "phases.midtrain.batch_size"), ("train", "pretrain.batch_size"), ("router", "batch_size")],
+)
+def test_a_bad_value_the_preset_overrides_still_fails(specs_copy, file, key, capsys):
+    """Each spec file is validated as written: the tiny preset overriding a key does not hide a
+    bad value in the file (which would reach the default run, or re-train under the same spec)."""
+    from bar.cli import main
+
+    set_params(specs_copy, preset="tiny")
+    assert _has(yaml.safe_load((specs_copy / "specs" / "presets" / "tiny.yaml").read_text()), file, key)
+    edit_yaml(specs_copy / "specs" / f"{file}.yaml", key, "sixteen")
+    assert main(["validate", "--root", str(specs_copy)]) == 2
+    path = specs_copy / "specs" / f"{file}.yaml"
+    assert capsys.readouterr().err == (
+        f'error: {path}: {key} = "sixteen": Input should be a valid integer, unable to parse string as an integer\n'
+    )
+
+
+def _has(preset: dict, file: str, key: str) -> bool:
+    node = preset["experts" if file.startswith("experts/") else file]
+    for k in key.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return False
+        node = node[k]
+    return True
+
+
+def test_a_preset_value_is_checked_where_no_spec_takes_it(specs_copy):
+    """The preset's RLVR settings are type-checked though no expert of the run has an RLVR phase."""
+    set_params(specs_copy, preset="tiny", experts=["tool_use", "safety"])
+    assert all(Specs(specs_copy).expert(e).phases.rlvr is None for e in ("tool_use", "safety"))
+    tiny = specs_copy / "specs" / "presets" / "tiny.yaml"
+    edit_yaml(tiny, "experts.phases.rlvr.group_size", "four")
+    with pytest.raises(SpecError) as err:
+        Specs(specs_copy).expert("safety")
+    assert str(err.value).startswith(
+        f'{tiny}: experts.phases.rlvr.group_size = "four": Input should be a valid integer'
+    )
+
+
+def test_a_preset_value_is_checked_with_the_file_for_checks_across_keys(specs_copy):
+    """A preset may set a key whose check needs another the file sets (weighted_mean and weights)."""
+    set_params(specs_copy, preset="tiny")
+    edit_yaml(specs_copy / "specs" / "merge.yaml", "weights", {"math": 2.0, "code": 1.0})
+    edit_yaml(specs_copy / "specs" / "presets" / "tiny.yaml", "merge", {"strategy": "weighted_mean"})
+    assert Specs(specs_copy).merge.strategy == "weighted_mean"
+    edit_yaml(specs_copy / "specs" / "merge.yaml", "weights", {})
+    with pytest.raises(SpecError, match=r"specs/merge.yaml: \(top level\): strategy weighted_mean needs weights"):
+        Specs(specs_copy).merge
 
 
 def test_cli_validate_fails_fast_without_heavy_imports(specs_copy):

@@ -180,11 +180,11 @@ REQUIRED = [
     ("train", ("anchor", "batch_size"), -1),
     ("router", ("steps",), 0),
     ("router", ("batch_size",), -2),
-    ("experts/math", ("stages", "sft", "batch_size"), 0),
-    ("experts/math", ("stages", "rlvr", "prompts_per_step"), 0),
-    ("experts/code", ("stages", "rlvr", "prompts_per_step"), -4),
-    ("experts/math", ("stages", "rlvr", "group_size"), 1),
-    ("experts/code", ("stages", "rlvr", "group_size"), 0),
+    ("experts/math", ("phases", "sft", "batch_size"), 0),
+    ("experts/math", ("phases", "rlvr", "prompts_per_step"), 0),
+    ("experts/code", ("phases", "rlvr", "prompts_per_step"), -4),
+    ("experts/math", ("phases", "rlvr", "group_size"), 1),
+    ("experts/code", ("phases", "rlvr", "group_size"), 0),
 ]
 
 
@@ -277,9 +277,9 @@ def test_the_bounds_come_from_every_spec_model():
     """The cases above are derived from the models: each spec file's bounds are found."""
     found = {name for name, _, _ in out_of_range()}
     assert found == set(MODELS) - {"baselines"}  # baselines.yaml declares no number
-    assert ("experts/math", ("stages", "rlvr", "group_size"), 1) in out_of_range()  # gt=1
+    assert ("experts/math", ("phases", "rlvr", "group_size"), 1) in out_of_range()  # gt=1
     assert ("data", ("domains", "tool_use", "sft"), -1) in out_of_range()  # under a mapping of domains
-    assert ("upgrades/code.v2", ("stages", "sft", "optim", "lr"), 0) in out_of_range()
+    assert ("upgrades/code.v2", ("phases", "sft", "optim", "lr"), 0) in out_of_range()
 
 
 @pytest.mark.slow

@@ -152,3 +152,21 @@ def test_threads_per_rank_shares_the_cores_unless_omp_num_threads_says(monkeypat
     assert [threads_per_rank(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_rank(2) == 3
+
+
+def test_mlflow_is_imported_by_bar_tracking_only():
+    """The tracking package is the one MLflow importer of bar and its flows (lazily: importing it is cheap)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    importers = set()
+    for path in [*(root / "bar").rglob("*.py"), *(root / "flows").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            if any(n.split(".")[0] == "mlflow" for n in names):
+                importers.add(path.relative_to(root).parts[:2])
+    assert importers == {("bar", "tracking")}
+    code = "import sys, bar.tracking; print('mlflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

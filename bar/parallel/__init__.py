@@ -10,9 +10,19 @@ import ctypes
 import os
 import signal
 import sys
+import warnings
 
 import torch
 import torch.distributed as dist
+
+# Megatron-Core's warnings that say nothing to a bar user (7 in every training stage): bar uses
+# neither Transformer Engine nor Apex nor Megatron's optimizers, and never sets cuda_graph_scope
+# (the deprecation is of Megatron's own default). Filtered by message; any other warning shows.
+MEGATRON_NOTICES = (
+    r"Transformer Engine and Apex are not installed\. Falling back to ",
+    r"Apex is not installed\. Falling back to Torch Norm",
+    r"full scope is deprecated\. Use empty cuda_graph_scope",
+)
 
 
 def init(tp_size: int, seed: int) -> None:
@@ -20,6 +30,8 @@ def init(tp_size: int, seed: int) -> None:
     from bar import launch
     from bar.parallel import cpu
 
+    for message in MEGATRON_NOTICES:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning, module="megatron")
     cpu.import_megatron()
     from megatron.core import parallel_state, tensor_parallel
 

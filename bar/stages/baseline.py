@@ -23,12 +23,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bar.specs import Specs, spec_hash
+from bar.specs import PHASES, Specs, spec_hash
 from bar.stages import CHECKPOINTS, _training, entry, output
 from bar.stages.train_expert import Phase, adapt, branch, check_anchor_ffn, model_inputs, phase_seed, phases_of
 
 STAGE = "baseline"
-PHASES = ("midtrain", "sft", "rlvr")
 PER_STEP = {"midtrain": "batch_size", "sft": "batch_size", "rlvr": "prompts_per_step"}
 
 
@@ -48,17 +47,17 @@ def plan(specs: Specs, name: str) -> list[Phase]:
         return phases_of(specs, name, ablation_data(name))
     if kind == "sequential":
         return [
-            Phase(f"{p}.{e}", p, dense(getattr(specs.expert(e).stages, p)), [output("mix_data", e)])
+            Phase(f"{p}.{e}", p, dense(getattr(specs.expert(e).phases, p)), [output("mix_data", e)])
             for e in specs.baselines.sequential_order
-            for p in specs.expert(e).stages.enabled()
+            for p in specs.expert(e).phases.enabled()
         ]
     phases = []
     for phase in PHASES:
-        have = [e for e in specs.params.experts if getattr(specs.expert(e).stages, phase)]
+        have = [e for e in specs.params.experts if getattr(specs.expert(e).phases, phase)]
         if not have:
             continue
-        stages = [specs.expert(e).stages for e in have]
-        replay = [(dense(getattr(st, phase)), phase_seed(specs, st.enabled().index(phase))) for st in stages]
+        of = [specs.expert(e).phases for e in have]
+        replay = [(dense(getattr(ph, phase)), phase_seed(specs, ph.enabled().index(phase))) for ph in of]
         first = replay[0][0]
         # Every expert's consumed data once: rows (batch_size a step) or prompts (prompts_per_step).
         per_step = PER_STEP[phase]
@@ -162,7 +161,7 @@ def main(name: str) -> None:
     kind = specs.baseline(name)
     if kind == "ablation":  # its own mixture, drawn with its domain's expert's seed stream
         spec = specs.expert(name)
-        needed = ["rl" if s == "rlvr" else s for s in spec.stages.enabled()]
+        needed = ["rl" if p == "rlvr" else p for p in spec.phases.enabled()]
         splits = mix(spec.domain, spec.mixture, needed, specs.params.seed, str(specs.path(f"experts/{name}")))
         ablation_data(name).mkdir(parents=True, exist_ok=True)
         for split, rows in splits.items():

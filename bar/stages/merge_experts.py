@@ -39,7 +39,7 @@ def main() -> None:
         },
     ) as run:
         start = time.time()
-        state = merge(experts, spec.strategy, spec.weights, spec.delta_scale, output("train_anchor"))
+        state = merge(experts, spec, output("train_anchor"))
         components = [
             {"name": n, "version": check_version(experts[n]), "sha256": sha256(experts[n] / "model.safetensors")}
             for n in names

@@ -66,7 +66,7 @@ def main(name: str) -> None:
     run_name = f"{STAGE}@{name}"
     resolved = {
         "mixture": spec.mixture.model_dump(mode="json"),
-        "stages": spec.stages.enabled(),
+        "phases": spec.phases.enabled(),
         "seed": specs.params.seed,
     }
     with tracking.stage_run(
@@ -79,7 +79,7 @@ def main(name: str) -> None:
             "data_hash": tracking.dvc_md5("outputs/prepare_data"),
         },
     ) as run:
-        needed = ["rl" if stage == "rlvr" else stage for stage in spec.stages.enabled()]
+        needed = ["rl" if phase == "rlvr" else phase for phase in spec.phases.enabled()]
         splits = mix(name, spec.mixture, needed, specs.params.seed, str(specs.path(f"experts/{name}")))
         with atomic_dir(output(STAGE, name)) as out:
             for split, rows in splits.items():

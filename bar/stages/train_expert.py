@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bar.specs import LMStageSpec, RLVRSpec, Specs, spec_hash
+from bar.specs import LMPhaseSpec, RLVRSpec, Specs, spec_hash
 from bar.stages import CHECKPOINTS, _training, entry, output
 
 STAGE = "train_expert"
@@ -48,12 +48,12 @@ class Phase:
 
     label: str  # its name in logs, metrics and checkpoints: the phase, or `<phase>.<expert>` in baselines
     phase: str
-    spec: LMStageSpec | RLVRSpec
+    spec: LMPhaseSpec | RLVRSpec
     data: list[Path]
     # The monolithic baseline: for each folder of `data`, the spec and seed of the expert phase
     # whose consumed data (its batches' rows, its drawn prompts) this phase replays; None:
     # train on all of `data`.
-    replay: list[tuple[LMStageSpec | RLVRSpec, int]] | None = None
+    replay: list[tuple[LMPhaseSpec | RLVRSpec, int]] | None = None
 
 
 def phase_seed(specs: Specs, index: int) -> int:
@@ -63,7 +63,7 @@ def phase_seed(specs: Specs, index: int) -> int:
 
 def phases_of(specs: Specs, name: str, data: Path) -> list[Phase]:
     spec = specs.expert(name)
-    return [Phase(p, p, getattr(spec.stages, p), [data]) for p in spec.stages.enabled()]
+    return [Phase(p, p, getattr(spec.phases, p), [data]) for p in spec.phases.enabled()]
 
 
 def phase_fingerprint(specs: Specs, phases: list[Phase], tp_size: int) -> str:
@@ -178,7 +178,7 @@ def adapt(
                     seed=seed,
                 )
             )
-            logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}")
+            logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}", ph.spec.lr_scale)
         ckpt.finish(model, {"log": logs[ph.label], "run": run_fp})
     return logs, reused
 
@@ -271,8 +271,8 @@ def main(name: str) -> None:
             "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
             "base_hash": tracking.dvc_md5("outputs/pretrain_base"),
         },
-        phases=spec.stages.enabled(),
-        trainable={p: getattr(spec.stages, p).trainable for p in spec.stages.enabled()},
+        phases=spec.phases.enabled(),
+        trainable={p: getattr(spec.phases, p).trainable for p in spec.phases.enabled()},
         extra_metrics=lambda meta: {"anchor_ffn_unchanged": float(meta["anchor_ffn_unchanged"])},
         register=lambda run, out: register(run, out, name, spec.version, spec_hash(res)),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from bar import parallel
-from bar.specs import OptimSpec, TrainSpec
+from bar.specs import LoopSpec, OptimSpec
 from bar.train.batches import Batches
 from bar.train.checkpoint import Resumable
 from bar.train.optimizer import Optimizer
@@ -71,10 +71,12 @@ def progress(total: int, initial: int, desc: str):
     )
 
 
-def train(model, batches: Batches, spec: TrainSpec, ckpt: Resumable, desc: str) -> list[dict]:
+def train(
+    model, batches: Batches, spec: LoopSpec, ckpt: Resumable, desc: str, lr_scale: dict[str, float] | None = None
+) -> list[dict]:
     """Train the parameters of `model` that require grad for `spec.steps` steps (resuming if a
-    matching checkpoint exists); returns the per-step log."""
-    opt = optimizer(model, spec.optim, getattr(spec, "lr_scale", None))
+    matching checkpoint exists), `lr_scale` as in `optimizer`; returns the per-step log."""
+    opt = optimizer(model, spec.optim, lr_scale)
     meta = ckpt.restore(model, opt)
     start = saved = resumed(meta, ckpt, spec.steps, desc)
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])

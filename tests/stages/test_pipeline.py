@@ -95,6 +95,10 @@ def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project
     assert order.index("train_anchor") < order.index("train_expert@code") < order.index("merge_experts")
     assert order[-3:] == ["merge_experts", "fit_router", "evaluate"]
     assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}  # DVC sees everything up to date
+    # Plain `dvc status` and `dvc metrics show` read every pipeline: no opt-in baseline is listed, none shows.
+    assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
+    shown = dvc(project, "metrics", "show")
+    assert not shown.stderr.strip() and "baseline" not in shown.stdout and "metrics/evaluate.json" in shown.stdout
     client = registry(project)
     pipeline = client.get_run(FLOW["mlflow_run_id"])
     assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
@@ -431,7 +435,7 @@ def test_upgrade_flow_promotes_the_first_champion_and_plans_only_the_upgraded_ex
     # What the flow would run for an edited expert: that expert and the assembly, in DAG order.
     spec = specs / "experts" / "safety.yaml"
     kept = spec.read_text()
-    edit_yaml(spec, "stages.sft.optim.lr", 5.0e-4)
+    edit_yaml(spec, "phases.sft.optim.lr", 5.0e-4)
     order, needed = plan(project, ["dvc.yaml"])
     spec.write_text(kept)
     assert needed == {"mix_data@safety", "train_expert@safety"} | ASSEMBLY
@@ -443,7 +447,7 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     before, stamps = out_hashes(project), mtimes(project)
     old_log = json.loads((out_dir(project, "train_expert@code") / "train_log.json").read_text())
     # SFT and RLVR change (tiny's RLVR alone is a no-op: its rewards are all 0), mid-training not.
-    edit_yaml(project / "specs" / "experts" / "code.yaml", "stages.sft.optim.lr", 5.0e-4)
+    edit_yaml(project / "specs" / "experts" / "code.yaml", "phases.sft.optim.lr", 5.0e-4)
     edit_yaml(project / "specs" / "experts" / "code.yaml", "version", 2)
     status = json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout)
     assert set(status) == {"mix_data@code", "train_expert@code"}
@@ -467,7 +471,7 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     # `bar compare` puts both code runs side by side, from MLflow.
     table = run([sys.executable, "-m", "bar.cli", "compare", "code"], project).stdout
     print(table)
-    spec_row = next(line for line in table.splitlines() if line.startswith("spec stages.sft.optim.lr"))
+    spec_row = next(line for line in table.splitlines() if line.startswith("spec phases.sft.optim.lr"))
     assert [float(v) for v in spec_row.split()[-2:]] == [1e-3, 5e-4]
     assert any(line.startswith("routed code") for line in table.splitlines())
     assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
@@ -560,21 +564,21 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     for phase in ("midtrain", "sft"):
         have = [e for e in EXPERTS if f"{phase}/steps" in experts[e]]
         assert metrics["monolithic"][f"{phase}/tokens_total"] == sum(experts[e][f"{phase}/tokens_total"] for e in have)
-    rlvr = [specs.expert(e).stages.rlvr for e in EXPERTS if specs.expert(e).stages.rlvr]
+    rlvr = [specs.expert(e).phases.rlvr for e in EXPERTS if specs.expert(e).phases.rlvr]
     assert metrics["monolithic"]["rlvr/steps"] * rlvr[0].prompts_per_step == sum(
         s.steps * s.prompts_per_step for s in rlvr
     )
     # Sequential: each expert's phases in order, scored after each domain.
-    assert metrics["sequential"]["sft.safety/steps"] == specs.expert("safety").stages.sft.steps
+    assert metrics["sequential"]["sft.safety/steps"] == specs.expert("safety").phases.sft.steps
     after = {k for k in metrics["sequential"] if k.startswith("after_")}
     assert after == {f"after_{e}/eval/{d}" for e in EXPERTS for d in domains}
     # The ablation is an expert: branched, anchor FFN intact, scored everywhere.
     ablation = json.loads((out_dir(project, "baseline@tool_use_frozen_embeddings") / "config.json").read_text())
     assert ablation["num_experts"] == 2 and {f"eval/{d}" for d in domains} <= set(metrics["tool_use_frozen_embeddings"])
-    # `bar report --readme`: the table lists every model and baseline with the numbers of metrics/.
-    (project / "README.md").write_text("# p\n\n<!-- bar report: scores -->\nold\n<!-- /bar report -->\n\nend\n")
-    run([sys.executable, "-m", "bar.cli", "report", "--readme"], project)
-    report = (project / "reports" / "report.md").read_text()
+    # `bar report`: the table lists every model and baseline with the numbers of metrics/; a tiny
+    # run's report goes to reports/tiny/ (reports/ is the README run's; tests/test_report.py).
+    run([sys.executable, "-m", "bar.cli", "report"], project)
+    report = (project / "reports" / "tiny" / "report.md").read_text()
     print(report)
     rows = {
         line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in report.splitlines() if line.startswith("| ")
@@ -602,9 +606,7 @@ def test_baselines_are_opt_in_and_land_in_the_report(project):
     assert shares.count("%") == 1 and "| general | " in shares and "| safety | " in shares
     assert "| math | " in served and "BAR, every expert per token" in rows
     for png in ("rlvr_reward.png", "forgetting.png", "scores.png", "routing.png", "cost_curve.png"):
-        assert (project / "reports" / png).stat().st_size > 0
-    readme = (project / "README.md").read_text()
-    assert "old" not in readme and "| monolithic |" in readme and readme.endswith("<!-- /bar report -->\n\nend\n")
+        assert (project / "reports" / "tiny" / png).stat().st_size > 0
 
 
 def test_tool_call_tokens_are_added_tokens_that_only_unfrozen_embeddings_learn(project):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bar.specs import RECIPE, OptimSpec, RLVRSpec
+from bar.specs import GROUPS, OptimSpec, RLVRSpec
 from bar.train.rlvr import _batch, group_advantages, grpo_loss
 
 
@@ -152,7 +152,7 @@ def run(model, tok, tmp_path, reward, steps: int):
     spec = RLVRSpec(
         steps=steps,
         optim=OptimSpec(lr=3e-3, schedule="constant"),
-        trainable=RECIPE["rlvr"],
+        trainable=list(GROUPS),
         prompts_per_step=4,
         group_size=8,
         max_new_tokens=3,

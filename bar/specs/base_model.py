@@ -1,0 +1,79 @@
+"""A user's base model (`specs/model.yaml: base`): the architecture its transformers config fixes.
+
+Reads config.json and the tokenizer's files only (json: no torch, no transformers import).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bar.specs.errors import InputError
+
+# Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).
+LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def base_architecture(folder: Path) -> dict[str, Any]:
+    """The `ModelSpec` keys a local `transformers` Llama directory fixes (json only: no torch).
+
+    `vocab_size` (embedding rows) makes room for bar's special tokens the tokenizer lacks
+    (`bar.tokenizer.missing_specials`), rounded up to a multiple of 64."""
+    from bar.tokenizer import missing_specials, saved_tokens
+
+    if not folder.is_dir():
+        raise InputError(f"no such folder {folder}")
+    needed = ["config.json", "tokenizer.json"]
+    if missing := [f for f in needed if not (folder / f).is_file()]:
+        raise InputError(
+            f"{folder} lacks {', '.join(missing)}: save the model and its fast tokenizer there "
+            f"with `model.save_pretrained(dir)` and `tokenizer.save_pretrained(dir)`"
+        )
+    if not any(folder.glob("*.safetensors")):
+        raise InputError(
+            f"{folder} has no *.safetensors weights: save them with `model.save_pretrained(dir)` "
+            f"(safetensors is its default)"
+        )
+    config = json.loads((folder / "config.json").read_text())
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    # What each key may be. Mistral without a sliding window is a Llama: the same tensors and maths.
+    problems = {
+        "model_type": (config.get("model_type"), ["llama", "mistral"]),
+        "sliding_window": (config.get("sliding_window"), [None]),
+        "hidden_act": (config.get("hidden_act", "silu"), ["silu"]),
+        "attention_bias": (config.get("attention_bias", False), [False]),
+        "mlp_bias": (config.get("mlp_bias", False), [False]),
+    }
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "llama3":  # the scaling Megatron-Core implements, with these constants fixed
+        problems |= {f"rope {k}": (rope.get(k), [v]) for k, v in LLAMA3_ROPE.items()}
+    else:
+        problems["rope type"] = (rope_type, ["default", "llama3"])
+    for key, (value, allowed) in problems.items():
+        if value not in allowed:
+            raise InputError(
+                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama models "
+                f"(and Mistral's: RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no "
+                f"biases): {key} must be {' or '.join(json.dumps(a) for a in allowed)}"
+            )
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    if head_dim * heads != config["hidden_size"]:
+        raise InputError(
+            f"{folder / 'config.json'}: head_dim = {head_dim}: bar's models have "
+            f"head_dim = hidden_size / num_attention_heads = {config['hidden_size'] // heads}"
+        )
+    tokens, size = saved_tokens(folder)
+    rows = max(config["vocab_size"], size + len(missing_specials(tokens)))
+    return {
+        "num_layers": config["num_hidden_layers"],
+        "hidden_size": config["hidden_size"],
+        "num_attention_heads": heads,
+        "num_query_groups": config.get("num_key_value_heads") or heads,
+        "ffn_hidden_size": config["intermediate_size"],
+        "vocab_size": -(-rows // 64) * 64,
+        "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+        "rope_scaling_factor": float(rope["factor"]) if rope_type == "llama3" else None,
+        "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
+    }

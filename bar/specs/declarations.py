@@ -1,0 +1,381 @@
+"""The spec models: what each YAML file may hold, pure pydantic (no loading, no files).
+
+Every model forbids unknown keys and is frozen; a field's bounds and one-line description live
+on the field. `bar.specs.loading` reads the files into these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DOMAINS = ("general", "math", "code", "tool_use", "safety")  # built in: a generator and a verifier each
+Domain = Literal["general", "math", "code", "tool_use", "safety"]
+# Any domain of specs/data.yaml: a built-in one, or one of the user's (its splits from files).
+DomainName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def spec_hash(spec: Spec | dict) -> str:
+    """A short content hash of a resolved spec (the lineage tag `spec_hash`)."""
+    data = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --- specs/model.yaml -------------------------------------------------------------------
+
+
+class ModelSpec(Spec):
+    """The dense architecture every model of the pipeline shares (experts add FFN slots)."""
+
+    base: str | None = Field(
+        None,
+        description="a local transformers Llama directory under data/base/ that "
+        "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
+    )
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_query_groups: int = Field(gt=0, description="key/value heads (grouped-query attention)")
+    ffn_hidden_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0, description="embedding rows; the tokenizer is trained to at most this")
+    seq_length: int = Field(gt=0)
+    rope_base: float = Field(10000.0, gt=0)
+    rope_scaling_factor: float | None = Field(
+        None,
+        gt=0,
+        description="Llama 3.x RoPE scaling (its `factor`; low/high frequency factors 1 and 4, original context 8192)",
+    )
+    norm_eps: float = Field(1e-5, gt=0)
+    init_std: float = Field(0.02, gt=0)
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description=(
+            "what every stage trains, stores and decodes in; bf16: bf16 weights and activations, fp32 main "
+            "weights, optimizer state, gradient accumulation, router logits and loss"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelSpec:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
+            )
+        if self.num_attention_heads % self.num_query_groups:
+            raise ValueError(
+                f"num_query_groups={self.num_query_groups} must divide num_attention_heads={self.num_attention_heads}"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
+
+
+# --- specs/tokenizer.yaml ---------------------------------------------------------------
+
+
+class TokenizerSpec(Spec):
+    """Byte-level BPE trained on the prepared corpus; its size is ModelSpec.vocab_size."""
+
+    min_frequency: int = Field(2, gt=0)
+    num_reserved_tokens: int = Field(8, ge=0, description="<|reserved_i|> tokens for later use")
+
+
+# --- specs/data.yaml --------------------------------------------------------------------
+
+
+SPLIT_NAMES = ("midtrain", "sft", "rl", "anchor", "eval")
+
+
+class DomainDataSpec(Spec):
+    """How many items of each split a domain's generator makes, or user files that replace them."""
+
+    midtrain: int = Field(0, ge=0, description="plain-text documents for mid-training")
+    sft: int = Field(0, ge=0, description="prompt/response pairs")
+    rl: int = Field(0, ge=0, description="prompts with a verifier, for RLVR")
+    anchor: int = Field(0, ge=0, description="prompt/response pairs in the anchor's post-training mix")
+    eval: int = Field(0, ge=0, description="held-out prompts, never in any training split (or files.eval)")
+    files: dict[Literal["midtrain", "sft", "rl", "anchor", "eval"], str] = Field(
+        default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split"
+    )
+    skip_bad_rows: bool = False
+    verifier: str | None = Field(
+        None,
+        description="a domain of yours: data/<file>.py defining verify(response, "
+        "check) -> bool (the RLVR reward and the score); default: exact match",
+    )
+
+
+class DataSpec(Spec):
+    seed: int = Field(ge=0)
+    pretrain: dict[Domain, int] = Field(description="documents per built-in domain in the pre-training corpus")
+    domains: dict[DomainName, DomainDataSpec] = Field(
+        description=f"built in: {', '.join(DOMAINS)}; any other name is a domain of yours, its splits from files"
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DataSpec:
+        if any(n < 0 for n in self.pretrain.values()) or sum(self.pretrain.values()) == 0:
+            raise ValueError("pretrain needs a positive number of documents (counts are >= 0)")
+        if "general" not in self.domains:
+            raise ValueError("domains must include 'general' (the anchor's chat data)")
+        return self
+
+
+# --- specs/train.yaml -------------------------------------------------------------------
+
+
+class OptimSpec(Spec):
+    lr: float = Field(gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm, 0 = off")
+
+    @model_validator(mode="after")
+    def _lrs(self) -> OptimSpec:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas={self.betas} must be in [0, 1)")
+        return self
+
+
+class LoopSpec(Spec):
+    """What every training loop takes: how long, which optimiser, how often it checkpoints."""
+
+    steps: int = Field(gt=0)
+    optim: OptimSpec
+    checkpoint_every: int = Field(50, gt=0, description="steps between resumable checkpoints")
+
+
+class TrainSpec(LoopSpec):
+    """A dense training stage (pretrain_base, train_anchor): a loop, its batch, how parallel."""
+
+    batch_size: int = Field(gt=0, description="sequences of model.seq_length tokens per step")
+    tp_size: int = Field(1, gt=0, description="tensor-parallel processes (torchrun --nproc-per-node)")
+
+
+class TrainStagesSpec(Spec):
+    pretrain: TrainSpec
+    anchor: TrainSpec
+
+
+# --- specs/experts/<name>.yaml ----------------------------------------------------------
+
+# Parameter groups that can train; the anchor's FFN (expert slot 0) is in none: it never trains.
+Group = Literal["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"]
+GROUPS: tuple[str, ...] = Group.__args__
+PHASES = ("midtrain", "sft", "rlvr")  # an expert's phases, in the order they run
+
+
+class MixtureSpec(Spec):
+    """What mix_data@<expert> draws from the prepared domain pools."""
+
+    sources: dict[DomainName, float] = Field(description="domain -> weight (normalised over sources)")
+    general_share: float = Field(0.0, ge=0, lt=1, description="share of general chat in the SFT mix")
+    sizes: dict[Literal["midtrain", "sft", "rl"], int] = Field(description="items per split")
+
+    @model_validator(mode="after")
+    def _check(self) -> MixtureSpec:
+        if not self.sources or any(w <= 0 for w in self.sources.values()):
+            raise ValueError("sources needs at least one domain, each with a weight > 0")
+        if any(n < 0 for n in self.sizes.values()):
+            raise ValueError(f"sizes must be >= 0, got {self.sizes}")
+        return self
+
+
+class PhaseSpec(LoopSpec):
+    """One phase of an expert: a loop over the parameter groups that train in it."""
+
+    trainable: list[Group] = Field(min_length=1, description=f"parameter groups that train: {GROUPS}")
+    lr_scale: dict[Group, float] = Field(
+        default_factory=dict, description="learning-rate multiplier of a trainable group (1 if not listed)"
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> PhaseSpec:
+        if len(set(self.trainable)) != len(self.trainable):
+            raise ValueError(f"trainable lists a group twice: {self.trainable}")
+        idle = sorted(set(self.lr_scale) - set(self.trainable))
+        if idle:
+            raise ValueError(f"lr_scale names groups that do not train here: {idle}; trainable: {self.trainable}")
+        if any(v <= 0 for v in self.lr_scale.values()):
+            raise ValueError(f"lr_scale values must be > 0, got {self.lr_scale}")
+        return self
+
+
+class LMPhaseSpec(PhaseSpec):
+    """midtrain (language modelling on domain text) or sft (assistant-token loss)."""
+
+    batch_size: int = Field(gt=0, description="packed sequences of model.seq_length tokens per step")
+
+
+class RLVRSpec(PhaseSpec):
+    """GRPO with the domain's verifier as the reward."""
+
+    prompts_per_step: int = Field(8, gt=0)
+    group_size: int = Field(8, gt=1, description="completions sampled per prompt")
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    clip_eps: float = Field(0.2, gt=0, description="PPO ratio clipping")
+    kl_coef: float = Field(0.0, ge=0, description="KL penalty to the policy at the start of RLVR")
+    updates_per_step: int = Field(1, gt=0, description="optimiser steps per rollout batch")
+
+
+class ExpertPhasesSpec(Spec):
+    midtrain: LMPhaseSpec | None = None
+    sft: LMPhaseSpec | None = None
+    rlvr: RLVRSpec | None = None
+
+    def enabled(self) -> list[str]:
+        return [name for name in PHASES if getattr(self, name) is not None]
+
+
+class ExpertSpec(Spec):
+    """One domain expert: its data mixture and its phases (branched from the anchor)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    version: int = Field(ge=1)
+    domain: DomainName = Field(description="the domain it is scored on; its verifier is the RL reward")
+    description: str = ""
+    tp_size: int = Field(1, gt=0)
+    mixture: MixtureSpec
+    phases: ExpertPhasesSpec
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExpertSpec:
+        enabled = self.phases.enabled()
+        if not enabled:
+            raise ValueError(f"phases must enable at least one of {PHASES}")
+        for phase in enabled:
+            split = "rl" if phase == "rlvr" else phase
+            if not self.mixture.sizes.get(split):
+                raise ValueError(f"phase {phase} is enabled but mixture.sizes.{split} is not > 0")
+        return self
+
+
+# --- specs/merge.yaml and specs/router.yaml ---------------------------------------------
+
+
+class MergeSpec(Spec):
+    """How the experts' shared tensors (embeddings, attention, norms, LM head) are combined."""
+
+    strategy: Literal["mean", "weighted_mean", "base_plus_mean_delta", "disjoint_mean"] = Field(
+        description="no default: specs/merge.yaml says which, and why"
+    )
+    weights: dict[str, float] = Field(default_factory=dict, description="expert -> weight (weighted_mean)")
+    delta_scale: float = Field(1.0, gt=0, description="base_plus_mean_delta: anchor + scale * mean delta")
+
+    @model_validator(mode="after")
+    def _weights(self) -> MergeSpec:
+        if self.strategy == "weighted_mean" and not self.weights:
+            raise ValueError("strategy weighted_mean needs weights: {expert: weight, ...}")
+        if any(w <= 0 for w in self.weights.values()):
+            raise ValueError(f"weights must be > 0, got {self.weights}")
+        return self
+
+
+class RouterSpec(LoopSpec):
+    """Router fitting: only the router trains, on a stratified sample of the experts' SFT data."""
+
+    sample_fraction: float = Field(0.05, gt=0, le=1, description="share of each expert's SFT data")
+    topk: int | None = Field(None, gt=0, description="experts active per token; null = all")
+    sequence_topk: int | None = Field(
+        None,
+        gt=0,
+        description="at inference, each sequence is served by the "
+        "anchor and the k experts the router favours over its prompt; null = "
+        "every expert, token by token (the published recipe)",
+    )
+    z_loss: float = Field(1e-3, ge=0, description="router z-loss coefficient")
+    load_balancing: float = Field(0.0, ge=0, description="aux load-balancing coefficient (0 = off)")
+    domain_loss: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a term asking each token of expert i's "
+        "sample to be routed as expert i did, between the anchor and i (0 = LM loss only)",
+    )
+    batch_size: int = Field(gt=0)
+    tp_size: int = Field(1, gt=0)
+
+
+# --- specs/eval.yaml --------------------------------------------------------------------
+
+
+class EvalSpec(Spec):
+    """How held-out prompts are answered (greedy) and scored."""
+
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0, description="prompts decoded together")
+    num_examples: int | None = Field(None, gt=0, description="first N of each eval split; null = all")
+
+
+# --- params.yaml ------------------------------------------------------------------------
+
+
+class ParamsSpec(Spec):
+    """The pipeline index DVC reads: which preset, which experts, the training seed."""
+
+    preset: str = Field(pattern=r"^[a-z0-9_]+$")
+    seed: int = Field(ge=0)
+    experts: list[str] = Field(default_factory=list)
+    baselines: list[str] = Field(
+        default_factory=list,
+        description=("what `dvc repro baselines/dvc.yaml` trains: monolithic, sequential, or an ablation expert spec"),
+    )
+
+
+# --- specs/promotion.yaml ---------------------------------------------------------------
+
+
+class PromotionSpec(Spec):
+    """The gate of the upgrade flow: when a new routed model becomes `champion`."""
+
+    min_gain: float = Field(0.0, ge=0, description="points the upgraded expert's domain must gain (strictly more)")
+    tolerance: float = Field(2.0, ge=0, description="points any other domain may drop at most")
+
+
+# --- specs/baselines.yaml ---------------------------------------------------------------
+
+
+class BaselinesSpec(Spec):
+    """The baselines BAR is compared with (opt-in, `baselines/dvc.yaml`)."""
+
+    sequential_order: list[str] = Field(
+        min_length=1,
+        description=("the sequential baseline trains the anchor on these experts' data, one after the other"),
+    )
+
+
+BASELINE_KINDS = ("monolithic", "sequential")  # any other baseline name is an ablation expert spec
+
+SPEC_FILES = {
+    "model": ModelSpec,
+    "tokenizer": TokenizerSpec,
+    "data": DataSpec,
+    "train": TrainStagesSpec,
+    "eval": EvalSpec,
+    "merge": MergeSpec,
+    "router": RouterSpec,
+    "promotion": PromotionSpec,
+    "baselines": BaselinesSpec,
+}
+# Preset sections: one per spec file, and `experts`, merged over every expert spec.
+PRESET_SECTIONS = (*SPEC_FILES, "experts")
