@@ -66,15 +66,15 @@ def eval_examples(domain: str, spec: EvalSpec) -> list:
 
 
 def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int | None = None) -> dict:
-    """Greedy pass rate on each domain's held-out split (`sequence_topk`: `bar.generate.generate`)."""
+    """Greedy pass rate on each domain's held-out split (`sequence_topk`: `bar.decode.generate`)."""
     import torch
 
-    from bar import eval as evaluation
+    from bar import scoring
 
     model.eval()
     with torch.no_grad():
         return {
-            d: evaluation.score(
+            d: scoring.score(
                 model,
                 tok,
                 eval_examples(d, spec),

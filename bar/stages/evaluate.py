@@ -154,8 +154,7 @@ def plot(table, routing, experts, domains, out) -> None:
 def main() -> None:
     from safetensors.torch import load_file
 
-    from bar import cost, parallel, tokenizer, tracking
-    from bar import eval as evaluation
+    from bar import cost, parallel, scoring, tokenizer, tracking
     from bar.merge import with_merged_shared, with_only
     from bar.model import build
     from bar.stages._training import eval_examples, score_all
@@ -187,9 +186,9 @@ def main() -> None:
             if name == "routed":
                 routed = state  # each expert's domain is also scored with only it and the anchor below
                 examples = {d: eval_examples(d, specs.eval) for d in domains}
-                routing = {d: evaluation.routing_shares(model, tok, examples[d]) for d in domains}
+                routing = {d: scoring.routing_shares(model, tok, examples[d]) for d in domains}
                 if k:  # experts chosen per sequence: which served each domain, and the published per-token routing
-                    choices = {d: evaluation.expert_choices(model, tok, examples[d], k) for d in domains}
+                    choices = {d: scoring.expert_choices(model, tok, examples[d], k) for d in domains}
                     table[PER_TOKEN] = score_all(model, tok, domains, specs.eval)
         merge_cost = {}
         for slot, e in enumerate(experts, start=1):
@@ -206,9 +205,7 @@ def main() -> None:
                 "own_only": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
                 "routed": routed_score["pass_rate"],
                 # routed - alone, paired per prompt (an expert scored before outcomes were kept: None)
-                "gap_se": evaluation.paired_se(alone["correct"], routed_score["correct"])
-                if "correct" in alone
-                else None,
+                "gap_se": scoring.paired_se(alone["correct"], routed_score["correct"]) if "correct" in alone else None,
             }
         parallel.shutdown()
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}

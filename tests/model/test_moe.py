@@ -195,10 +195,10 @@ def test_domain_loss_routes_each_sample_as_its_expert_did(tmp_path, dense_states
 
 def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, megatron):
     """`sequence_topk`: the export carries modeling_bar.py; `transformers`' greedy generate, prompt
-    by prompt, gives what bar.generate gives (and not what routing every expert per token gives)."""
+    by prompt, gives what bar.decode gives (and not what routing every expert per token gives)."""
     from transformers import AutoModelForCausalLM
 
-    from bar.generate import generate
+    from bar.decode import generate
     from bar.model import build
     from bar.model.hf import export
     from bar.tokenizer import stop_ids

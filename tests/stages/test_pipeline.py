@@ -331,8 +331,8 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
     from transformers import AutoModelForCausalLM
 
     from bar import data, parallel, tokenizer
-    from bar.eval import responses
     from bar.model import build
+    from bar.scoring import responses
     from bar.specs import ModelSpec
     from bar.train.checkpoint import load_state
 
@@ -365,7 +365,7 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
 
 
 def test_evaluate_reports_every_model_on_every_domain(project):
-    from bar.eval import paired_se
+    from bar.scoring import paired_se
 
     scores = json.loads((project / "metrics" / "evaluate.json").read_text())
     cost = scores.pop("cost")  # the first routed model re-ran everything: more than a dense retrain

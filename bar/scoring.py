@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bar import data, tokenizer
-from bar.generate import choose_experts, generate
+from bar.decode import choose_experts, generate
 
 
 def responses(
