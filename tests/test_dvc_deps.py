@@ -1,6 +1,7 @@
 """DVC code deps cannot drift: every module a stage imports (its import closure, lazy imports
-inside functions included) is covered by one of the stage's deps in dvc.yaml or
-baselines/dvc.yaml, or a missing dep fails naming the stage and the file.
+inside functions included, and the files those run or copy: RUNS) is covered by one of the
+stage's deps in dvc.yaml or baselines/dvc.yaml, or a missing dep fails naming the stage and the
+file; and every code dep is something the stage imports, so editing other code re-runs nothing.
 
 One documented exception (LOGGING_ONLY): code that records runs and produces none of a stage's
 outputs, so that a change to how runs are logged does not retrain models.
@@ -14,6 +15,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGGING_ONLY = {"bar/tracking.py": "MLflow runs, lineage tags and the registry: no stage output depends on it"}
+RUNS = {  # files a module uses without importing them
+    "bar/data/sandbox.py": ["bar/data/_sandbox_child.py"],  # the sandboxed process it starts
+    "bar/model/hf.py": ["bar/model/modeling_bar.py"],  # copied into an export that chooses experts per sequence
+}
 
 
 def module_file(name: str) -> Path | None:
@@ -54,6 +59,7 @@ def closure(module: str) -> set[str]:
             continue
         seen.add(rel)
         todo.extend(imported(path))
+        todo.extend(ROOT / f for f in RUNS.get(rel, []))
     return seen
 
 
@@ -78,7 +84,21 @@ def test_each_stage_lists_every_module_it_imports_as_a_dep(dvcfile, name, module
     assert not missing, f"{dvcfile}: stage {name} ({module}) imports {', '.join(missing)}: add them to its deps"
 
 
-def test_a_dep_taken_out_is_named():
+def stale_deps(module: str, deps: list[str]) -> list[str]:
+    """The code deps (under bar/) that hold no file of the stage's import closure."""
+    used = closure(module)
+    code = [d.rstrip("/") for d in deps if d.startswith("bar/")]
+    return sorted(d for d in code if not any(f == d or f.startswith(d + "/") for f in used))
+
+
+@pytest.mark.parametrize("dvcfile,name,module,deps", stages(), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_stage_lists_no_code_it_does_not_import(dvcfile, name, module, deps):
+    stale = stale_deps(module, deps)
+    assert not stale, f"{dvcfile}: stage {name} ({module}) does not import {', '.join(stale)}: drop them from its deps"
+
+
+def test_a_dep_taken_out_and_a_dep_not_imported_are_named():
     dvcfile, name, module, deps = next(s for s in stages() if s[1] == "merge_experts")
     assert "bar/merge.py" in closure(module)
     assert missing_deps(module, [d for d in deps if d != "bar/merge.py"]) == ["bar/merge.py"]
+    assert stale_deps(module, [*deps, "bar/train/rlvr.py"]) == ["bar/train/rlvr.py"]
