@@ -50,6 +50,7 @@ def expert_gaps(
     merged_state: dict,
     routed_state: dict,
     spec: EvalSpec,
+    progress=None,
 ) -> dict[str, dict]:
     """Where each expert's score on its own domain goes in the assembly (`experts`: {name:
     domain}, in slot order): alone (`alone[name]`, its own stage's scores), as the merge leaves
@@ -67,14 +68,14 @@ def expert_gaps(
     for slot, (e, domain) in enumerate(experts.items(), start=1):
         model = build(arch, 1, num_experts=2)
         load_state(model, with_merged_shared(load_file(output("train_expert", e, "model.safetensors")), merged_state))
-        merged_shared = score_all(model, tok, [domain], spec)[domain]["pass_rate"]
+        merged_shared = score_all(model, tok, [domain], spec, progress=progress)[domain]["pass_rate"]
         load_state(model, with_only(routed_state, slot))
         own, in_routed = alone[e][domain], routed[domain]
         gaps[e] = {
             "domain": domain,
             "alone": own["pass_rate"],
             "merged_shared": merged_shared,
-            "own_only": score_all(model, tok, [domain], spec)[domain]["pass_rate"],
+            "own_only": score_all(model, tok, [domain], spec, progress=progress)[domain]["pass_rate"],
             "routed": in_routed["pass_rate"],
             # routed - alone, paired per prompt (an expert scored before outcomes were kept: None)
             "gap_se": paired_se(own["correct"], in_routed["correct"]) if "correct" in own else None,

@@ -101,12 +101,14 @@ def eval_files() -> list[Path]:
     return sorted(output("prepare_data").glob("*/eval.jsonl")) + verifier_files()
 
 
-def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int | None = None) -> dict:
-    """`score` on each domain's held-out split (`sequence_topk`: `bar.decode.generate`)."""
+def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int | None = None, progress=None) -> dict:
+    """`score` on each domain's held-out split (`sequence_topk`: `bar.decode.generate`); a tqdm
+    `progress` bar advances once per domain."""
     model.eval()
+    scores = {}
     with torch.no_grad():
-        return {
-            d: score(
+        for d in domains:
+            scores[d] = score(
                 model,
                 tok,
                 eval_examples(d, spec),
@@ -114,5 +116,6 @@ def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int
                 max_new_tokens=spec.max_new_tokens,
                 sequence_topk=sequence_topk,
             )
-            for d in domains
-        }
+            if progress is not None:
+                progress.update(1)
+    return scores

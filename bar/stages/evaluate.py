@@ -37,6 +37,7 @@ def main() -> None:
     from bar.evaluation import PER_TOKEN, expert_gaps, load_moe, markdown, with_overall
     from bar.router import expert_choices, routing_shares
     from bar.scoring import eval_examples, score_all
+    from bar.train import progress
     from bar.train.checkpoint import sha256
 
     specs = Specs()
@@ -53,19 +54,26 @@ def main() -> None:
         parallel.init(1, specs.params.seed)
         tok = tokenizer.load(output("tokenizer"))
         k = json.loads(output("fit_router", "config.json").read_text()).get("sequence_topk")
+        # One tick per pass over a domain's held-out split: scoring, routing shares, expert choices.
+        bar = progress(len(domains) * (3 + 2 * bool(k)) + 2 * len(experts), 0, STAGE)
         model, merged, config = load_moe(specs.model, output("merge_experts"))
-        table["merged"] = score_all(model, tok, domains, specs.eval, config.get("sequence_topk"))
+        table["merged"] = score_all(model, tok, domains, specs.eval, config.get("sequence_topk"), bar)
         model, routed, config = load_moe(specs.model, output("fit_router"))
-        table["routed"] = score_all(model, tok, domains, specs.eval, k)
+        table["routed"] = score_all(model, tok, domains, specs.eval, k, bar)
         examples = {d: eval_examples(d, specs.eval) for d in domains}
-        routing = {d: routing_shares(model, tok, examples[d]) for d in domains}
-        choices = {}
+        routing, choices = {}, {}
+        for d in domains:
+            routing[d] = routing_shares(model, tok, examples[d])
+            bar.update(1)
         if k:  # experts chosen per sequence: which served each domain, and the published per-token routing
-            choices = {d: expert_choices(model, tok, examples[d], k) for d in domains}
-            table[PER_TOKEN] = score_all(model, tok, domains, specs.eval)
+            for d in domains:
+                choices[d] = expert_choices(model, tok, examples[d], k)
+                bar.update(1)
+            table[PER_TOKEN] = score_all(model, tok, domains, specs.eval, progress=bar)
         own = {e: specs.expert(e).domain for e in experts}
         alone = {e: table[f"expert:{e}"] for e in experts}
-        merge_cost = expert_gaps(specs.model, tok, own, alone, table["routed"], merged, routed, specs.eval)
+        merge_cost = expert_gaps(specs.model, tok, own, alone, table["routed"], merged, routed, specs.eval, bar)
+        bar.close()
         parallel.shutdown()
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
         outcomes = {
