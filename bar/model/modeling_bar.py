@@ -2,7 +2,7 @@
 `sequence_topk` (`specs/router.yaml`): a Mixtral whose every sequence is served by the anchor
 (expert 0) and the `sequence_topk` experts its router favours over the prompt (the mean router
 probability over the prompt's tokens and the layers, every expert active), each token routed
-over those only, as `bar.decode` decodes. Load it with
+over those only, as `bar.generate` decodes. Load it with
 `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`; without that flag
 `transformers` loads a plain Mixtral, which routes every expert per token.
 
