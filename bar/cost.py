@@ -131,22 +131,3 @@ def curve(arch: ModelSpec, lineage: dict) -> list[dict[str, float]]:
             }
         )
     return rows
-
-
-def plot_curve(rows: list[dict[str, float]], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ks = [r["domains"] for r in rows]
-    ax.plot(ks, [r["upgrade_flops"] for r in rows], "o-", label="BAR: one expert + router")
-    ax.plot(ks, [r["retrain_flops"] for r in rows], "s-", label="monolithic retrain")
-    ax.set(xlabel="number of domains", ylabel="training FLOPs", xticks=ks, title="cost of adding the k-th domain")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bar import figures
+from bar.evaluation import PER_TOKEN, mean_shares, with_overall
 from bar.specs import InputError, Specs
-from bar.stages.evaluate import PER_TOKEN, mean_shares
 
 README_START, README_END = "<!-- bar report: scores -->", "<!-- /bar report -->"
 README_PRESET = "default"  # the run reports/ and the README's table hold
@@ -28,12 +29,6 @@ def _read(path: Path) -> dict:
         raise InputError(
             f"{path}: not found; run `dvc repro` first (and `dvc repro baselines/dvc.yaml` for the baselines)"
         ) from None
-
-
-def _overall(scores: dict[str, float], domains: list[str]) -> dict[str, float]:
-    out = {d: scores[d] for d in domains}
-    out["overall"] = sum(out.values()) / len(domains)
-    return out
 
 
 def score_table(root: Path, specs: Specs) -> tuple[dict[str, dict[str, float]], list[str]]:
@@ -50,7 +45,7 @@ def score_table(root: Path, specs: Specs) -> tuple[dict[str, dict[str, float]], 
         if path.exists():
             metrics = json.loads(path.read_text())
             label = name if name in ("monolithic", "sequential") else f"ablation {name}"
-            rows[label] = _overall({d: metrics[f"eval/{d}"] for d in domains}, domains)
+            rows[label] = with_overall({d: metrics[f"eval/{d}"] for d in domains}, domains)
     return rows, domains
 
 
@@ -61,7 +56,7 @@ def forgetting(root: Path, specs: Specs, domains: list[str]) -> dict[str, dict[s
         return {}
     metrics = json.loads(path.read_text())
     return {
-        f"after {e}": _overall({d: metrics[f"after_{e}/eval/{d}"] for d in domains}, domains)
+        f"after {e}": with_overall({d: metrics[f"after_{e}/eval/{d}"] for d in domains}, domains)
         for e in specs.baselines.sequential_order
         if f"after_{e}/eval/{domains[0]}" in metrics
     }
@@ -149,59 +144,6 @@ def costs(root: Path) -> dict[str, dict[str, float]]:
     }
 
 
-def plot_rewards(root: Path, specs: Specs, path: Path) -> bool:
-    """RLVR reward per step of every model that has an RLVR phase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    logs = {}
-    for stage, names in (("train_expert", specs.params.experts), ("baseline", specs.params.baselines)):
-        for name in names:
-            log = root / "outputs" / stage / name / "train_log.json"
-            if log.exists():
-                for phase in sorted({r["phase"] for r in json.loads(log.read_text()) if r["phase"].startswith("rlvr")}):
-                    logs[f"{name} {phase}"] = [r for r in json.loads(log.read_text()) if r["phase"] == phase]
-    if not logs:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label, records in logs.items():
-        rewards = [r["reward_mean"] for r in records]
-        window = max(1, len(rewards) // 10)  # moving mean over 10% of the run
-        smooth = [
-            sum(rewards[max(0, i - window + 1) : i + 1]) / len(rewards[max(0, i - window + 1) : i + 1])
-            for i in range(len(rewards))
-        ]
-        ax.plot([r["step"] for r in records], smooth, label=label)
-    ax.set(xlabel="RLVR step", ylabel="reward (moving mean)", title="RLVR reward")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
-def plot_forgetting(rows: dict[str, dict[str, float]], domains: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = list(rows)
-    for d in domains:
-        ax.plot(range(len(steps)), [rows[s][d] for s in steps], "o-", label=d)
-    ax.set_xticks(range(len(steps)), steps, fontsize=8)
-    ax.set(ylabel="pass rate", title="sequential baseline: scores after each domain")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def folder(root: Path, specs: Specs) -> Path:
     """reports/ for the README run's preset, reports/<preset>/ for any other."""
     preset = specs.params.preset
@@ -278,7 +220,7 @@ def build(root: Path | str = ".", readme: bool = False) -> Path:
         ]
     seq = forgetting(root, specs, domains)
     if seq:
-        plot_forgetting(seq, domains, out / "forgetting.png")
+        figures.forgetting(seq, domains, out / "forgetting.png")
         lines += [
             "## Sequential training forgets",
             "",
@@ -328,7 +270,7 @@ def build(root: Path | str = ".", readme: bool = False) -> Path:
         ("cost curve", root / "outputs" / "evaluate" / "cost_curve.png"),
     ]
     lines += ["## Plots", ""]
-    if plot_rewards(root, specs, out / "rlvr_reward.png"):
+    if figures.rlvr_rewards(root, specs, out / "rlvr_reward.png"):
         lines += ["![RLVR reward](rlvr_reward.png)", ""]
     for title, src in plots:
         if src.exists():

@@ -8,7 +8,7 @@ reason BAR unfreezes embeddings in SFT).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 END_OF_TEXT = "<|endoftext|>"
@@ -29,6 +29,19 @@ NAMED = [END_OF_TEXT, PAD, IM_START, IM_END, TOOL_CALL_START, TOOL_CALL_END]  # 
 
 def special_tokens(num_reserved: int) -> list[str]:
     return NAMED + [f"<|reserved_{i}|>" for i in range(num_reserved)]
+
+
+def corpus(data_dir: Path) -> Iterator[str]:
+    """What the tokenizer learns from: prepare_data's pre-training documents and the built-in
+    domains' splits. Not a domain of the user's: adding one later must not change the tokenizer
+    (and so every model after it)."""
+    from bar.files import read_jsonl
+    from bar.specs import DOMAINS
+
+    yield from (r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl"))
+    for split in sorted(f for f in data_dir.glob("*/*.jsonl") if f.parent.name in DOMAINS):
+        for r in read_jsonl(split):
+            yield r["text"] if "text" in r else f"{r['prompt']}\n{r['response']}"
 
 
 def train(texts: Iterable[str], vocab_size: int, min_frequency: int, num_reserved: int):

@@ -1,6 +1,6 @@
-"""RLVR rollout generation: our KV-cache path (bar.generate: a plain-PyTorch decoder on the
+"""RLVR rollout generation: our KV-cache path (bar.decode: a plain-PyTorch decoder on the
 Megatron-Core model's weights) beside `transformers` `generate` on the same weights exported to
-a Llama, and beside Megatron-Core's own static inference context (what bar.generate uses under
+a Llama, and beside Megatron-Core's own static inference context (what bar.decode uses under
 tensor parallelism), in one run.
 
     python benchmarks/rollout.py [--preset default] [--batch 64] [--prompt-length 32] [--new-tokens 48]
@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     from bar import parallel
-    from bar.generate import generate
+    from bar.decode import generate
     from bar.model import build
     from bar.model.hf import to_hf
     from bar.train.checkpoint import full_state
@@ -58,7 +58,7 @@ def main() -> None:
         )
 
     def megatron():
-        real, parallel.tp_size = parallel.tp_size, lambda: 2  # the path bar.generate takes at TP>1
+        real, parallel.tp_size = parallel.tp_size, lambda: 2  # the path bar.decode takes at TP>1
         try:
             return ours()
         finally:
@@ -79,7 +79,7 @@ def main() -> None:
 
     same = ours() == theirs() == megatron()  # also the warm-up
     names = {
-        "ours": "bar.generate (TP=1 decoder)",
+        "ours": "bar.decode (TP=1 decoder)",
         "theirs": "transformers generate",
         "megatron": "Megatron-Core inference context",
     }

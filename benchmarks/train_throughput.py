@@ -132,7 +132,7 @@ def rollout_time(arch, prompts, new_tokens: int) -> tuple[float, list]:
     import torch
 
     from bar import parallel
-    from bar.generate import generate
+    from bar.decode import generate
     from bar.model import build
 
     parallel.init(1, 0)

@@ -232,7 +232,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a decoding tensor without its device",
-        "bar/generate.py",
+        "bar/decode.py",
         "done = torch.zeros(batch, dtype=torch.bool, device=device)",
         "done = torch.zeros(batch, dtype=torch.bool)",
         [T + "parallel/test_devices.py"],

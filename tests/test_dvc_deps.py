@@ -1,6 +1,7 @@
 """DVC code deps cannot drift: every module a stage imports (its import closure, lazy imports
-inside functions included) is covered by one of the stage's deps in dvc.yaml or
-baselines/dvc.yaml, or a missing dep fails naming the stage and the file.
+inside functions included, and the files those run or copy: RUNS) is covered by one of the
+stage's deps in dvc.yaml or baselines/dvc.yaml, or a missing dep fails naming the stage and the
+file; and every code dep is something the stage imports, so editing other code re-runs nothing.
 
 One documented exception (LOGGING_ONLY, folders end in "/"): code that records runs, so that a
 change to how runs are logged does not retrain models. bar/tracking/ is all of it: its DVC-file
@@ -16,6 +17,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGGING_ONLY = {"bar/tracking/": "MLflow runs, lineage tags and the registry, read from MLflow and DVC's files"}
+RUNS = {  # files a module uses without importing them
+    "bar/data/sandbox.py": ["bar/data/_sandbox_child.py"],  # the sandboxed process it starts
+    "bar/model/hf.py": ["bar/model/modeling_bar.py"],  # copied into an export that chooses experts per sequence
+}
 
 
 def logging_only(rel: str) -> bool:
@@ -60,6 +65,7 @@ def closure(module: str) -> set[str]:
             continue
         seen.add(rel)
         todo.extend(imported(path))
+        todo.extend(ROOT / f for f in RUNS.get(rel, []))
     return seen
 
 
@@ -84,15 +90,29 @@ def test_each_stage_lists_every_module_it_imports_as_a_dep(dvcfile, name, module
     assert not missing, f"{dvcfile}: stage {name} ({module}) imports {', '.join(missing)}: add them to its deps"
 
 
+def stale_deps(module: str, deps: list[str]) -> list[str]:
+    """The code deps (under bar/) that hold no file of the stage's import closure."""
+    used = closure(module)
+    code = [d.rstrip("/") for d in deps if d.startswith("bar/")]
+    return sorted(d for d in code if not any(f == d or f.startswith(d + "/") for f in used))
+
+
+@pytest.mark.parametrize("dvcfile,name,module,deps", stages(), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_stage_lists_no_code_it_does_not_import(dvcfile, name, module, deps):
+    stale = stale_deps(module, deps)
+    assert not stale, f"{dvcfile}: stage {name} ({module}) does not import {', '.join(stale)}: drop them from its deps"
+
+
+def test_a_dep_taken_out_and_a_dep_not_imported_are_named():
+    dvcfile, name, module, deps = next(s for s in stages() if s[1] == "merge_experts")
+    assert "bar/merge.py" in closure(module)
+    assert missing_deps(module, [d for d in deps if d != "bar/merge.py"]) == ["bar/merge.py"]
+    assert stale_deps(module, [*deps, "bar/train/rlvr.py"]) == ["bar/train/rlvr.py"]
+
+
 def test_tracking_is_the_only_exception_and_stages_import_it():
     """The exception covers bar/tracking/ (every file of it) and nothing else, and is not vacuous."""
     assert LOGGING_ONLY.keys() == {"bar/tracking/"}
     assert logging_only("bar/tracking/dvc_files.py") and not logging_only("bar/train/__init__.py")
     assert ROOT / "bar" / "tracking" / "__init__.py" in imported(ROOT / "bar" / "stages" / "evaluate.py")
     assert not any(f.startswith("bar/tracking") for f in closure("bar.stages.evaluate"))
-
-
-def test_a_dep_taken_out_is_named():
-    dvcfile, name, module, deps = next(s for s in stages() if s[1] == "merge_experts")
-    assert "bar/merge.py" in closure(module)
-    assert missing_deps(module, [d for d in deps if d != "bar/merge.py"]) == ["bar/merge.py"]

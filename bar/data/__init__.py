@@ -12,8 +12,8 @@ PYTHONHASHSEED), with a train/eval split fixed by a hash of each prompt's text:
 """
 
 from bar.data.example import DOMAINS, TOOL_CALL_END, TOOL_CALL_START, Example
-from bar.data.generate import documents, examples
 from bar.data.loaders import DataError, load_documents, load_examples
+from bar.data.synth import documents, examples
 from bar.data.verify import VERIFIER, use_verifier, verify, verify_batch
 
 __all__ = [

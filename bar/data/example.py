@@ -6,6 +6,7 @@ import copy
 import hashlib
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 DOMAINS = ("general", "math", "code", "tool_use", "safety")
 SPLITS = ("train", "eval")
@@ -55,12 +56,22 @@ def is_eval_prompt(prompt: str) -> bool:
     return hashlib.sha256(prompt.encode("utf-8")).digest()[0] < _EVAL_BYTE_THRESHOLD
 
 
-def split_of(prompt: str) -> str:
-    return "eval" if is_eval_prompt(prompt) else "train"
-
-
 def derived_rng(*parts: object) -> random.Random:
     """A generator seeded from a readable key, so each (purpose, domain, split, seed) gets
     its own stream; sha256 keeps it identical across processes and Python hash seeds."""
     key = "/".join(str(part) for part in parts).encode("utf-8")
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+
+
+def derived_seed(seed: int, *names: str) -> int:
+    """Independent, reproducible seeds per (domain, split) of the pipeline's draws (prepare_data,
+    mix_data, the router's sample): never Python's salted hash()."""
+    digest = hashlib.sha256(":".join([str(seed), *names]).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def read_examples(path: Path) -> list[Example]:
+    """The examples of a JSONL file the pipeline wrote (prepare_data, mix_data)."""
+    from bar.files import read_jsonl
+
+    return [Example.from_json(r) for r in read_jsonl(path)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bar.data.domains import MODULES, code
+from bar.files import output
 from bar.specs import InputError
 
 VERIFIER = "verifier.py"  # a user domain's verifier, as prepare_data publishes it
@@ -36,10 +37,13 @@ def use_verifier(domain: str, path: str | Path) -> None:
     _chosen[domain] = Path(path)
 
 
+def verifier_files() -> list[Path]:
+    """The verifiers of the user's domains (prepare_data's copies): what rewards and scores depend on."""
+    return sorted(output("prepare_data").glob(f"*/{VERIFIER}"))
+
+
 def user_verifier(domain: str) -> ModuleType | None:
     """The verifier module of a domain of the user's, or None (exact match)."""
-    from bar.stages import output
-
     if domain in MODULES:
         return None
     path = _chosen.get(domain) or output("prepare_data", domain, VERIFIER)

@@ -1,22 +1,15 @@
 """The pipeline stages: one `python -m bar.stages.<name>` module per DVC stage.
 
-A stage reads its spec and its declared inputs, writes its declared outputs and nothing else,
-and records one MLflow run named like the stage. The paths every stage uses live here, so
-`dvc.yaml` and the code name the same folders: `outputs/<stage>/` (models, data),
-`metrics/<stage>.json` (DVC metrics) and `checkpoints/<stage>/` (resumable state, not a DVC
-output: DVC deletes outputs when a stage starts, which would defeat resuming).
+A stage is a script over the library: it reads its spec and its declared inputs, writes its
+declared outputs (the paths of `bar.files`) and nothing else, and records one MLflow run named
+like the stage. No stage imports another.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-
-OUTPUTS, METRICS, CHECKPOINTS, PLOTS = Path("outputs"), Path("metrics"), Path("checkpoints"), Path("plots")
 
 # The offline switches of the stack: stages never phone home or download.
 OFFLINE_ENV = {
@@ -71,48 +64,3 @@ def check_precision() -> None:
                 f"{specs.path('model')}: precision = bf16: {torch.cuda.get_device_name()} has no "
                 f"bfloat16 support; allowed here: fp32"
             )
-
-
-def output(stage: str, *parts: str) -> Path:
-    return OUTPUTS.joinpath(stage, *parts)
-
-
-@contextmanager
-def atomic_dir(path: Path):
-    """Yield a temporary sibling of `path`; on success it replaces `path` in one rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data) -> None:
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def write_metrics(stage: str, metrics: dict) -> None:
-    write_json(METRICS / f"{stage}.json", metrics)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_jsonl(path: Path, rows) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")

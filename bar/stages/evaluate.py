@@ -25,141 +25,20 @@ from __future__ import annotations
 import csv
 import json
 
+from bar.files import atomic_dir, output, write_json, write_metrics
 from bar.specs import Specs, spec_hash
-from bar.stages import atomic_dir, entry, output, write_json, write_metrics
+from bar.stages import entry
 
 STAGE = "evaluate"
-PER_TOKEN = "routed_per_token"  # the routed model with every expert per token, when it is served per sequence
-
-
-def with_overall(scores: dict[str, float], domains: list[str]) -> dict[str, float]:
-    out = {d: scores[d] for d in domains}
-    out["overall"] = sum(out.values()) / len(domains)
-    return out
-
-
-def mean_shares(layers: list[list[float]]) -> list[float]:
-    """Router probability per slot, averaged over layers (each layer: mean over tokens)."""
-    return [sum(layer[e] for layer in layers) / len(layers) for e in range(len(layers[0]))]
-
-
-def report(
-    table: dict[str, dict[str, float]],
-    routing: dict[str, list[list[float]]],
-    experts: list[str],
-    domains: list[str],
-    assembly: dict,
-    merge_cost: dict,
-    choices: dict[str, list[float]],
-) -> str:
-    cols = domains + ["overall"]
-    lines = [
-        "# Evaluation",
-        "",
-        "Pass rate (0-100) of greedy replies on each domain's held-out prompts.",
-        "",
-        "| model | " + " | ".join(cols) + " |",
-        "|---" * (len(cols) + 1) + "|",
-    ]
-    for model, scores in table.items():
-        lines.append(f"| {model} | " + " | ".join(f"{scores[c]:.1f}" for c in cols) + " |")
-    slots = ["anchor", *experts]
-    lines += [
-        "",
-        "## Routing",
-        "",
-        "Share of router probability per expert (mean over layers and tokens), by the domain of the input.",
-        "",
-        "| domain | " + " | ".join(slots) + " |",
-        "|---" * (len(slots) + 1) + "|",
-    ]
-    for domain, layers in routing.items():
-        lines.append(f"| {domain} | " + " | ".join(f"{100 * m:.1f}%" for m in mean_shares(layers)) + " |")
-    if choices:
-        lines += [
-            "",
-            "Experts chosen per sequence (`specs/router.yaml: sequence_topk`): share of each domain's "
-            "held-out prompts each expert served (the anchor serves all).",
-            "",
-            "| domain | " + " | ".join(experts) + " |",
-            "|---" * (len(experts) + 1) + "|",
-        ]
-        for domain, shares in choices.items():
-            lines.append(f"| {domain} | " + " | ".join(f"{100 * c:.1f}%" for c in shares[1:]) + " |")
-    lines += [
-        "",
-        "## Where an expert's score goes",
-        "",
-        "Each expert on its own domain: alone, with the merged shared tensors (its own FFNs and router "
-        "rows; no other expert), the routed model with only the anchor and this expert (the others "
-        "masked out), and the routed model; routed - alone with its paired standard error (what the "
-        "gap could move on another held-out set of this size).",
-        "",
-        "| expert | domain | alone | merged shared tensors | routed, anchor + own only | routed | routed - alone |",
-        "|---" * 7 + "|",
-    ]
-    for e, row in merge_cost.items():
-        se = "" if row.get("gap_se") is None else f" ± {row['gap_se']:.1f}"
-        lines.append(
-            f"| {e} | {row['domain']} | {row['alone']:.1f} | {row['merged_shared']:.1f} | "
-            f"{row['own_only']:.1f} | {row['routed']:.1f} | {row['routed'] - row['alone']:.1f}{se} |"
-        )
-    if assembly:
-        lines += [
-            "",
-            "## Cost",
-            "",
-            f"Re-run for this routed model: {assembly['rerun'].replace(',', ', ')}.",
-            "",
-            "| | training FLOPs |",
-            "|---|---|",
-            f"| this upgrade | {assembly['upgrade_flops']:.3g} |",
-            f"| monolithic retrain (estimated) | {assembly['retrain_flops']:.3g} |",
-            f"| ratio | {assembly['upgrade_ratio']:.3f} |",
-            "",
-            "![cost of adding the k-th domain](cost_curve.png)",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def plot(table, routing, experts, domains, out) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(table)
-    for i, (model, scores) in enumerate(table.items()):
-        ax.bar(np.arange(len(domains) + 1) + i * width, [scores[d] for d in domains + ["overall"]], width, label=model)
-    ax.set_xticks(np.arange(len(domains) + 1) + 0.4 - width / 2, domains + ["overall"])
-    ax.set(ylabel="pass rate", ylim=(0, 100), title="held-out pass rate per domain")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(out / "scores.png", dpi=100)
-    plt.close(fig)
-
-    slots = ["anchor", *experts]
-    fig, axes = plt.subplots(1, len(routing), figsize=(3.2 * len(routing), 3), squeeze=False)
-    for ax, (domain, layers) in zip(axes[0], routing.items()):
-        ax.imshow(np.array(layers).T, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set(title=domain, xlabel="layer", yticks=range(len(slots)), yticklabels=slots)
-    fig.suptitle("routed model: router probability per expert and layer")
-    fig.tight_layout()
-    fig.savefig(out / "routing.png", dpi=100)
-    plt.close(fig)
 
 
 def main() -> None:
-    from safetensors.torch import load_file
-
-    from bar import cost, parallel, tokenizer, tracking
-    from bar import eval as evaluation
-    from bar.merge import with_merged_shared, with_only
-    from bar.model import build
-    from bar.stages._training import eval_examples, score_all
-    from bar.train.checkpoint import load_state, sha256
+    from bar import cost, figures, parallel, tokenizer, tracking
+    from bar.evaluation import PER_TOKEN, expert_gaps, load_moe, markdown, with_overall
+    from bar.router import expert_choices, routing_shares
+    from bar.scoring import eval_examples, score_all
+    from bar.train import progress
+    from bar.train.checkpoint import sha256
 
     specs = Specs()
     experts, domains = specs.params.experts, sorted(specs.data.domains)
@@ -174,42 +53,27 @@ def main() -> None:
             table[f"expert:{e}"] = json.loads(output("train_expert", e, "eval.json").read_text())
         parallel.init(1, specs.params.seed)
         tok = tokenizer.load(output("tokenizer"))
+        k = json.loads(output("fit_router", "config.json").read_text()).get("sequence_topk")
+        # One tick per pass over a domain's held-out split: scoring, routing shares, expert choices.
+        bar = progress(len(domains) * (3 + 2 * bool(k)) + 2 * len(experts), 0, STAGE)
+        model, merged, config = load_moe(specs.model, output("merge_experts"))
+        table["merged"] = score_all(model, tok, domains, specs.eval, config.get("sequence_topk"), bar)
+        model, routed, config = load_moe(specs.model, output("fit_router"))
+        table["routed"] = score_all(model, tok, domains, specs.eval, k, bar)
+        examples = {d: eval_examples(d, specs.eval) for d in domains}
         routing, choices = {}, {}
-        for name, stage in (("merged", "merge_experts"), ("routed", "fit_router")):
-            config = json.loads(output(stage, "config.json").read_text())
-            model = build(specs.model, 1, num_experts=config["num_experts"], topk=config.get("topk"))
-            state = load_file(output(stage, "model.safetensors"))
-            load_state(model, state)
-            if name == "merged":
-                merged = state  # also what each expert is scored with below
-            k = config.get("sequence_topk")
-            table[name] = score_all(model, tok, domains, specs.eval, k)
-            if name == "routed":
-                routed = state  # each expert's domain is also scored with only it and the anchor below
-                examples = {d: eval_examples(d, specs.eval) for d in domains}
-                routing = {d: evaluation.routing_shares(model, tok, examples[d]) for d in domains}
-                if k:  # experts chosen per sequence: which served each domain, and the published per-token routing
-                    choices = {d: evaluation.expert_choices(model, tok, examples[d], k) for d in domains}
-                    table[PER_TOKEN] = score_all(model, tok, domains, specs.eval)
-        merge_cost = {}
-        for slot, e in enumerate(experts, start=1):
-            domain = specs.expert(e).domain
-            model = build(specs.model, 1, num_experts=2)
-            load_state(model, with_merged_shared(load_file(output("train_expert", e, "model.safetensors")), merged))
-            merged_shared = score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"]
-            load_state(model, with_only(routed, slot))
-            alone, routed_score = table[f"expert:{e}"][domain], table["routed"][domain]
-            merge_cost[e] = {
-                "domain": domain,
-                "alone": alone["pass_rate"],
-                "merged_shared": merged_shared,
-                "own_only": score_all(model, tok, [domain], specs.eval)[domain]["pass_rate"],
-                "routed": routed_score["pass_rate"],
-                # routed - alone, paired per prompt (an expert scored before outcomes were kept: None)
-                "gap_se": evaluation.paired_se(alone["correct"], routed_score["correct"])
-                if "correct" in alone
-                else None,
-            }
+        for d in domains:
+            routing[d] = routing_shares(model, tok, examples[d])
+            bar.update(1)
+        if k:  # experts chosen per sequence: which served each domain, and the published per-token routing
+            for d in domains:
+                choices[d] = expert_choices(model, tok, examples[d], k)
+                bar.update(1)
+            table[PER_TOKEN] = score_all(model, tok, domains, specs.eval, progress=bar)
+        own = {e: specs.expert(e).domain for e in experts}
+        alone = {e: table[f"expert:{e}"] for e in experts}
+        merge_cost = expert_gaps(specs.model, tok, own, alone, table["routed"], merged, routed, specs.eval, bar)
+        bar.close()
         parallel.shutdown()
         samples = {m: {d: s[d]["samples"] for d in domains} for m, s in table.items()}
         outcomes = {
@@ -246,11 +110,12 @@ def main() -> None:
                 write_json(out / "choices.json", choices)  # {domain: [share of prompts per slot]}
             write_json(out / "samples.json", samples)
             write_json(out / "outcomes.json", outcomes)  # 1/0 per held-out prompt, in the eval split's order
-            (out / "report.md").write_text(report(table, routing, experts, domains, assembly, merge_cost, choices))
-            plot(table, routing, experts, domains, out)
+            (out / "report.md").write_text(markdown(table, routing, experts, domains, assembly, merge_cost, choices))
+            figures.scores(table, domains, out / "scores.png")
+            figures.routing(routing, experts, out / "routing.png")
             if curve:
                 write_json(out / "cost_curve.json", curve)
-                cost.plot_curve(curve, out / "cost_curve.png")
+                figures.cost_curve(curve, out / "cost_curve.png")
         summary = {k: assembly[k] for k in ("upgrade_flops", "retrain_flops", "upgrade_ratio") if k in assembly}
         write_metrics(STAGE, table | {"merge_cost": merge_cost} | ({"cost": summary} if summary else {}))
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})

@@ -6,8 +6,9 @@ went in, with their content hashes, and a `transformers` Mixtral export).
 
 from __future__ import annotations
 
+from bar.files import atomic_dir, output, write_json, write_metrics
 from bar.specs import Specs, spec_hash
-from bar.stages import atomic_dir, entry, output, write_json, write_metrics
+from bar.stages import entry
 
 STAGE = "merge_experts"
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bar.files import CHECKPOINTS, output, read_jsonl
 from bar.specs import Specs, spec_hash
-from bar.stages import CHECKPOINTS, _training, entry, output, read_jsonl
+from bar.stages import entry
 
 STAGE = "pretrain_base"
 
@@ -37,11 +38,13 @@ def inputs(specs: Specs) -> list:
 
 def worker(specs: Specs) -> None:
     from bar import tokenizer
+    from bar.runner import run_dense_worker
+    from bar.train.checkpoint import fingerprint, without_eval
 
     tok = tokenizer.load(output("tokenizer"))
     items = [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(output("prepare_data", "pretrain.jsonl"))]
     seen = {i for ids, _ in items for i in ids}
-    _training.run_dense_worker(
+    run_dense_worker(
         STAGE,
         arch=specs.model,
         train=specs.train.pretrain,
@@ -50,8 +53,8 @@ def worker(specs: Specs) -> None:
         init=None,
         eval_domains=["general"],
         eval_spec=specs.eval,
-        fingerprint=_training.fingerprint(resolved(specs), inputs(specs)),
-        train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)), inputs(specs)),
+        fingerprint=fingerprint(resolved(specs), inputs(specs)),
+        train_fingerprint=fingerprint(without_eval(resolved(specs)), inputs(specs)),
         added_tokens=sorted(set(tok.all_special_ids) - seen),
     )
 
@@ -62,17 +65,18 @@ def import_worker(specs: Specs) -> None:
     from bar import parallel, tokenizer
     from bar.model import build, init_added_tokens
     from bar.model.hf import from_hf, read_hf
-    from bar.train.checkpoint import Resumable, load_state
+    from bar.scoring import score_all
+    from bar.train.checkpoint import Resumable, fingerprint, load_state
 
     arch, tp_size = specs.model, specs.train.pretrain.tp_size
     parallel.init(tp_size, specs.params.seed)
-    ckpt = Resumable(CHECKPOINTS / STAGE, _training.fingerprint(resolved(specs), inputs(specs)))
+    ckpt = Resumable(CHECKPOINTS / STAGE, fingerprint(resolved(specs), inputs(specs)))
     if not ckpt.finished():
         tok = tokenizer.load(output("tokenizer"))
         added = tok.convert_tokens_to_ids(tokenizer.missing_specials(tokenizer.saved_tokens(Path(arch.base))[0]))
         model = build(arch, tp_size)
         load_state(model, init_added_tokens(from_hf(read_hf(Path(arch.base)), arch), added, len(tok)))
-        scores = _training.score_all(model, tok, ["general"], specs.eval)
+        scores = score_all(model, tok, ["general"], specs.eval)
         config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
         ckpt.finish(model, {"logs": {}, "eval": scores, "config": config})
     parallel.shutdown()
@@ -80,13 +84,16 @@ def import_worker(specs: Specs) -> None:
 
 def main() -> None:
     from bar import tracking
+    from bar.runner import DENSE_PHASE, run_parent
+    from bar.train.checkpoint import file_digest
 
     specs = Specs()
     spec = resolved(specs)
-    base = {"base_data_hash": _training.file_digest(Path(specs.model.base))} if specs.model.base else {}
-    phases = None if specs.model.base else [_training.DENSE_PHASE]  # an imported base trains nothing
-    _training.run_parent(
+    base = {"base_data_hash": file_digest(Path(specs.model.base))} if specs.model.base else {}
+    phases = None if specs.model.base else [DENSE_PHASE]  # an imported base trains nothing
+    run_parent(
         STAGE,
+        __spec__.name,
         tp_size=specs.train.pretrain.tp_size,
         resolved=spec,
         phases=phases,

@@ -1,28 +1,18 @@
 """Stage tokenizer: train the byte-level BPE on the prepared corpus; save it as a transformers tokenizer.
 
-The corpus is every document and every chat example of every domain (so domain words get
-merges), but the tool-call markers are special tokens, not learned merges. With a base model
-of the user's (`specs/model.yaml: base`), its tokenizer instead, with bar's special tokens
-added (`bar.tokenizer.adapt`).
+The corpus is every document and every chat example of every built-in domain (so domain words
+get merges; `bar.tokenizer.corpus`), but the tool-call markers are special tokens, not learned
+merges. With a base model of the user's (`specs/model.yaml: base`), its tokenizer instead, with
+bar's special tokens added (`bar.tokenizer.adapt`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from bar.specs import DOMAINS, Specs
-from bar.stages import atomic_dir, entry, output, read_jsonl, write_metrics
+from bar.files import atomic_dir, output, read_jsonl, write_metrics
+from bar.specs import Specs
+from bar.stages import entry
 
 STAGE = "tokenizer"
-
-
-def corpus(data_dir: Path):
-    """The pre-training documents and the built-in domains' splits. Not a domain of the user's:
-    adding one later must not change the tokenizer (and so every model after it)."""
-    yield from (r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl"))
-    for split in sorted(f for f in data_dir.glob("*/*.jsonl") if f.parent.name in DOMAINS):
-        for r in read_jsonl(split):
-            yield r["text"] if "text" in r else f"{r['prompt']}\n{r['response']}"
 
 
 def main() -> None:
@@ -39,7 +29,7 @@ def main() -> None:
         if base:
             tok = tokenizer.adapt(base)
         else:
-            tok = tokenizer.train(corpus(data_dir), vocab_size, spec.min_frequency, spec.num_reserved_tokens)
+            tok = tokenizer.train(tokenizer.corpus(data_dir), vocab_size, spec.min_frequency, spec.num_reserved_tokens)
         with atomic_dir(output(STAGE)) as out:
             tok.save_pretrained(out)
         docs = [r["text"] for r in read_jsonl(data_dir / "pretrain.jsonl")[:1000]]

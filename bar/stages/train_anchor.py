@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 
+from bar.files import output
 from bar.specs import Specs, spec_hash
-from bar.stages import _training, entry, output
+from bar.stages import entry
 
 STAGE = "train_anchor"
 
@@ -30,18 +31,16 @@ def train_inputs() -> list:
     return [*sft_files(), output("tokenizer"), output("pretrain_base", "model.safetensors")]
 
 
-def inputs() -> list:
-    return [*train_inputs(), *_training.eval_files()]
-
-
 def worker(specs: Specs) -> None:
     from bar import tokenizer
+    from bar.data.example import read_examples
+    from bar.runner import run_dense_worker
+    from bar.scoring import eval_files
+    from bar.train.checkpoint import fingerprint, without_eval
 
     tok = tokenizer.load(output("tokenizer"))
-    items = [
-        tokenizer.chat_ids(tok, e.prompt, e.response) for path in sft_files() for e in _training.load_examples(path)
-    ]
-    _training.run_dense_worker(
+    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for path in sft_files() for e in read_examples(path)]
+    run_dense_worker(
         STAGE,
         arch=specs.model,
         train=specs.train.anchor,
@@ -50,21 +49,23 @@ def worker(specs: Specs) -> None:
         init=output("pretrain_base"),
         eval_domains=sorted(specs.data.domains),
         eval_spec=specs.eval,
-        fingerprint=_training.fingerprint(resolved(specs), inputs()),
-        train_fingerprint=_training.fingerprint(_training.without_eval(resolved(specs)), train_inputs()),
+        fingerprint=fingerprint(resolved(specs), [*train_inputs(), *eval_files()]),
+        train_fingerprint=fingerprint(without_eval(resolved(specs)), train_inputs()),
     )
 
 
 def main() -> None:
     from bar import tracking
+    from bar.runner import DENSE_PHASE, run_parent
 
     specs = Specs()
     spec = resolved(specs)
-    _training.run_parent(
+    run_parent(
         STAGE,
+        __spec__.name,
         tp_size=specs.train.anchor.tp_size,
         resolved=spec,
-        phases=[_training.DENSE_PHASE],
+        phases=[DENSE_PHASE],
         tags={
             "spec_hash": spec_hash(spec),
             "data_hash": tracking.dvc_md5("outputs/prepare_data"),

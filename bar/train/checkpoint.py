@@ -30,6 +30,27 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_digest(*paths: Path) -> str:
+    """A short digest of the files at `paths` (a folder: every file in it, with its name)."""
+    h = hashlib.sha256()
+    for path in paths:
+        for f in sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]:
+            if f.is_file():
+                h.update(f.name.encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(resolved: dict, inputs: list[Path]) -> str:
+    """What a checkpoint belongs to: the resolved spec and the content of every input."""
+    return hashlib.sha256((json.dumps(resolved, sort_keys=True) + file_digest(*inputs)).encode()).hexdigest()[:16]
+
+
+def without_eval(resolved: dict) -> dict:
+    """A resolved spec without its `eval` section: what trained weights depend on."""
+    return {k: v for k, v in resolved.items() if k != "eval"}
+
+
 def full_state(model) -> dict[str, torch.Tensor]:
     """Every parameter of the model as a full tensor in host memory, on every rank (Megatron names)."""
     return {name: parallel.full_tensor(p).contiguous().cpu() for name, p in model.named_parameters()}

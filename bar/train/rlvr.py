@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bar import data, parallel, tokenizer
-from bar.generate import generate
+from bar.decode import generate
 from bar.specs import RLVRSpec
 from bar.train import Log, lr_at, optimizer, progress, resumed, set_lr
 from bar.train.checkpoint import Resumable

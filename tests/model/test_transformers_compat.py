@@ -14,7 +14,7 @@ range's own warning is allowed then.
 
 Each run loads the export in a fresh interpreter, with `trust_remote_code=True` and bar made
 unimportable (the export's code must import nothing of bar's), generates greedily prompt by
-prompt and as a left-padded batch (as lm-eval does), and must give bar.generate's tokens
+prompt and as a left-padded batch (as lm-eval does), and must give bar.decode's tokens
 without a FutureWarning: under transformers 5.24+ a stale modeling_bar.py (reading
 `past_key_values`, renamed `cache`) gave wrong tokens and only a FutureWarning.
 """
@@ -162,9 +162,9 @@ def transformers_venv(version: str) -> Path:
 
 @pytest.fixture(scope="module")
 def routed_export(tmp_path_factory, megatron):
-    """A 4-expert MoE choosing 1 expert per sequence, exported, and bar.generate's greedy
+    """A 4-expert MoE choosing 1 expert per sequence, exported, and bar.decode's greedy
     replies to a few prompts: alone and as one batch."""
-    from bar.generate import generate
+    from bar.decode import generate
     from bar.model import build
     from bar.model.hf import export
     from bar.tokenizer import stop_ids

@@ -10,7 +10,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["bar/train", "bar/generate.py", "bar/eval.py", "bar/model", "bar/parallel", "bar/stages/fit_router.py"]
+MODULES = [
+    "bar/train",
+    "bar/decode.py",
+    "bar/scoring.py",
+    "bar/router.py",
+    "bar/runner.py",
+    "bar/model",
+    "bar/parallel",
+    "bar/stages",
+]
 CONSTRUCTORS = {
     "zeros",
     "ones",

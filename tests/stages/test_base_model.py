@@ -22,9 +22,12 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
     bar = [sys.executable, "-m", "bar.cli"]
     failed = run([*bar, "validate"], project, check=False)
     assert failed.returncode
-    assert "specs/presets/tiny.yaml: model.vocab_size = 512: the base data/base/llama has 448" in failed.stderr
+    # Each spec file is checked as written first, then with the preset over it.
+    assert "specs/model.yaml: num_layers = 4: the base data/base/llama has 2" in failed.stderr
     # The base sets the architecture: the spec keeps what it does not (the preset's is the tiny one).
     model_yaml.write_text(yaml.safe_dump({"base": "data/base/llama", "seq_length": 256, "init_std": 0.02}))
+    failed = run([*bar, "validate"], project, check=False)
+    assert "specs/presets/tiny.yaml: model.vocab_size = 512: the base data/base/llama has 448" in failed.stderr
     edit_yaml(project / "specs" / "presets" / "tiny.yaml", "model", {"seq_length": 128})
     edit_yaml(project / "specs" / "presets" / "tiny.yaml", "train.anchor.steps", 60)
     edit_yaml(project / "specs" / "presets" / "tiny.yaml", "eval.num_examples", 4)  # scores are not the point here

@@ -1,16 +1,20 @@
 """The pipeline through real DVC in a real git repository (tiny preset), driven by the Prefect
 flows in the Prefect test harness.
 
-The tests of this module share one project and run in order: the `bar-pipeline` flow from
-scratch (each stage a `dvc repro --single-item`), checks of what it produced, a no-op repro,
-edits that must re-run only what they touch (plain `dvc repro`, as users run it), and the
-`upgrade-expert` flow's promotion gate.
+The fixtures say what each test depends on: `first`, the `bar-pipeline` flow from scratch
+(each stage a `dvc repro --single-item`) and what it produced before any edit; `twin`, the same
+pipeline from scratch in another project beside it; `project`, the first run's project. The
+tests that use `project` share it and run in order: checks of what the flow produced, a no-op
+repro, edits that must re-run only what they touch (plain `dvc repro`, as users run it), and
+the `upgrade-expert` flow's promotion gate.
 """
 
 import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,9 +54,23 @@ def mtimes(project) -> dict[str, int]:
     return {s: out_dir(project, s).stat().st_mtime_ns for s in STAGES}
 
 
-FLOW = {}  # what the first bar-pipeline flow run returned
-FIRST = {}  # its outputs' md5s and metrics, before any test edits the project
-TWIN = {}  # the same pipeline from scratch in another project, run beside it by plain `dvc repro`
+@dataclass
+class Twin:
+    """The same pipeline from scratch in another project, run beside the flow's by plain `dvc repro`."""
+
+    project: Path
+    log: Path
+    process: subprocess.Popen
+
+
+@dataclass
+class First:
+    """The first bar-pipeline flow run, from scratch."""
+
+    project: Path
+    flow: dict  # what the flow returned
+    outs: dict[str, str]  # its outputs' md5s, before any test edits the project
+    metrics: dict  # and its metrics
 
 
 @pytest.fixture(scope="module")
@@ -64,22 +82,33 @@ def harness():
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, harness):
+def twin(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("twin"))
+    log = project.parent / "repro.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro", "dvc.yaml"], cwd=project, stdout=out, stderr=subprocess.STDOUT
+        )
+    yield Twin(project, log, process)
+    if process.poll() is None:  # its test was not selected
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, harness, twin) -> First:
+    """The flow from scratch, with its twin (started first) running beside it."""
     from flows.pipeline import bar_pipeline
 
     project = make_project(tmp_path_factory.mktemp("pipeline"))
-    twin = make_project(tmp_path_factory.mktemp("twin"))
-    log = open(twin.parent / "repro.log", "w")
-    TWIN.update(
-        project=twin,
-        log=twin.parent / "repro.log",
-        proc=subprocess.Popen(
-            [sys.executable, "-m", "dvc", "repro", "dvc.yaml"], cwd=twin, stdout=log, stderr=subprocess.STDOUT
-        ),
-    )
-    FLOW.update(bar_pipeline(root=str(project)))
-    FIRST.update(outs=out_hashes(project), metrics=metrics(project))
-    return project
+    flow = bar_pipeline(root=str(project))
+    return First(project, flow, out_hashes(project), metrics(project))
+
+
+@pytest.fixture(scope="module")
+def project(first) -> Path:
+    """The first run's project, which the tests below inspect and then edit, in order."""
+    return first.project
 
 
 def metrics(project) -> dict:
@@ -89,9 +118,9 @@ def metrics(project) -> dict:
     return found
 
 
-def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project):
-    order = list(FLOW["stages"])
-    assert sorted(order) == sorted(STAGES) and set(FLOW["stages"].values()) == {"Completed"}
+def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(first, project):
+    order = list(first.flow["stages"])
+    assert sorted(order) == sorted(STAGES) and set(first.flow["stages"].values()) == {"Completed"}
     assert order.index("train_anchor") < order.index("train_expert@code") < order.index("merge_experts")
     assert order[-3:] == ["merge_experts", "fit_router", "evaluate"]
     assert json.loads(dvc(project, "status", "--json", "dvc.yaml").stdout) == {}  # DVC sees everything up to date
@@ -100,19 +129,19 @@ def test_flow_ran_every_stage_in_dag_order_under_one_mlflow_pipeline_run(project
     shown = dvc(project, "metrics", "show")
     assert not shown.stderr.strip() and "baseline" not in shown.stdout and "metrics/evaluate.json" in shown.stdout
     client = registry(project)
-    pipeline = client.get_run(FLOW["mlflow_run_id"])
+    pipeline = client.get_run(first.flow["mlflow_run_id"])
     assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
-    assert pipeline.data.metrics["routed/overall"] == FLOW["routed"]["overall"]
+    assert pipeline.data.metrics["routed/overall"] == first.flow["routed"]["overall"]
     children = client.search_runs([pipeline.info.experiment_id], f"tags.mlflow.parentRunId = '{pipeline.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
 
 
-def test_the_same_specs_from_scratch_give_the_same_metrics_and_models(project):
+def test_the_same_specs_from_scratch_give_the_same_metrics_and_models(first, twin):
     """Determinism: a second project run from scratch (plain `dvc repro`, beside the flow's run)
     ends with identical metrics and bit-identical outputs (DVC's md5 of every stage's folder)."""
-    assert TWIN["proc"].wait(timeout=1800) == 0, TWIN["log"].read_text()[-3000:]
-    assert out_hashes(TWIN["project"]) == FIRST["outs"]
-    assert metrics(TWIN["project"]) == FIRST["metrics"]
+    assert twin.process.wait(timeout=1800) == 0, twin.log.read_text()[-3000:]
+    assert out_hashes(twin.project) == first.outs
+    assert metrics(twin.project) == first.metrics
 
 
 def test_every_stage_published_outputs_and_metrics(project):
@@ -335,8 +364,8 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
     from transformers import AutoModelForCausalLM
 
     from bar import data, parallel, tokenizer
-    from bar.eval import responses
     from bar.model import build
+    from bar.scoring import responses
     from bar.specs import ModelSpec
     from bar.train.checkpoint import load_state
 
@@ -369,7 +398,7 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
 
 
 def test_evaluate_reports_every_model_on_every_domain(project):
-    from bar.eval import paired_se
+    from bar.scoring import paired_se
 
     scores = json.loads((project / "metrics" / "evaluate.json").read_text())
     cost = scores.pop("cost")  # the first routed model re-ran everything: more than a dense retrain
@@ -403,7 +432,7 @@ def test_evaluate_reports_every_model_on_every_domain(project):
         assert all(abs(sum(layer) - 1) < 1e-4 for layer in layers), domain
 
 
-def test_second_repro_does_nothing(project):
+def test_second_repro_does_nothing(first, project):
     before = (project / "dvc.lock").read_text()
     stamps = mtimes(project)
     status = dvc(project, "status", "--json", "dvc.yaml")
@@ -415,7 +444,7 @@ def test_second_repro_does_nothing(project):
     from flows.pipeline import bar_pipeline
 
     again = bar_pipeline(root=str(project))
-    assert list(again["stages"]) == list(FLOW["stages"]) and set(again["stages"].values()) == {"Skipped"}
+    assert list(again["stages"]) == list(first.flow["stages"]) and set(again["stages"].values()) == {"Skipped"}
     assert (project / "dvc.lock").read_text() == before and mtimes(project) == stamps
 
 

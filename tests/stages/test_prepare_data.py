@@ -4,36 +4,10 @@ import sys
 import pytest
 import yaml
 
-from bar.data.example import is_eval_prompt
-from bar.specs import DataSpec, Specs
-from bar.stages import prepare_data, read_jsonl, train_anchor, train_expert
+from bar.files import read_jsonl
+from bar.specs import Specs
+from bar.train.phases import phase_fingerprint, phases_of
 from conftest import dvc, edit_yaml, make_project, run, set_params
-
-
-def test_the_anchor_split_joins_general_chat_in_the_anchors_training_data(tmp_path, monkeypatch):
-    """Each domain's `anchor` rows (its share of the anchor's instruction mix) are drawn from the
-    train side of its prompt space with their own seed: never an eval prompt, not the SFT rows."""
-    spec = DataSpec(
-        seed=0,
-        pretrain={"general": 5},
-        domains={
-            "general": {"sft": 8, "eval": 4},
-            "math": {"sft": 6, "anchor": 6, "eval": 4},
-            "code": {"sft": 6, "eval": 4},
-        },
-    )
-    out = tmp_path / "outputs" / "prepare_data"
-    out.mkdir(parents=True)
-    counts = prepare_data.prepare(spec, out)
-    assert counts["math/anchor"] == 6 and counts["code/anchor"] == counts["general/anchor"] == 0
-    anchor, sft = read_jsonl(out / "math" / "anchor.jsonl"), read_jsonl(out / "math" / "sft.jsonl")
-    assert {r["domain"] for r in anchor} == {"math"} and not any(is_eval_prompt(r["prompt"]) for r in anchor)
-    assert anchor != sft
-    monkeypatch.chdir(tmp_path)
-    # General chat, then the anchor rows of the domains that have some.
-    assert [p.as_posix() for p in train_anchor.sft_files()] == [
-        f"outputs/prepare_data/{f}.jsonl" for f in ("general/sft", "math/anchor")
-    ]
 
 
 @pytest.mark.slow
@@ -78,7 +52,7 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path, monkeypatch):
         "description": "words backwards",
         "mixture": {"sources": {"reverse": 1.0}, "general_share": 0.1, "sizes": {"sft": 150, "rl": 50}},
     }
-    spec["stages"]["rlvr"] = yaml.safe_load((project / "specs" / "experts" / "math.yaml").read_text())["stages"]["rlvr"]
+    spec["phases"]["rlvr"] = yaml.safe_load((project / "specs" / "experts" / "math.yaml").read_text())["phases"]["rlvr"]
     (project / "specs" / "experts" / "reverse.yaml").write_text(yaml.safe_dump(spec))
     set_params(project, experts=["math", "code", "tool_use", "safety", "reverse"])
     run([sys.executable, "-m", "bar.cli", "validate"], project)
@@ -110,26 +84,12 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path, monkeypatch):
     assert (out / "verifier.py").read_text() == verifier.read_text()
     assert verify_batch("reverse", ["pak", "kap", "PAK"], [{"response": "pak"}] * 3) == [True, False, True]
     specs = Specs(project)
-    phases = train_expert.phases_of(specs, "reverse", project / "outputs" / "mix_data" / "reverse")
+    phases = phases_of(specs, "reverse", project / "outputs" / "mix_data" / "reverse")
     assert [p.phase for p in phases] == ["sft", "rlvr"]
-    before = [train_expert.phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
+    before = [phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
     verifier.write_text(verifier.read_text().replace(".lower()", ""))
     assert "prepare_data" in json.loads(dvc(project, "status", "--json", "prepare_data").stdout)
     dvc(project, "repro", "mix_data@reverse")
-    after = [train_expert.phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
+    after = [phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
     assert after[0] == before[0] and after[1] != before[1]
     assert verify_batch("reverse", ["PAK"], [{"response": "pak"}]) == [False]
-
-
-def test_the_tokenizer_learns_from_the_built_in_domains_only(tmp_path):
-    """Adding a domain of the user's later must not change the tokenizer (and every model after it)."""
-    from bar.stages.tokenizer import corpus
-
-    for rel, row in {
-        "pretrain.jsonl": {"text": "a document"},
-        "math/sft.jsonl": {"prompt": "1+1?", "response": "2"},
-        "reverse/sft.jsonl": {"prompt": "Spell 'kat' backwards.", "response": "tak"},
-    }.items():
-        (tmp_path / rel).parent.mkdir(exist_ok=True)
-        (tmp_path / rel).write_text(json.dumps(row) + "\n")
-    assert list(corpus(tmp_path)) == ["a document", "1+1?\n2"]

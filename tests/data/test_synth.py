@@ -1,3 +1,5 @@
+"""The synthetic data (`bar.data.synth`): examples with verifiable checks, and plain-text documents."""
+
 import hashlib
 import json
 import os
@@ -7,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bar.data import DOMAINS, TOOL_CALL_END, TOOL_CALL_START, Example, examples, generate, verify_batch
+from bar.data import DOMAINS, TOOL_CALL_END, TOOL_CALL_START, Example, documents, examples, synth, verify_batch
 from bar.data.example import is_eval_prompt
 
 
@@ -95,8 +97,8 @@ def test_code_tests_have_at_least_three_cases():
 def test_too_many_examples_is_a_clear_error(monkeypatch):
     # A domain with only 50 distinct prompts.
     tiny = SimpleNamespace(sample=lambda rng: Example("general", f"Say {rng.randrange(50)}.", "ok", {"response": "ok"}))
-    monkeypatch.setitem(generate.MODULES, "general", tiny)
-    monkeypatch.setattr(generate, "_MAX_STALE_CANDIDATES", 2000)
+    monkeypatch.setitem(synth.MODULES, "general", tiny)
+    monkeypatch.setattr(synth, "_MAX_STALE_CANDIDATES", 2000)
     available = sum(not is_eval_prompt(f"Say {i}.") for i in range(50))
     assert len(examples("general", "train", available, seed=0)) == available
     with pytest.raises(ValueError, match=f"cannot produce {available + 1} distinct train prompts"):
@@ -117,3 +119,35 @@ def test_split_hash_is_stable():
     assert is_eval_prompt("What is 2 + 2?") is False
     fraction = sum(is_eval_prompt(f"prompt {i}") for i in range(10_000)) / 10_000
     assert 0.08 < fraction < 0.12
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_documents_are_deterministic_plain_text(domain):
+    docs = documents(domain, 300, seed=2)
+    assert docs == documents(domain, 300, seed=2)
+    assert docs != documents(domain, 300, seed=3)
+    assert all(isinstance(doc, str) and doc.strip() for doc in docs)
+    assert len(set(docs)) > 200  # varied, not a handful of repeats
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_documents_never_contain_tool_call_tokens(domain):
+    text = "\n".join(documents(domain, 1000, seed=0))
+    assert TOOL_CALL_START not in text
+    assert TOOL_CALL_END not in text
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_documents_never_contain_an_eval_prompt(domain):
+    text = "\n".join(documents(domain, 1000, seed=0))
+    held_out = examples(domain, "eval", 1000, seed=0)
+    leaked = [ex.prompt for ex in held_out if ex.prompt in text]
+    assert leaked == []
+
+
+def test_documents_quote_train_examples():
+    # The instruction-style documents are the plain-text form of train pairs.
+    text = "\n".join(documents("math", 200, seed=0))
+    assert "Question: " in text and "The answer is" in text
+    general = "\n".join(documents("general", 200, seed=0))
+    assert "Instruction: " in general and "Answer: " in general

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bar.eval import paired_se
+from bar.scoring import paired_se
 
 
 def test_paired_se_counts_only_the_prompts_where_the_models_disagree():

@@ -21,7 +21,7 @@ ARCH = ModelSpec(
 def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monkeypatch, path):
     """Both decoders: the plain-PyTorch one (TP=1) and Megatron-Core's inference context (TP>1)."""
     from bar import parallel
-    from bar.generate import generate
+    from bar.decode import generate
     from bar.model import build
 
     if path == "megatron":  # the decoder generate() takes under tensor parallelism
@@ -46,7 +46,7 @@ def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monk
 @pytest.mark.parametrize("topk", [3, 2])
 def test_cached_moe_decoding_matches_full_recompute(megatron, topk):
     """The MoE as Megatron-Core routes it: all experts (softmax over every logit) or the top k."""
-    from bar.generate import generate
+    from bar.decode import generate
     from bar.model import build
 
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def test_sequence_topk_serves_each_sequence_with_the_anchor_and_the_expert_its_r
     """sequence_topk=1: each row decodes exactly as the 2-slot model of the anchor and the expert
     with the most router probability over its prompt (`bar.merge.with_only`), that choice taken
     here from Megatron-Core's own router on the prompt, alone."""
-    from bar.generate import choose_experts, generate
+    from bar.decode import choose_experts, generate
     from bar.merge import with_only
     from bar.model import build
     from bar.train.checkpoint import full_state, load_state

@@ -1,90 +1,23 @@
-"""What the training stages share.
+"""How a training stage runs: a parent that launches workers, then publishes what they made.
 
-A training stage runs twice over: `python -m bar.stages.<stage> [item]` (the parent)
-validates the specs, opens the MLflow run and starts `torchrun` with one worker per
-tensor-parallel rank, each running the same module with `--worker`. The workers train
-(resuming from `checkpoints/<stage>[/<item>]/` if a matching checkpoint is there), score
-the result on held-out data, and rank 0 writes `final` there. The parent then publishes
-`outputs/<stage>[/<item>]/` (weights, config, training logs, scores, Hugging Face export)
-in one rename, writes `metrics/<stage>[/<item>].json` and records everything in MLflow.
+The stage's script (the parent, run by DVC with `python -m`) validates the specs, opens the
+MLflow run and starts `torchrun` with one worker per tensor-parallel rank, each running the
+same module with `--worker`. The workers train (resuming from `checkpoints/<stage>[/<item>]/`
+if a matching checkpoint is there), score the result on held-out data, and rank 0 writes
+`final` there. The parent then publishes `outputs/<stage>[/<item>]/` (weights, config,
+training logs, scores, Hugging Face export) in one rename, writes
+`metrics/<stage>[/<item>].json` and records everything in MLflow.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
+from bar.files import CHECKPOINTS, atomic_dir, output, read_jsonl, write_json, write_metrics
 from bar.specs import EvalSpec, ModelSpec
-from bar.stages import CHECKPOINTS, atomic_dir, output, read_jsonl, write_json, write_metrics
-
-
-def file_digest(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        for f in sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]:
-            if f.is_file():
-                h.update(f.name.encode())
-                h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def fingerprint(resolved: dict, inputs: list[Path]) -> str:
-    """What a checkpoint belongs to: the resolved spec and the content of every input."""
-    return hashlib.sha256((json.dumps(resolved, sort_keys=True) + file_digest(*inputs)).encode()).hexdigest()[:16]
-
-
-def without_eval(resolved: dict) -> dict:
-    """A resolved spec without its `eval` section: what trained weights depend on."""
-    return {k: v for k, v in resolved.items() if k != "eval"}
-
-
-def load_examples(path: Path) -> list:
-    from bar.data import Example
-
-    return [Example.from_json(r) for r in read_jsonl(path)]
-
-
-def verifier_files() -> list[Path]:
-    """The verifiers of the user's domains (prepare_data's copies): what rewards and scores depend on."""
-    from bar.data import VERIFIER
-
-    return sorted(output("prepare_data").glob(f"*/{VERIFIER}"))
-
-
-def eval_files() -> list[Path]:
-    """Every domain's held-out split and the user's verifiers: what a stage's scores depend on."""
-    return sorted(output("prepare_data").glob("*/eval.jsonl")) + verifier_files()
-
-
-def eval_examples(domain: str, spec: EvalSpec) -> list:
-    return load_examples(output("prepare_data", domain, "eval.jsonl"))[: spec.num_examples]
-
 
 # --- worker side -------------------------------------------------------------------------
-
-
-def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int | None = None) -> dict:
-    """Greedy pass rate on each domain's held-out split (`sequence_topk`: `bar.generate.generate`)."""
-    import torch
-
-    from bar import eval as evaluation
-
-    model.eval()
-    with torch.no_grad():
-        return {
-            d: evaluation.score(
-                model,
-                tok,
-                eval_examples(d, spec),
-                batch_size=spec.batch_size,
-                max_new_tokens=spec.max_new_tokens,
-                sequence_topk=sequence_topk,
-            )
-            for d in domains
-        }
-
 
 DENSE_PHASE = "train"  # a single-phase stage's training: checkpoints/<stage>/train/
 
@@ -128,6 +61,7 @@ def run_dense_worker(
 
     from bar import parallel, tokenizer
     from bar.model import build
+    from bar.scoring import score_all
     from bar.train import train as train_loop
     from bar.train.batches import Batches
     from bar.train.checkpoint import Resumable, load_state
@@ -164,32 +98,6 @@ def run_dense_worker(
 # --- parent side -------------------------------------------------------------------------
 
 
-def plot_logs(logs: dict[str, list[dict]], path: Path, title: str) -> None:
-    """One panel per training phase: loss, and reward for RLVR."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        (phase, key)
-        for phase, records in logs.items()
-        if records
-        for key in ("loss", "reward_mean")
-        if key in records[0]
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
-    for ax, (phase, key) in zip(axes[0], panels):
-        records = logs[phase]
-        ax.plot([r["step"] for r in records], [r[key] for r in records])
-        ax.set(xlabel="step", ylabel=key, title=f"{phase}: {key}")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def log_partial_histories(run, root: Path, phases: list[str] | None) -> None:
     """Per-step logs of the run's training phases (`<root>/<phase>/log.jsonl`; a single-phase
     stage: `<root>/log.jsonl`), finished or not, into MLflow. Only these: `root` may also hold
@@ -218,6 +126,7 @@ def summary(logs: dict[str, list[dict]]) -> dict[str, float]:
 
 def run_parent(
     stage: str,
+    module: str,
     *,
     item: str | None = None,
     tp_size: int,
@@ -228,7 +137,8 @@ def run_parent(
     extra_metrics=None,
     register=None,
 ) -> None:
-    """Launch the workers of `stage` (for `item`), then publish, record and clean up.
+    """Launch the workers of `stage` (for `item`): torchrun runs `module` (the stage's own) with
+    `--worker`; then publish, record and clean up.
 
     `phases` names the training phases of a multi-phase stage (their checkpoint folders);
     `trainable` ({phase: groups}) what trains in each (a phase not listed: every weight), for
@@ -236,7 +146,7 @@ def run_parent(
     model registry."""
     from safetensors.torch import load_file
 
-    from bar import launch, tracking
+    from bar import figures, launch, tracking
     from bar.cost import training_flops
     from bar.model.hf import export
     from bar.tokenizer import load as load_tokenizer
@@ -247,7 +157,7 @@ def run_parent(
     root = CHECKPOINTS.joinpath(*parts)
     with tracking.stage_run(name, spec=resolved, tags=tags, nproc=tp_size) as run:
         try:
-            launch.torchrun(f"bar.stages.{stage}", tp_size, [*parts[1:], "--worker"])
+            launch.torchrun(module, tp_size, [*parts[1:], "--worker"])
         finally:
             log_partial_histories(run, root, phases)
         meta = read_meta(root / "final")
@@ -263,7 +173,7 @@ def run_parent(
             )
             write_json(out / "eval.json", meta["eval"])
             if any(meta["logs"].values()):  # an imported base trained nothing
-                plot_logs(meta["logs"], out / "training.png", name)
+                figures.training_curves(meta["logs"], out / "training.png", name)
             export(
                 load_file(out / "model.safetensors"),
                 ModelSpec(**config["arch"]),

@@ -1,11 +1,17 @@
-"""Scoring a model on a domain's held-out prompts with the domain's verifier."""
+"""Scoring a model on each domain's held-out prompts with the domain's verifier."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from bar import data, tokenizer
-from bar.generate import choose_experts, generate
+from bar.data.example import read_examples
+from bar.data.verify import verifier_files
+from bar.decode import generate
+from bar.files import output
+from bar.specs import EvalSpec
 
 
 def responses(
@@ -85,49 +91,31 @@ def paired_se(a: list[bool], b: list[bool]) -> float:
     return 100.0 * (var / len(d)) ** 0.5
 
 
-@torch.no_grad()
-def routing_shares(model, tok, examples: list[data.Example], batch_size: int = 16) -> list[list[float]]:
-    """Mean router probability of each expert, per layer ([layer][expert]), over the tokens of
-    the examples (prompt and reference reply, teacher-forced)."""
-    from bar import parallel
-    from bar.train.batches import pack
-
-    device = parallel.device()
-    routers = [layer.mlp.router for layer in model.decoder.layers]
-    captured = {}
-    handles = [
-        r.register_forward_hook(lambda m, args, out, i=i: captured.__setitem__(i, out[0].float()))
-        for i, r in enumerate(routers)
-    ]
-    items = [tokenizer.chat_ids(tok, e.prompt, e.response) for e in examples]
-    rows = pack(items, max(len(ids) for ids, _ in items) - 1, tok.pad_token_id)
-    sums, count = torch.zeros(len(routers), model.config.num_moe_experts, device=device), 0
-    try:
-        model.eval()
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            tokens = torch.tensor([r[0] for r in chunk], device=device)
-            segments = torch.tensor([r[2] for r in chunk], device=device)
-            model(tokens, None, segments)  # each packed example attends to itself only
-            real = (segments > 0).t().reshape(-1)  # the router sees tokens sequence-major
-            for i in range(len(routers)):
-                sums[i] += captured[i][real].sum(0)
-            count += int(real.sum())
-    finally:
-        for h in handles:
-            h.remove()
-    return (sums / count).tolist()
+def eval_examples(domain: str, spec: EvalSpec) -> list[data.Example]:
+    """The first `spec.num_examples` of the domain's held-out split (prepare_data's)."""
+    return read_examples(output("prepare_data", domain, "eval.jsonl"))[: spec.num_examples]
 
 
-def expert_choices(model, tok, examples: list[data.Example], sequence_topk: int, batch_size: int = 32) -> list[float]:
-    """Share of the examples' prompts each slot serves when the routed model decodes them with
-    `sequence_topk` ([slot]; the anchor, slot 0, serves every prompt)."""
-    encoded = [tokenizer.prompt_ids(tok, e.prompt) for e in examples]
-    from bar import parallel
+def eval_files() -> list[Path]:
+    """Every domain's held-out split and the user's verifiers: what a stage's scores depend on."""
+    return sorted(output("prepare_data").glob("*/eval.jsonl")) + verifier_files()
 
-    counts = torch.zeros(model.config.num_moe_experts, dtype=torch.long, device=parallel.device())
-    for start in range(0, len(encoded), batch_size):
-        counts += choose_experts(
-            model, encoded[start : start + batch_size], sequence_topk=sequence_topk, pad_id=tok.pad_token_id
-        ).sum(0)
-    return [c / len(encoded) for c in counts.tolist()]
+
+def score_all(model, tok, domains: list[str], spec: EvalSpec, sequence_topk: int | None = None, progress=None) -> dict:
+    """`score` on each domain's held-out split (`sequence_topk`: `bar.decode.generate`); a tqdm
+    `progress` bar advances once per domain."""
+    model.eval()
+    scores = {}
+    with torch.no_grad():
+        for d in domains:
+            scores[d] = score(
+                model,
+                tok,
+                eval_examples(d, spec),
+                batch_size=spec.batch_size,
+                max_new_tokens=spec.max_new_tokens,
+                sequence_topk=sequence_topk,
+            )
+            if progress is not None:
+                progress.update(1)
+    return scores
