@@ -163,7 +163,7 @@ def adapt(
                     seed=seed,
                 )
             )
-            logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}")
+            logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}", ph.spec.lr_scale)
         ckpt.finish(model, {"log": logs[ph.label], "run": run_fp})
     return logs, reused
 
