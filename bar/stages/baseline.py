@@ -117,7 +117,7 @@ def main(name: str) -> None:
     kind = specs.baseline(name)
     if kind == "ablation":  # its own mixture, drawn with its domain's expert's seed stream
         spec = specs.expert(name)
-        needed = ["rl" if s == "rlvr" else s for s in spec.stages.enabled()]
+        needed = ["rl" if p == "rlvr" else p for p in spec.phases.enabled()]
         splits = mix(spec.domain, spec.mixture, needed, specs.params.seed, str(specs.path(f"experts/{name}")))
         ablation_data(name).mkdir(parents=True, exist_ok=True)
         for split, rows in splits.items():

@@ -93,8 +93,8 @@ def main(name: str) -> None:
             "anchor_hash": tracking.dvc_md5("outputs/train_anchor"),
             "base_hash": tracking.dvc_md5("outputs/pretrain_base"),
         },
-        phases=spec.stages.enabled(),
-        trainable={p: getattr(spec.stages, p).trainable for p in spec.stages.enabled()},
+        phases=spec.phases.enabled(),
+        trainable={p: getattr(spec.phases, p).trainable for p in spec.phases.enabled()},
         extra_metrics=lambda meta: {"anchor_ffn_unchanged": float(meta["anchor_ffn_unchanged"])},
         register=lambda run, out: register(run, out, name, spec.version, spec_hash(res)),
     )
