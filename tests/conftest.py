@@ -133,6 +133,36 @@ def megatron():
     parallel.shutdown()
 
 
+def small_arch(**update):
+    """The unit tests' small architecture, with `update` (e.g. precision, seq_length) over it."""
+    from bar.specs import ModelSpec
+
+    arch = ModelSpec(
+        num_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_query_groups=2,
+        ffn_hidden_size=48,
+        vocab_size=320,
+        seq_length=32,
+    )
+    return arch.model_copy(update=update) if update else arch
+
+
+@pytest.fixture(scope="module")
+def dense_states(megatron):
+    """Full state dicts of two different random dense models of `small_arch()` (an 'anchor' and a 'base')."""
+    import torch
+
+    from bar.model import build
+    from bar.train.checkpoint import full_state
+
+    torch.manual_seed(1)
+    anchor = full_state(build(small_arch(), 1))
+    torch.manual_seed(2)
+    return anchor, full_state(build(small_arch(), 1))
+
+
 def make_llama(
     folder: Path,
     *,

@@ -1,32 +1,11 @@
 """The router's fitting terms (`bar.router`)."""
 
-import pytest
 import torch
 
 from bar.model.moe import upcycle
-from bar.specs import ModelSpec
+from conftest import small_arch
 
-ARCH = ModelSpec(
-    num_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=48,
-    vocab_size=320,
-    seq_length=32,
-)
-
-
-@pytest.fixture(scope="module")
-def dense_states(megatron):
-    """Full state dicts of two different random dense models (an 'anchor' and a 'base')."""
-    from bar.model import build
-    from bar.train.checkpoint import full_state
-
-    torch.manual_seed(1)
-    anchor = full_state(build(ARCH, 1))
-    torch.manual_seed(2)
-    return anchor, full_state(build(ARCH, 1))
+ARCH = small_arch()
 
 
 def test_domain_loss_routes_each_sample_as_its_expert_did(tmp_path, dense_states, megatron):

@@ -2,17 +2,9 @@
 
 import torch
 
-from bar.specs import ModelSpec
+from conftest import small_arch
 
-ARCH = ModelSpec(
-    num_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=48,
-    vocab_size=320,
-    seq_length=64,
-)
+ARCH = small_arch(seq_length=64)
 
 
 def test_a_packed_row_gives_each_document_the_losses_it_has_alone(megatron):

@@ -4,18 +4,9 @@ import json
 
 import torch
 
-from bar.specs import ModelSpec
+from conftest import small_arch
 
-BF16 = ModelSpec(
-    num_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=48,
-    vocab_size=320,
-    seq_length=32,
-    precision="bf16",
-)
+BF16 = small_arch(precision="bf16")
 
 
 def test_a_bf16_moe_exports_in_bf16_shards_with_an_index_that_transformers_loads(tmp_path, megatron):

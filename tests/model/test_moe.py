@@ -4,30 +4,10 @@ import pytest
 import torch
 
 from bar.model.moe import anchor_ffn, group_of, upcycle
-from bar.specs import ModelSpec
 from bar.train.checkpoint import Resumable
+from conftest import small_arch
 
-ARCH = ModelSpec(
-    num_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=48,
-    vocab_size=320,
-    seq_length=32,
-)
-
-
-@pytest.fixture(scope="module")
-def dense_states(megatron):
-    """Full state dicts of two different random dense models (an 'anchor' and a 'base')."""
-    from bar.model import build
-    from bar.train.checkpoint import full_state
-
-    torch.manual_seed(1)
-    anchor = full_state(build(ARCH, 1))
-    torch.manual_seed(2)
-    return anchor, full_state(build(ARCH, 1))
+ARCH = small_arch()
 
 
 def test_upcycle_slots_and_groups(dense_states):

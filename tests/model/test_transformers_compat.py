@@ -32,17 +32,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bar.specs import ModelSpec
+from conftest import small_arch
 
-ARCH = ModelSpec(
-    num_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=48,
-    vocab_size=320,
-    seq_length=32,
-)
+ARCH = small_arch()
 
 MAX_NEW = 10
 
