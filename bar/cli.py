@@ -113,7 +113,7 @@ def _report(args) -> int:
 def _plan(args) -> int:
     """Memory per rank of each training stage (bar.plan), for the specs or a bigger model."""
     from bar import parallel, plan
-    from bar.specs import SpecError, Specs
+    from bar.specs import GROUPS, SpecError, Specs
 
     rows = []
     parallel.init(1, 0)
@@ -131,7 +131,7 @@ def _plan(args) -> int:
             for name, n, groups in (
                 ("dense", None, None),
                 ("expert (2 slots), SFT", 2, ["domain_ffn", "router", "embeddings", "lm_head"]),
-                ("expert (2 slots), RLVR", 2, list(_all_groups())),
+                ("expert (2 slots), RLVR", 2, list(GROUPS)),
                 (f"routed ({experts + 1} slots), router fit", experts + 1, ["router"]),
             ):
                 counts = plan.count(arch, n, groups)
@@ -153,12 +153,6 @@ def _plan(args) -> int:
         parallel.shutdown()
     print(plan.table(rows, args.gpu_memory))
     return 0
-
-
-def _all_groups():
-    from bar.specs import GROUPS
-
-    return GROUPS
 
 
 def _print_run(title: str, run: dict) -> None:

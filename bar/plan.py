@@ -91,7 +91,7 @@ def activation_bytes(arch: ModelSpec, tokens: int, num_experts: int | None, topk
     h, f, v = arch.hidden_size, arch.ffn_hidden_size, arch.vocab_size
     q = arch.num_attention_heads * arch.head_dim
     kv = arch.num_query_groups * arch.head_dim
-    size = 2 if arch.precision == "bf16" else 4
+    size = arch.dtype.itemsize
     active = (topk or num_experts) if num_experts else 0
     split = (q + 2 * kv) + (q + kv) + q + (active * (2 * h + 4 * f) if num_experts else 4 * f)
     # Norms and residuals are replicated across tensor-parallel ranks, unless sequence
@@ -111,13 +111,13 @@ def memory(
     dp: int = 1,
 ) -> dict[str, float]:
     """Bytes per rank: weights, gradients, main weights, optimizer, activations, total."""
-    size = 2 if arch.precision == "bf16" else 4
+    size = arch.dtype.itemsize
     params = counts.replicated + counts.sharded / tp
     trained = counts.replicated_trained + counts.sharded_trained / tp
     out = {
         "weights": params * size,
         "gradients": trained * 4,
-        "main weights": trained * 4 / dp if arch.precision == "bf16" else 0.0,
+        "main weights": trained * 4 / dp if size < 4 else 0.0,
         "optimizer": trained * 8 / dp,
         "activations": activation_bytes(arch, tokens, num_experts, topk, tp),
     }

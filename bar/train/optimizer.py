@@ -58,10 +58,6 @@ class Optimizer:
             p._accumulates_into_main = True
         return main
 
-    @property
-    def param_groups(self) -> list[dict]:
-        return self.adamw.param_groups
-
     def set_lr(self, lr: float) -> None:
         for group in self.adamw.param_groups:
             group["lr"] = lr * group["lr_scale"]
