@@ -61,11 +61,26 @@ def test_a_report_of_another_preset_leaves_the_readme_runs_report_alone(tmp_path
 
 
 def test_the_default_presets_report_is_reports_and_the_readme_table(tmp_path):
+    import subprocess
+
     from bar.cli import main
 
     evaluated_checkout(tmp_path, "default")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "c"], check=True)
+    with tracking.stage_run("evaluate", spec={}, tags={}, cwd=tmp_path) as run:
+        run.log_metrics({"routed/math": 50.0})
+    commit = tracking.git_commit(tmp_path)[:7]
     assert main(["report", "--readme", "--root", str(tmp_path)]) == 0
-    assert "preset `default`" in (tmp_path / "reports" / "report.md").read_text()
+    written = (tmp_path / "reports" / "report.md").read_text()
+    assert "preset `default`" in written and f"| evaluate | `{run.run_id}` | `{commit}" in written
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and "| expert math | 40.0 | 50.0 | 45.0 |" in readme
-    assert "[reports/report.md](reports/report.md)" in readme
+    assert f"Stage runs at commit `{commit}`" in readme and f"`evaluate` is MLflow run `{run.run_id}`" in readme
+    from bar.specs import Specs
+
+    assert (
+        f"precision `{Specs(tmp_path).model.precision}`" in readme
+        and "[reports/report.md](reports/report.md)" in readme
+    )

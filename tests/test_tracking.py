@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from bar import tracking
+from bar.launch import threads_per_rank
 
 
 def test_stage_inputs_come_from_dvc_yaml_with_dvc_md5(tmp_path):
@@ -54,19 +55,28 @@ def test_stage_inputs_come_from_dvc_yaml_with_dvc_md5(tmp_path):
     assert tracking.stage_inputs("evaluate", tmp_path) == {"outputs/fit_router": "unknown"}
 
 
-def test_stage_costs_are_the_runs_that_made_the_current_outputs(tmp_path):
+def test_stage_runs_are_the_runs_that_made_the_current_outputs(tmp_path):
     """After an upgrade rolled back, the cost of a stage is its older run's: the one whose
-    metrics agree with the stage's metrics file, which DVC restores with the outputs."""
+    metrics agree with the stage's metrics file, which DVC restores with the outputs; each names
+    the commit it ran at."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "c"], check=True)
     for flops, score in ((10.0, 38.5), (25.0, 98.5)):  # v1, then v2
         with tracking.stage_run("train_expert@code", spec={}, tags={}, cwd=tmp_path) as run:
             run.log_metrics({"cost/flops": flops, "eval/code": score})
-    assert tracking.stage_costs(tmp_path)["train_expert@code"]["cost/flops"] == 25.0  # no metrics file: newest
+    assert tracking.stage_runs(tmp_path)["train_expert@code"]["cost"]["cost/flops"] == 25.0  # no metrics file: newest
     (tmp_path / "metrics" / "train_expert").mkdir(parents=True)
     (tmp_path / "metrics" / "train_expert" / "code.json").write_text(json.dumps({"cost/flops": 10, "eval/code": 38.5}))
-    costs = tracking.stage_costs(tmp_path)["train_expert@code"]
-    assert costs["cost/flops"] == 10.0 and costs["cost/wall_seconds"] > 0
+    run = tracking.stage_runs(tmp_path)["train_expert@code"]
+    assert run["cost"]["cost/flops"] == 10.0 and run["cost"]["cost/wall_seconds"] > 0
+    assert (
+        len(run["commit"]) == 40
+        and run["commit"] == tracking.git_commit(tmp_path)
+        and run["threads"] == str(threads_per_rank(1))
+    )
     (tmp_path / "metrics" / "train_expert" / "code.json").write_text(json.dumps({"cost/flops": 10, "eval/code": 50}))
-    assert tracking.stage_costs(tmp_path)["train_expert@code"]["cost/flops"] == 25.0  # none agrees: newest
+    assert tracking.stage_runs(tmp_path)["train_expert@code"]["cost"]["cost/flops"] == 25.0  # none agrees: newest
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from bar.tracking.registry import (
     routed_lineage,
     scores,
     set_alias,
-    stage_costs,
+    stage_runs,
     tag_model_version,
 )
 from bar.tracking.runs import StageRun, git_commit, pipeline_run, stage_run
@@ -48,7 +48,7 @@ __all__ = [
     "routed_lineage",
     "scores",
     "set_alias",
-    "stage_costs",
+    "stage_runs",
     "stage_inputs",
     "stage_run",
     "tag_model_version",

@@ -1,5 +1,5 @@
-"""The model registry and the runs behind it: versions, aliases, lineage, each expert's history and what
-each stage's current outputs cost."""
+"""The model registry and the runs behind it: versions, aliases, lineage, each expert's history and the
+run behind each stage's current outputs."""
 
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
     return out
 
 
-def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
-    """The cost/* metrics of the run that produced each stage's current outputs ({dvc stage: metrics}):
-    the newest finished run whose metrics agree with the stage's `metrics/` file (which DVC keeps
-    with the outputs, so after a roll-back it is the older run's), else the newest finished run."""
+def stage_runs(cwd: Path | str = ".") -> dict[str, dict]:
+    """The run that produced each stage's current outputs ({dvc stage: {run_id, commit, threads,
+    started, cost}}): the newest finished run whose metrics agree with the stage's `metrics/` file
+    (which DVC keeps with the outputs, so after a roll-back it is the older run's), else the newest."""
     mlflow = _mlflow(cwd)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -69,10 +69,19 @@ def stage_costs(cwd: Path | str = ".") -> dict[str, dict[str, float]]:
         if stage:
             if stage not in files:
                 files[stage] = _stage_metrics(cwd, stage)
-            newest[stage] = run.data.metrics
+            newest[stage] = run
             if _agrees(run.data.metrics, files[stage]):
-                agreeing[stage] = run.data.metrics
-    return {stage: {k: v for k, v in m.items() if k.startswith("cost/")} for stage, m in {**newest, **agreeing}.items()}
+                agreeing[stage] = run
+    return {
+        stage: {
+            "run_id": run.info.run_id,
+            "commit": run.data.tags.get("git_commit", "unknown"),
+            "threads": run.data.tags.get("threads_per_rank", "?"),
+            "started": run.info.start_time / 1000,
+            "cost": {k: v for k, v in run.data.metrics.items() if k.startswith("cost/")},
+        }
+        for stage, run in {**newest, **agreeing}.items()
+    }
 
 
 def _stage_metrics(cwd: Path | str, stage: str) -> dict:
