@@ -38,6 +38,13 @@ class Mutation:
 T = "tests/"
 MUTATIONS = [
     Mutation(
+        "an expert phase trains without its lr_scale",
+        "bar/train/phases.py",
+        'train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}", ph.spec.lr_scale)',
+        'train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}")',
+        [T + "train/test_phases.py::test_a_phase_trains_each_group_at_its_lr_scale"],
+    ),
+    Mutation(
         "disjoint_mean drops the last expert's change",
         "bar/merge.py",
         "delta = t.double() - base.get_tensor(key).double()",

@@ -154,16 +154,6 @@ def test_mlflow_ui_on_localhost_shows_the_runs_and_models(tmp_path):
         server.wait(timeout=30)
 
 
-def test_threads_per_rank_shares_the_cores_unless_omp_num_threads_says(monkeypatch):
-    from bar.launch import threads_per_rank
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert [threads_per_rank(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert threads_per_rank(2) == 3
-
-
 def test_mlflow_is_imported_by_bar_tracking_only():
     """The tracking package is the one MLflow importer of bar and its flows (lazily: importing it is cheap)."""
     import ast
