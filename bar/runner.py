@@ -66,7 +66,7 @@ def run_dense_worker(
     from bar.train.batches import Batches
     from bar.train.checkpoint import Resumable, load_state
 
-    parallel.init(train.tp_size, seed)
+    parallel.init(train.tp_size, seed, train.dp_size)
     result = Resumable(CHECKPOINTS / stage, fingerprint)
     if result.finished():
         parallel.shutdown()
@@ -80,7 +80,7 @@ def run_dense_worker(
         batches = Batches(
             items, batch_size=train.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed
         )
-        log = train_loop(model, batches, train, ckpt, desc=stage)
+        log = train_loop(model, batches, train, ckpt, desc=stage, micro_batch_size=train.micro_batch_size)
         if added_tokens:
             from bar.model import init_added_tokens
             from bar.train.checkpoint import full_state
@@ -129,7 +129,7 @@ def run_parent(
     module: str,
     *,
     item: str | None = None,
-    tp_size: int,
+    nproc: int,
     resolved: dict,
     tags: dict[str, str],
     phases: list[str] | None = None,
@@ -155,9 +155,9 @@ def run_parent(
     parts = (stage, item) if item else (stage,)
     name = f"{stage}@{item}" if item else stage
     root = CHECKPOINTS.joinpath(*parts)
-    with tracking.stage_run(name, spec=resolved, tags=tags, nproc=tp_size) as run:
+    with tracking.stage_run(name, spec=resolved, tags=tags, nproc=launch.Nodes.from_env().per_node(nproc)) as run:
         try:
-            launch.torchrun(module, tp_size, [*parts[1:], "--worker"])
+            launch.torchrun(module, nproc, [*parts[1:], "--worker"])
         finally:
             log_partial_histories(run, root, phases)
         meta = read_meta(root / "final")

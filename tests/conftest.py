@@ -101,6 +101,15 @@ def edit_yaml(path: Path, keys: str, value) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def stage(project: Path, name: str, *args: str, **kw) -> subprocess.CompletedProcess:
     """Run `python -m bar.stages.<name>` in the project, as DVC would."""
     return run([sys.executable, "-m", f"bar.stages.{name}", *args], project, **kw)

@@ -40,8 +40,8 @@ MUTATIONS = [
     Mutation(
         "an expert phase trains without its lr_scale",
         "bar/train/phases.py",
-        'train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}", ph.spec.lr_scale)',
-        'train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}")',
+        'f"{desc} {ph.label}", ph.spec.lr_scale, ph.spec.micro_batch_size',
+        'f"{desc} {ph.label}", None, ph.spec.micro_batch_size',
         [T + "train/test_phases.py::test_a_phase_trains_each_group_at_its_lr_scale"],
     ),
     Mutation(

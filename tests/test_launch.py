@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 
 def test_threads_per_rank_shares_the_cores_unless_omp_num_threads_says(monkeypatch):
     from bar.launch import threads_per_rank
@@ -11,3 +13,28 @@ def test_threads_per_rank_shares_the_cores_unless_omp_num_threads_says(monkeypat
     assert [threads_per_rank(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_rank(2) == 3
+
+
+def test_several_nodes_share_the_processes_and_bad_settings_fail_naming_the_variable(monkeypatch):
+    from bar.launch import Nodes, command
+
+    monkeypatch.setenv("BAR_NNODES", "2")
+    monkeypatch.setenv("BAR_NODE_RANK", "1")
+    monkeypatch.setenv("BAR_RDZV_ENDPOINT", "node0:29500")
+    cmd = command("bar.stages.train_anchor", 8, ["--worker"], Nodes.from_env())
+    assert "--nnodes=2" in cmd and "--node-rank=1" in cmd and "--rdzv-endpoint=node0:29500" in cmd
+    assert "--nproc-per-node=4" in cmd and "--standalone" not in cmd
+    with pytest.raises(SystemExit, match="BAR_NNODES = 2: must divide the stage's 3 processes"):
+        Nodes.from_env().per_node(3)
+    monkeypatch.delenv("BAR_RDZV_ENDPOINT")
+    with pytest.raises(SystemExit, match="BAR_NNODES = 2 needs BAR_RDZV_ENDPOINT"):
+        Nodes.from_env()
+    monkeypatch.setenv("BAR_NODE_RANK", "2")
+    with pytest.raises(SystemExit, match="BAR_NODE_RANK = 2: must be below BAR_NNODES = 2"):
+        Nodes.from_env()
+    monkeypatch.setenv("BAR_NNODES", "two")
+    with pytest.raises(SystemExit, match="BAR_NNODES = 'two': must be an integer >= 1"):
+        Nodes.from_env()
+    for key in ("BAR_NNODES", "BAR_NODE_RANK"):
+        monkeypatch.delenv(key)
+    assert "--standalone" in command("m", 2, [], Nodes.from_env())

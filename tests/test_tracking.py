@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import yaml
 
 from bar import tracking
 from bar.launch import threads_per_rank
+from conftest import free_port
 
 
 def test_stage_inputs_come_from_dvc_yaml_with_dvc_md5(tmp_path):
@@ -77,12 +77,6 @@ def test_stage_runs_are_the_runs_that_made_the_current_outputs(tmp_path):
     )
     (tmp_path / "metrics" / "train_expert" / "code.json").write_text(json.dumps({"cost/flops": 10, "eval/code": 50}))
     assert tracking.stage_runs(tmp_path)["train_expert@code"]["cost"]["cost/flops"] == 25.0  # none agrees: newest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(port: int, path: str, body: dict | None = None) -> dict:

@@ -25,8 +25,10 @@ MEGATRON_NOTICES = (
 )
 
 
-def init(tp_size: int, seed: int) -> None:
-    """Start the process group and Megatron-Core's model-parallel state in a torchrun worker."""
+def init(tp_size: int, seed: int, dp_size: int = 1) -> None:
+    """Start the process group and Megatron-Core's model-parallel state in a torchrun worker:
+    tp_size x dp_size processes, tensor-parallel groups of consecutive ranks (Megatron-Core's
+    order), each a data-parallel replica."""
     from bar import launch
     from bar.parallel import cpu
 
@@ -37,10 +39,10 @@ def init(tp_size: int, seed: int) -> None:
 
     _die_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size != tp_size:
+    if world_size != tp_size * dp_size:
         raise RuntimeError(
-            f"launched {world_size} processes for tp_size={tp_size}: launch with "
-            f"`torchrun --nproc-per-node {tp_size}` (bar.launch does this)"
+            f"launched {world_size} processes for tp_size={tp_size} x dp_size={dp_size}: launch "
+            f"{tp_size * dp_size} in all (bar.launch does this)"
         )
     cpu.apply()
     if torch.cuda.is_available():  # before the process group: nccl binds each rank to its device
@@ -106,6 +108,37 @@ def rank() -> int:
 
 def tp_size() -> int:
     return _tp()[2]
+
+
+def _dp():
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        return None, 0, 1
+    group = parallel_state.get_data_parallel_group()
+    return group, dist.get_rank(group), dist.get_world_size(group)
+
+
+def dp_rank() -> int:
+    return _dp()[1]
+
+
+def dp_size() -> int:
+    return _dp()[2]
+
+
+def sum_over_replicas(tensors: list[torch.Tensor]) -> None:
+    """Sum `tensors` (gradients, in fp32) over the data-parallel replicas, in place: one
+    all-reduce of a flat buffer. Megatron-Core's DistributedDataParallel does this with grad
+    buffers and CUDA streams it creates on `torch.cuda.current_device()`, so it cannot run on a
+    CPU; the sum is the same."""
+    group, _, size = _dp()
+    if size == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, group=group)
+    for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(part.view_as(t))
 
 
 def _tp():

@@ -165,11 +165,32 @@ class LoopSpec(Spec):
     checkpoint_every: int = Field(50, gt=0, description="steps between resumable checkpoints")
 
 
+MICRO_BATCH = "rows of a forward/backward pass; a step accumulates its batch in these (null = all at once)"
+
+
+def check_split(batch_size: int, micro_batch_size: int | None, dp_size: int = 1) -> None:
+    """A step's batch splits evenly over the data-parallel replicas, and each share into micro-batches."""
+    if batch_size % dp_size:
+        raise ValueError(f"batch_size = {batch_size} must be a multiple of dp_size = {dp_size}")
+    if micro_batch_size and (batch_size // dp_size) % micro_batch_size:
+        raise ValueError(
+            f"micro_batch_size = {micro_batch_size} must divide the rows of each replica, "
+            f"batch_size / dp_size = {batch_size // dp_size}"
+        )
+
+
 class TrainSpec(LoopSpec):
     """A dense training stage (pretrain_base, train_anchor): a loop, its batch, how parallel."""
 
     batch_size: int = Field(gt=0, description="sequences of model.seq_length tokens per step")
+    micro_batch_size: int | None = Field(None, gt=0, description=MICRO_BATCH)
     tp_size: int = Field(1, gt=0, description="tensor-parallel processes (torchrun --nproc-per-node)")
+    dp_size: int = Field(1, gt=0, description="data-parallel replicas: tp_size x dp_size processes in all")
+
+    @model_validator(mode="after")
+    def _split(self) -> TrainSpec:
+        check_split(self.batch_size, self.micro_batch_size, self.dp_size)
+        return self
 
 
 class TrainStagesSpec(Spec):
@@ -225,6 +246,12 @@ class LMPhaseSpec(PhaseSpec):
     """midtrain (language modelling on domain text) or sft (assistant-token loss)."""
 
     batch_size: int = Field(gt=0, description="packed sequences of model.seq_length tokens per step")
+    micro_batch_size: int | None = Field(None, gt=0, description=MICRO_BATCH)
+
+    @model_validator(mode="after")
+    def _split(self) -> LMPhaseSpec:
+        check_split(self.batch_size, self.micro_batch_size)
+        return self
 
 
 class RLVRSpec(PhaseSpec):

@@ -136,7 +136,7 @@ def main(name: str) -> None:
         STAGE,
         __spec__.name,
         item=name,
-        tp_size=1,
+        nproc=1,
         resolved=res,
         tags={
             "baseline": name,

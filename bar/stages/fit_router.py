@@ -119,7 +119,7 @@ def main() -> None:
     run_parent(
         STAGE,
         __spec__.name,
-        tp_size=specs.router.tp_size,
+        nproc=specs.router.tp_size,
         resolved=res,
         phases=[DENSE_PHASE],
         tags={"spec_hash": spec_hash(res), "merged_hash": tracking.dvc_md5("outputs/merge_experts")},

@@ -69,7 +69,7 @@ def import_worker(specs: Specs) -> None:
     from bar.train.checkpoint import Resumable, fingerprint, load_state
 
     arch, tp_size = specs.model, specs.train.pretrain.tp_size
-    parallel.init(tp_size, specs.params.seed)
+    parallel.init(tp_size, specs.params.seed, specs.train.pretrain.dp_size)
     ckpt = Resumable(CHECKPOINTS / STAGE, fingerprint(resolved(specs), inputs(specs)))
     if not ckpt.finished():
         tok = tokenizer.load(output("tokenizer"))
@@ -94,7 +94,7 @@ def main() -> None:
     run_parent(
         STAGE,
         __spec__.name,
-        tp_size=specs.train.pretrain.tp_size,
+        nproc=specs.train.pretrain.tp_size * specs.train.pretrain.dp_size,
         resolved=spec,
         phases=phases,
         tags={

@@ -63,7 +63,7 @@ def main() -> None:
     run_parent(
         STAGE,
         __spec__.name,
-        tp_size=specs.train.anchor.tp_size,
+        nproc=specs.train.anchor.tp_size * specs.train.anchor.dp_size,
         resolved=spec,
         phases=[DENSE_PHASE],
         tags={

@@ -82,7 +82,7 @@ def main(name: str) -> None:
         STAGE,
         __spec__.name,
         item=name,
-        tp_size=spec.tp_size,
+        nproc=spec.tp_size,
         resolved=res,
         tags={
             "expert": name,

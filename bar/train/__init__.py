@@ -72,28 +72,47 @@ def progress(total: int, initial: int, desc: str):
 
 
 def train(
-    model, batches: Batches, spec: LoopSpec, ckpt: Resumable, desc: str, lr_scale: dict[str, float] | None = None
+    model,
+    batches: Batches,
+    spec: LoopSpec,
+    ckpt: Resumable,
+    desc: str,
+    lr_scale: dict[str, float] | None = None,
+    micro_batch_size: int | None = None,
 ) -> list[dict]:
     """Train the parameters of `model` that require grad for `spec.steps` steps (resuming if a
-    matching checkpoint exists), `lr_scale` as in `optimizer`; returns the per-step log."""
+    matching checkpoint exists), `lr_scale` as in `optimizer`; returns the per-step log.
+
+    Each step's batch is split over the data-parallel replicas (replica r takes the r-th equal
+    slice of its rows) and, on each, into micro-batches of `micro_batch_size` rows (None: one),
+    whose gradients accumulate; each micro-batch's loss is divided by the trained tokens of the
+    whole batch, so the summed gradient is the whole batch's token mean at any split."""
     opt = optimizer(model, spec.optim, lr_scale)
     meta = ckpt.restore(model, opt)
     start = saved = resumed(meta, ckpt, spec.steps, desc)
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
     model.train()
     bar = progress(spec.steps, start, desc)
+    replicas, replica = parallel.dp_size(), parallel.dp_rank()
     for step in range(start, spec.steps):
         lr = lr_at(step, spec.optim, spec.steps)
         set_lr(opt, lr)
-        batch = {k: v.to(parallel.device()) for k, v in batches.get(step).items()}
-        per_token = model(batch["tokens"], None, batch["documents"], labels=batch["labels"])
-        num_tokens = batch["loss_mask"].sum()
-        loss = (per_token * batch["loss_mask"]).sum() / num_tokens.clamp(min=1)
+        batch = batches.get(step)
+        rows = len(batch["tokens"]) // replicas
+        micro = micro_batch_size or rows
+        num_tokens = batch["loss_mask"].sum().to(parallel.device())
+        opt.zero_grad()
+        loss = torch.zeros((), device=parallel.device())
+        for first in range(replica * rows, (replica + 1) * rows, micro):
+            part = {k: v[first : first + micro].to(parallel.device()) for k, v in batch.items()}
+            per_token = model(part["tokens"], None, part["documents"], labels=part["labels"])
+            share = (per_token * part["loss_mask"]).sum() / num_tokens.clamp(min=1)
+            share.backward()
+            loss += share.detach()
+        parallel.sum_over_replicas([loss])
         if not torch.isfinite(loss):
             last = f"step {saved} in {ckpt.root}" if saved else "none (nothing saved yet)"
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step + 1}; last good checkpoint: {last}")
-        opt.zero_grad()
-        loss.backward()
         grad_norm = opt.step(spec.optim.grad_clip)
         log.append(
             {

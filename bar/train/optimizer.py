@@ -69,8 +69,14 @@ class Optimizer:
 
     @torch.no_grad()
     def step(self, max_norm: float = 0.0) -> float:
-        """Clip the gradients to `max_norm` (0: no clipping), take an AdamW step and write the
-        main weights back into the model; the gradients' global norm before clipping."""
+        """Sum the gradients over the data-parallel replicas, clip them to `max_norm` (0: no
+        clipping), take an AdamW step and write the main weights back into the model; returns the
+        gradients' global norm before clipping."""
+        if parallel.dp_size() > 1:
+            for m in self.main.values():  # every replica reduces the same list
+                if m.grad is None:
+                    m.grad = torch.zeros_like(m)
+            parallel.sum_over_replicas([m.grad for m in self.main.values()])
         norm = parallel.clip_grad_norm(list(self.main.values()), max_norm)
         self.adamw.step()
         if self._copies:

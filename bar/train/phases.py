@@ -163,7 +163,9 @@ def adapt(
                     seed=seed,
                 )
             )
-            logs[ph.label] = train_loop(model, batches, ph.spec, ckpt, f"{desc} {ph.label}", ph.spec.lr_scale)
+            logs[ph.label] = train_loop(
+                model, batches, ph.spec, ckpt, f"{desc} {ph.label}", ph.spec.lr_scale, ph.spec.micro_batch_size
+            )
         ckpt.finish(model, {"log": logs[ph.label], "run": run_fp})
     return logs, reused
 

@@ -1,4 +1,5 @@
-"""Tensor parallelism and resuming, through real torchrun workers of the pretrain_base stage."""
+"""Tensor and data parallelism, several nodes and resuming, through real torchrun workers of the
+pretrain_base stage."""
 
 import json
 import os
@@ -72,6 +73,54 @@ def test_tp2_matches_tp1(tiny_project, tmp_path):
     # Checkpoints hold full tensors, whatever the tensor-parallel size.
     assert {k: v.shape for k, v in w1.items()} == {k: v.shape for k, v in w2.items()}
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-3
+
+
+def losses(project: Path) -> list[float]:
+    return [r["loss"] for r in final(project)[0]["logs"]["train"]]
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_dp2_and_two_nodes_match_dp1(tiny_project, tmp_path):
+    """The same global batch over two data-parallel replicas (one node of two processes, and two
+    "nodes" of one process each on loopback, each started by `python -m bar.launch`) trains as one
+    process does; fp32."""
+    import shutil
+
+    from conftest import free_port
+
+    edit_yaml(tiny_project / "specs" / "model.yaml", "precision", "fp32")
+    configure(tiny_project, steps=20, tp_size=1, dp_size=1, checkpoint_every=100)
+    dp2, nodes = tmp_path / "dp2", tmp_path / "nodes"
+    for project in (dp2, nodes):
+        shutil.copytree(tiny_project, project)
+        configure(project, dp_size=2)
+    finish(torchrun(tiny_project, 1))
+    finish(torchrun(dp2, 2))
+    endpoint = f"127.0.0.1:{free_port()}"
+    launchers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bar.launch", "pretrain_base"],
+            cwd=nodes,
+            env={**os.environ, "BAR_NNODES": "2", "BAR_NODE_RANK": str(rank), "BAR_RDZV_ENDPOINT": endpoint},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for rank in (0, 1)
+    ]
+    for proc in launchers:
+        finish(proc)
+    one, two = losses(tiny_project), losses(dp2)
+    assert len(one) == len(two) == 20 and one[-1] < one[0] - 0.2
+    loss_diff = max(abs(a - b) for a, b in zip(one, two))
+    weight_diff = max_diff(final(tiny_project)[1], final(dp2)[1])
+    print(f"dp 2 vs dp 1, 20 steps: max |loss diff| {loss_diff:.1e}, max |weight diff| {weight_diff:.1e}")
+    assert loss_diff < 1e-5 and weight_diff < 1e-5
+    assert losses(nodes) == two and max_diff(final(nodes)[1], final(dp2)[1]) == 0  # the same processes, launched apart
 
 
 def test_killed_training_resumes_from_its_last_checkpoint_to_the_same_weights(tiny_project, tmp_path):
