@@ -41,9 +41,24 @@ def file_digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# How a run is laid out over processes, not what it computes: a checkpoint saved at one layout
+# resumes at another (the weights agree to float rounding, as they do across thread counts).
+LAYOUT = ("tp_size", "dp_size", "micro_batch_size")
+
+
 def fingerprint(resolved: dict, inputs: list[Path]) -> str:
-    """What a checkpoint belongs to: the resolved spec and the content of every input."""
-    return hashlib.sha256((json.dumps(resolved, sort_keys=True) + file_digest(*inputs)).encode()).hexdigest()[:16]
+    """What a checkpoint belongs to: the resolved spec but its `LAYOUT` keys, and the content of
+    every input."""
+    spec = json.dumps(_without_layout(resolved), sort_keys=True)
+    return hashlib.sha256((spec + file_digest(*inputs)).encode()).hexdigest()[:16]
+
+
+def _without_layout(value):
+    if isinstance(value, dict):
+        return {k: _without_layout(v) for k, v in value.items() if k not in LAYOUT}
+    if isinstance(value, list):
+        return [_without_layout(v) for v in value]
+    return value
 
 
 def without_eval(resolved: dict) -> dict:

@@ -55,10 +55,10 @@ def phases_of(specs: Specs, name: str, data: Path) -> list[Phase]:
     return [Phase(p, p, getattr(spec.phases, p), [data]) for p in spec.phases.enabled()]
 
 
-def phase_fingerprint(specs: Specs, phases: list[Phase], tp_size: int) -> str:
+def phase_fingerprint(specs: Specs, phases: list[Phase]) -> str:
     """What the result of the last of `phases` depends on: the architecture, the seed, the
-    inputs, the tensor-parallel size and the specs of this phase and the ones before it (not
-    the expert's version, its eval spec or its later phases)."""
+    inputs and the specs of this phase and the ones before it (not the expert's version, its eval
+    spec, its later phases or how it is laid out over processes: `checkpoint.LAYOUT`)."""
     upto = [
         [
             p.label,
@@ -69,7 +69,7 @@ def phase_fingerprint(specs: Specs, phases: list[Phase], tp_size: int) -> str:
     ]
     data = sorted({d for p in phases for d in p.data})
     return fingerprint(
-        {"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed, "tp_size": tp_size, "phases": upto},
+        {"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed, "phases": upto},
         [*data, *model_inputs(), *rewards(phases)],
     )
 
@@ -127,7 +127,7 @@ def adapt(
 
     logs, reused = {}, []
     for i, ph in enumerate(phases):
-        ckpt = Resumable(root / ph.label, phase_fingerprint(specs, phases[: i + 1], tp_size))
+        ckpt = Resumable(root / ph.label, phase_fingerprint(specs, phases[: i + 1]))
         done = ckpt.finished()
         if done:
             ckpt.load_finished(model)

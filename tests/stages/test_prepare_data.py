@@ -86,10 +86,10 @@ def test_a_domain_of_the_users_gets_its_expert(tmp_path, monkeypatch):
     specs = Specs(project)
     phases = phases_of(specs, "reverse", project / "outputs" / "mix_data" / "reverse")
     assert [p.phase for p in phases] == ["sft", "rlvr"]
-    before = [phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
+    before = [phase_fingerprint(specs, phases[: i + 1]) for i in range(2)]
     verifier.write_text(verifier.read_text().replace(".lower()", ""))
     assert "prepare_data" in json.loads(dvc(project, "status", "--json", "prepare_data").stdout)
     dvc(project, "repro", "mix_data@reverse")
-    after = [phase_fingerprint(specs, phases[: i + 1], 1) for i in range(2)]
+    after = [phase_fingerprint(specs, phases[: i + 1]) for i in range(2)]
     assert after[0] == before[0] and after[1] != before[1]
     assert verify_batch("reverse", ["PAK"], [{"response": "pak"}]) == [False]

@@ -59,7 +59,7 @@ def test_tp2_matches_tp1(tiny_project, tmp_path):
     for project in (tiny_project, other):  # compared in fp32: bf16 rounds the two apart by its resolution
         edit_yaml(project / "specs" / "model.yaml", "precision", "fp32")
     configure(tiny_project, steps=20, tp_size=1, checkpoint_every=100)
-    configure(other, steps=20, tp_size=2, checkpoint_every=100)
+    configure(other, steps=20, tp_size=2, checkpoint_every=10)
     finish(torchrun(tiny_project, 1))
     finish(torchrun(other, 2))
     (meta1, w1), (meta2, w2) = final(tiny_project), final(other)
@@ -73,6 +73,21 @@ def test_tp2_matches_tp1(tiny_project, tmp_path):
     # Checkpoints hold full tensors, whatever the tensor-parallel size.
     assert {k: v.shape for k, v in w1.items()} == {k: v.shape for k, v in w2.items()}
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-3
+
+    # The checkpoint tp 2 saved at step 10 resumes at tp 1: the layout is not part of what a
+    # checkpoint belongs to (bar.train.checkpoint.LAYOUT).
+    for done in (
+        other / "checkpoints" / "pretrain_base" / "final",
+        other / "checkpoints" / "pretrain_base" / "train" / "final",
+    ):
+        shutil.rmtree(done)
+    configure(other, tp_size=1)
+    out = finish(torchrun(other, 1))
+    assert "pretrain_base: resuming from step 10 of 20" in out
+    resumed = [r["loss"] for r in final(other)[0]["logs"]["train"]]
+    diff = max(abs(a - b) for a, b in zip(resumed[10:], loss2[10:]))
+    print(f"saved at tp 2, resumed at tp 1: steps 11-20 max |loss diff| against tp 2 = {diff:.2e}")
+    assert resumed[:10] == loss2[:10] and diff < 1e-5
 
 
 def losses(project: Path) -> list[float]:
