@@ -48,7 +48,7 @@ custom_dataset: !function utils.load
 dataset_kwargs: {{domain: {domain}}}
 test_split: test
 output_type: generate_until
-# The user turn alone: --apply_chat_template renders it as bar.tokenizer.prompt_ids does.
+# The user turn alone: --apply_chat_template gives bar.tokenizer.prompt_ids' token ids (tests/test_harness.py).
 doc_to_text: !function utils.prompt
 doc_to_target: !function utils.target
 num_fewshot: 0

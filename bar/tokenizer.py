@@ -136,7 +136,8 @@ def stop_ids(tok) -> set[int]:
 def keep_in_decode(folder: Path) -> None:
     """Mark every added token of a saved `tokenizer.json` but the stops as not special, so that
     `decode(ids, skip_special_tokens=True)` (lm-eval's, most clients') drops what
-    `decode_response` drops and keeps the tool-call markers the tool-use verifier looks for.
+    `decode_response` drops and keeps the tool-call markers the tool-use verifier looks for
+    (transformers still drops <|pad|>, the pad token, which a greedy reply practically never holds).
     Encoding is unchanged: added tokens are matched whole either way."""
     import json
 
