@@ -25,6 +25,7 @@ CHAT_TEMPLATE = (
 
 
 NAMED = [END_OF_TEXT, PAD, IM_START, IM_END, TOOL_CALL_START, TOOL_CALL_END]  # what the pipeline writes
+STOPS = (IM_END, END_OF_TEXT)  # where a reply ends
 
 
 def special_tokens(num_reserved: int) -> list[str]:
@@ -129,7 +130,22 @@ def document_ids(tok, text: str) -> tuple[list[int], list[bool]]:
 
 
 def stop_ids(tok) -> set[int]:
-    return {tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(END_OF_TEXT)}
+    return {tok.convert_tokens_to_ids(t) for t in STOPS}
+
+
+def keep_in_decode(folder: Path) -> None:
+    """Mark every added token of a saved `tokenizer.json` but the stops as not special, so that
+    `decode(ids, skip_special_tokens=True)` (lm-eval's, most clients') drops what
+    `decode_response` drops and keeps the tool-call markers the tool-use verifier looks for
+    (transformers still drops <|pad|>, the pad token, which a greedy reply practically never holds).
+    Encoding is unchanged: added tokens are matched whole either way."""
+    import json
+
+    path = Path(folder) / "tokenizer.json"
+    spec = json.loads(path.read_text())
+    for added in spec.get("added_tokens", []):
+        added["special"] = added["content"] in STOPS
+    path.write_text(json.dumps(spec, ensure_ascii=False, indent=2))
 
 
 def decode_response(tok, ids: list[int]) -> str:

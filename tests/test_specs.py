@@ -81,6 +81,10 @@ BAD = [
     ("data", "domains.math.files", {"sft": "data/../math.jsonl"}, ["domains.math.files.sft", "must be under data/"]),
     ("data", "domains.math.files", {"sft": "data/math.jsonl"}, ["domains.math.files.sft", "no such file"]),
     ("eval", "batch", 3, ["eval.yaml", "batch", "unknown key", "max_new_tokens"]),
+    ("eval", "harness.tasks", ["bar_math", "mmlu --limit 5"], ["eval.yaml", "harness.tasks.1", "should match pattern"]),
+    ("eval", "harness.include", ["/srv/tasks"], ["eval.yaml", "harness.include.0", "data/harness/"]),
+    ("eval", "harness.include", ["data/harness/../x"], ["eval.yaml", "harness.include.0", "should match pattern"]),
+    ("eval", "harness.limit", 5, ["eval.yaml", "harness.limit", "unknown key", "tasks, include"]),
     ("experts/math", "tp_size", 2, ["experts/math.yaml", "tp_size = 2", "set tp_size: 1"]),
     (
         "experts/math",

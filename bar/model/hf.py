@@ -196,6 +196,8 @@ def export(
     its weights in the spec's precision (`config.json: dtype`), sharded beyond `max_shard_size`."""
     from transformers import GenerationConfig
 
+    from bar.tokenizer import keep_in_decode
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = hf_config(arch, tok, num_experts, topk, sequence_topk)
@@ -209,4 +211,5 @@ def export(
         {k: v.to(arch.dtype) for k, v in to_hf(state, arch, len(tok), num_experts).items()}, out, max_shard_size
     )
     tok.save_pretrained(out)
+    keep_in_decode(out)
     (out / "bar.json").write_text(json.dumps({"source": "bar", "arch": arch.model_dump()}, indent=1))

@@ -346,12 +346,25 @@ class RouterSpec(LoopSpec):
 # --- specs/eval.yaml --------------------------------------------------------------------
 
 
+class HarnessSpec(Spec):
+    """lm-evaluation-harness tasks `evaluate` runs on every exported model (needs `pip install -e '.[eval]'`)."""
+
+    tasks: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]] = Field(
+        default_factory=list, description="lm-eval task or group names; bar_<domain>: a held-out split of bar's"
+    )
+    include: list[Annotated[str, Field(pattern=r"^data/harness/[\w\-][\w.\-]*(/[\w\-][\w.\-]*)*/?$")]] = Field(
+        default_factory=list,
+        description="task folders of your own (lm-eval's --include_path), under data/harness/ so DVC sees them change",
+    )
+
+
 class EvalSpec(Spec):
     """How held-out prompts are answered (greedy) and scored."""
 
     max_new_tokens: int = Field(64, gt=0)
     batch_size: int = Field(32, gt=0, description="prompts decoded together")
     num_examples: int | None = Field(None, gt=0, description="first N of each eval split; null = all")
+    harness: HarnessSpec = Field(default_factory=HarnessSpec)
 
 
 # --- params.yaml ------------------------------------------------------------------------

@@ -18,6 +18,9 @@ the report's paired standard errors come).
 It also closes the assembly (merge + router + evaluation): from the routed model's lineage in
 MLflow it logs what this upgrade cost against a monolithic retrain (`bar.cost.assembly`) and
 the curve of both against the number of domains (cost_curve.png).
+
+The held-out splits are also written as lm-evaluation-harness tasks (outputs/evaluate/harness/),
+and the tasks `specs/eval.yaml: harness` names run with lm-eval on every exported model.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ STAGE = "evaluate"
 
 
 def main() -> None:
-    from bar import cost, figures, parallel, tokenizer, tracking
+    from bar import cost, figures, harness, parallel, tokenizer, tracking
     from bar.evaluation import PER_TOKEN, expert_gaps, load_moe, markdown, with_overall
     from bar.router import expert_choices, routing_shares
     from bar.scoring import eval_examples, score_all
@@ -41,6 +44,7 @@ def main() -> None:
     from bar.train.checkpoint import sha256
 
     specs = Specs()
+    harness.require(specs.eval.harness)
     experts, domains = specs.params.experts, sorted(specs.data.domains)
     resolved = {"eval": specs.eval.model_dump(mode="json"), "experts": experts}
     with tracking.stage_run(
@@ -92,6 +96,13 @@ def main() -> None:
             curve = cost.curve(specs.model, lineage) if assembly else []
 
         with atomic_dir(output(STAGE)) as out:
+            max_length = harness.write_tasks(out / "harness", domains, specs.eval, tok)
+            exports = {"anchor": output("train_anchor", "hf")}
+            exports |= {f"expert:{e}": output("train_expert", e, "hf") for e in experts}
+            exports["routed"] = output("fit_router", "hf")
+            harness_scores = harness.score_exports(
+                exports, specs.eval.harness, out / "harness", max(specs.model.seq_length, max_length)
+            )
             with open(out / "scores.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["model", "domain", "pass_rate"])
@@ -110,15 +121,25 @@ def main() -> None:
                 write_json(out / "choices.json", choices)  # {domain: [share of prompts per slot]}
             write_json(out / "samples.json", samples)
             write_json(out / "outcomes.json", outcomes)  # 1/0 per held-out prompt, in the eval split's order
-            (out / "report.md").write_text(markdown(table, routing, experts, domains, assembly, merge_cost, choices))
+            report = markdown(table, routing, experts, domains, assembly, merge_cost, choices)
+            (out / "report.md").write_text(report + ("\n" + harness.markdown(harness_scores) if harness_scores else ""))
             figures.scores(table, domains, out / "scores.png")
             figures.routing(routing, experts, out / "routing.png")
             if curve:
                 write_json(out / "cost_curve.json", curve)
                 figures.cost_curve(curve, out / "cost_curve.png")
         summary = {k: assembly[k] for k in ("upgrade_flops", "retrain_flops", "upgrade_ratio") if k in assembly}
-        write_metrics(STAGE, table | {"merge_cost": merge_cost} | ({"cost": summary} if summary else {}))
+        write_metrics(
+            STAGE,
+            table
+            | {"merge_cost": merge_cost}
+            | ({"cost": summary} if summary else {})
+            | ({"harness": harness_scores} if harness_scores else {}),
+        )
         run.log_metrics({f"{m.replace(':', '.')}/{d}": v for m, s in table.items() for d, v in s.items()})
+        run.log_metrics(
+            {f"harness/{m.replace(':', '.')}/{k}": v for m, s in harness_scores.items() for k, v in s.items()}
+        )
         run.log_metrics(
             {
                 f"{k}/{e}": row[k]
