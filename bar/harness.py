@@ -163,10 +163,13 @@ def require(spec: HarnessSpec) -> None:
             raise InputError(f"specs/eval.yaml: harness.include: {path} is not a folder; put your lm-eval tasks there")
 
 
-def run(export: Path, tasks: list[str], include: list[Path], max_length: int, log_samples: bool = False) -> dict:
+def run(
+    export: Path, tasks: list[str], include: list[Path], max_length: int, log_samples: bool = False, batch_size: int = 1
+) -> dict:
     """lm-eval's `simple_evaluate` of `tasks` on an exported model (transformers backend, its chat
-    template, greedy, batch size 1): {"<task>/<metric>": value}, and with `log_samples` also
-    {"samples": {task: [reply, ...] in the docs' order}}."""
+    template, greedy): {"<task>/<metric>": value}, and with `log_samples` also {"samples": {task:
+    [reply, ...] in the docs' order}}. Exports pad on the left, so the scores do not depend on
+    `batch_size`."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -178,7 +181,7 @@ def run(export: Path, tasks: list[str], include: list[Path], max_length: int, lo
         task_manager=TaskManager(
             include_path=[str(p) for p in include], include_defaults=not all(is_bar(t) for t in tasks)
         ),
-        batch_size=1,
+        batch_size=batch_size,
         apply_chat_template=True,
         log_samples=log_samples,
         device="cpu",

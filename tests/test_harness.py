@@ -95,6 +95,9 @@ def test_lm_eval_on_the_exported_tasks_gives_bars_replies_and_scores(project, ro
         assert out["samples"][harness.task_name(d)] == bar_replies[d], d
         assert out[f"{harness.task_name(d)}/pass_rate"] == pytest.approx(bar_scores[d]), d
     assert out[f"{harness.GROUP}/pass_rate"] == pytest.approx(sum(bar_scores.values()) / len(domains))
+    # lm-eval batches prompts of different lengths: the export pads them on the left.
+    batched = harness.run(folder, [harness.GROUP], [tmp_path / "harness"], max_length, log_samples=True, batch_size=8)
+    assert batched["samples"] == out["samples"]
 
 
 def test_named_tasks_without_lm_eval_fail_in_one_line_naming_the_install(monkeypatch):

@@ -212,4 +212,7 @@ def export(
     )
     tok.save_pretrained(out)
     keep_in_decode(out)
+    # Generation continues each row from its last token: a batch of prompts pads on the left.
+    config_path = out / "tokenizer_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "padding_side": "left"}, indent=2))
     (out / "bar.json").write_text(json.dumps({"source": "bar", "arch": arch.model_dump()}, indent=1))

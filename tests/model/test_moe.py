@@ -114,8 +114,9 @@ def test_added_tokens_get_the_mean_row_of_the_others(dense_states):
 
 def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, megatron):
     """`sequence_topk`: the export carries modeling_bar.py; `transformers`' greedy generate, prompt
-    by prompt, gives what bar.decode gives (and not what routing every expert per token gives)."""
-    from transformers import AutoModelForCausalLM
+    by prompt, gives what bar.decode gives (and not what routing every expert per token gives); the
+    exported tokenizer pads a batch on the left, so a batch generates what its prompts do alone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bar.decode import generate
     from bar.model import build
@@ -147,6 +148,16 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
             pad_token_id=tok.pad_token_id,
         )
         assert out[0, len(prompt) :].tolist() == new
+    texts = ["hello", "hello world 123 hello world", "123 123", "world hello 123 hello"]
+    exported = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    kw = dict(max_new_tokens=10, do_sample=False, eos_token_id=sorted(stop_ids(tok)), pad_token_id=tok.pad_token_id)
+    alone = [hf.generate(**exported([t], return_tensors="pt"), **kw)[0].tolist() for t in texts]
+    batch = exported(texts, return_tensors="pt", padding=True)
+    together = hf.generate(**batch, **kw)[:, batch["input_ids"].shape[1] :].tolist()
+    stops = stop_ids(tok) | {tok.pad_token_id}
+    for one, prompt, row in zip(alone, texts, together):
+        new = one[len(exported(prompt)["input_ids"]) :]
+        assert [t for t in row if t not in stops] == [t for t in new if t not in stops]
 
 
 @pytest.fixture(scope="module")
