@@ -32,3 +32,14 @@ def test_every_relative_link_and_anchor_resolves():
                 assert anchor in anchors(file.read_text()), (
                     f"{doc.relative_to(ROOT)}: link to {target}: no such heading"
                 )
+
+
+def test_the_readmes_table_is_the_generated_one():
+    """Between its markers the README holds what `bar report --readme` writes: the table and the
+    line naming the runs (commit, precision, threads, evaluate's MLflow run)."""
+    from bar import report
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(report.README_START) : readme.index(report.README_END)]
+    assert re.search(r"Stage runs at commit `[0-9a-f]{7}", block) and "`evaluate` is MLflow run `" in block
+    assert "| **BAR (routed)** |" in block
