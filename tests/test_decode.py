@@ -3,18 +3,9 @@
 import pytest
 import torch
 
-from bar.specs import ModelSpec
+from conftest import small_arch
 
-ARCH = ModelSpec(
-    num_layers=2,
-    hidden_size=32,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=48,
-    vocab_size=320,
-    seq_length=64,
-    init_std=0.5,
-)  # large weights: attention far from uniform, so positions matter
+ARCH = small_arch(seq_length=64, init_std=0.5)  # large weights: attention far from uniform, so positions matter
 
 
 @pytest.mark.parametrize("path", ["plain", "megatron"])

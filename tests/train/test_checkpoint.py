@@ -3,6 +3,7 @@
 import torch
 
 from bar.train.checkpoint import Resumable, read_meta, write
+from conftest import small_arch
 
 
 def save(root, step, fingerprint="fp"):
@@ -43,19 +44,11 @@ def test_restore_brings_back_the_weights_and_every_adamw_moment_exactly(tmp_path
     AdamW state (exp_avg, exp_avg_sq, step) bit for bit, and the next step the same as well."""
     from bar.model import build
     from bar.model.moe import set_trainable
-    from bar.specs import ModelSpec, OptimSpec
+    from bar.specs import OptimSpec
     from bar.train import optimizer, set_lr
     from bar.train.checkpoint import full_state
 
-    arch = ModelSpec(
-        num_layers=2,
-        hidden_size=32,
-        num_attention_heads=4,
-        num_query_groups=2,
-        ffn_hidden_size=48,
-        vocab_size=64,
-        seq_length=16,
-    )
+    arch = small_arch(vocab_size=64, seq_length=16)
     optim = OptimSpec(lr=1e-2, weight_decay=0.1)
     x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
 
@@ -100,20 +93,12 @@ def test_a_resumed_run_says_and_records_the_step_it_resumed_from(tmp_path, megat
     fresh model it resumes there, says so on stderr, marks the first record after it with
     `resumed_from`, and ends where the uninterrupted run ended."""
     from bar.model import build
-    from bar.specs import ModelSpec, TrainSpec
+    from bar.specs import TrainSpec
     from bar.train import train
     from bar.train.batches import Batches
     from bar.train.checkpoint import full_state
 
-    arch = ModelSpec(
-        num_layers=1,
-        hidden_size=32,
-        num_attention_heads=4,
-        num_query_groups=2,
-        ffn_hidden_size=48,
-        vocab_size=64,
-        seq_length=16,
-    )
+    arch = small_arch(num_layers=1, vocab_size=64, seq_length=16)
     spec = TrainSpec(steps=6, batch_size=2, checkpoint_every=2, optim={"lr": 1e-2})
     g = torch.Generator().manual_seed(0)
     items = [(torch.randint(1, 64, (12,), generator=g).tolist(), [True] * 12) for _ in range(20)]

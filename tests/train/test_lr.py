@@ -7,6 +7,7 @@ import torch
 
 from bar.specs import OptimSpec
 from bar.train import lr_at
+from conftest import small_arch
 
 COS_36 = (1 + math.sqrt(5)) / 4  # cos(pi / 5)
 COS_18 = math.sqrt((5 + math.sqrt(5)) / 8)  # cos(pi / 10)
@@ -50,24 +51,13 @@ def test_the_dense_loop_logs_lr_at_for_each_step_and_trains_at_that_rate(megatro
     """AdamW with betas (0, 0) moves each weight by lr * g / (|g| + eps): the largest change of
     the LM head in a step is that step's learning rate."""
     from bar.model import build
-    from bar.specs import ModelSpec, TrainSpec
+    from bar.specs import TrainSpec
     from bar.train import train
     from bar.train.batches import Batches
     from bar.train.checkpoint import Resumable
 
     torch.manual_seed(0)
-    model = build(
-        ModelSpec(
-            num_layers=2,
-            hidden_size=32,
-            num_attention_heads=4,
-            num_query_groups=2,
-            ffn_hidden_size=48,
-            vocab_size=64,
-            seq_length=16,
-        ),
-        1,
-    )
+    model = build(small_arch(vocab_size=64, seq_length=16), 1)
     items = [(torch.randint(1, 64, (12,)).tolist(), [True] * 12) for _ in range(4)]
     batches = Batches(items, batch_size=2, seq_length=16, pad_id=0, seed=0)
     optim = OptimSpec(lr=1e-2, min_lr=1e-3, warmup_steps=2, schedule="cosine", betas=(0.0, 0.0), grad_clip=0.0)
