@@ -234,14 +234,17 @@ def test_exported_hf_model_matches_megatron(project, stage, hf_class):
 
     out = out_dir(project, stage)
     config = json.loads((out / "config.json").read_text())
-    arch = ModelSpec(**config["arch"])
+    # The mapping is checked in float32 on the stored weights, whatever precision they were trained in.
+    arch = ModelSpec(**config["arch"] | {"precision": "fp32"})
     parallel.init(1, 0)
     try:
         model = build(arch, 1, num_experts=config.get("num_experts"), topk=config.get("topk"))
         load_state(model, load_file(out / "model.safetensors"))
         model.eval()
-        hf = AutoModelForCausalLM.from_pretrained(out / "hf", trust_remote_code=True).eval()
+        hf = AutoModelForCausalLM.from_pretrained(out / "hf", trust_remote_code=True, dtype=torch.float32).eval()
         assert type(hf).__name__ == hf_class
+        trained = ModelSpec(**config["arch"]).dtype  # what the export stores: the spec's precision
+        assert json.loads((out / "hf" / "config.json").read_text())["dtype"] == str(trained).removeprefix("torch.")
         hf.config.sequence_topk = None  # bar's class, every expert per token: the logits of the same weights
         x = torch.randint(0, config["vocab"], (3, 40), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -327,11 +330,11 @@ def merged_by_hand(project) -> dict:
         elif key.endswith(".mlp.router.weight"):
             out[key] = torch.cat([experts[0][key][:1], *(e[key][1:] for e in experts)])
         elif strategy == "mean":
-            out[key] = (sum(e[key].double() for e in experts) / len(experts)).float()
+            out[key] = (sum(e[key].double() for e in experts) / len(experts)).to(anchor[key].dtype)
         else:
             changes = [e[key].double() - anchor[key].double() for e in experts]
             changed_by = sum((c != 0).double() for c in changes)
-            out[key] = (anchor[key].double() + sum(changes) / changed_by.clamp(min=1)).float()
+            out[key] = (anchor[key].double() + sum(changes) / changed_by.clamp(min=1)).to(anchor[key].dtype)
     return out
 
 
