@@ -52,9 +52,11 @@ class Nodes:
 
 def threads_per_rank(nproc: int) -> int:
     """CPU threads each of `nproc` processes on this machine computes with: OMP_NUM_THREADS if
-    set, else the cores shared out. Results depend on it (float sums split differently), so
-    every MLflow run records it."""
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) // nproc))
+    set, else the stage's cores shared out (BAR_CORES, which the bar-pipeline flow sets when it
+    runs stages side by side; else every core). Results depend on it (float sums split
+    differently), so every MLflow run records it."""
+    cores = int(os.environ.get("BAR_CORES") or os.cpu_count() or 1)
+    return max(1, int(os.environ.get("OMP_NUM_THREADS") or cores // nproc))
 
 
 def command(module: str, nproc: int, args: list[str], nodes: Nodes) -> list[str]:

@@ -1,12 +1,20 @@
 """The `bar-pipeline` flow: the DVC pipeline as Prefect tasks, one per stage, in DAG order.
 
 DVC stays in charge of caching: the flow asks `dvc status` what changed, runs each stage
-that changed or depends on a changed one with `dvc repro --single-item <stage>`, and shows
-the others as `Skipped`. Each stage task retries on failure (training stages resume from
-their checkpoints). The flow opens one MLflow run, `pipeline`, that every stage run nests
-under. Results are read from `dvc.lock` and `metrics/`, never parsed from logs.
+that changed or depends on a changed one, and shows the others as `Skipped`. Each stage task
+retries on failure (training stages resume from their checkpoints). The flow opens one MLflow
+run, `pipeline`, that every stage run nests under. Results are read from `dvc.lock` and
+`metrics/`, never parsed from logs.
 
-    python -m flows.pipeline [--root DIR] [TARGET ...]    # no server needed (ephemeral Prefect)
+Stages whose inputs are ready run side by side, up to `params.yaml: max_parallel` (the experts
+and their data), each on the machine's cores / max_parallel (`BAR_CORES`). One stage at a time
+runs `dvc repro --single-item <stage>`. Several at once cannot (`dvc repro` holds the
+repository's lock while its command runs): each runs its DVC command and then `dvc commit`s
+its outputs, one commit at a time, which writes the dvc.lock entry `dvc repro` writes (tested).
+A stage that fails stops new ones from starting; the others finish and are committed, so the
+next run has only the rest to do.
+
+    python -m flows.pipeline [--root DIR] [--max-parallel N] [TARGET ...]    # no server needed (ephemeral Prefect)
 """
 
 from __future__ import annotations
@@ -15,25 +23,41 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
+from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.futures import as_completed
 from prefect.states import Completed
 
 DVC = [sys.executable, "-m", "dvc"]
+COMMIT = threading.Lock()  # `dvc commit` takes the repository's lock: one at a time
+
+
+def with_path(env: dict | None = None) -> dict:
+    """Stage commands (`python -m bar.stages...`) run with this interpreter's environment first on PATH."""
+    env = dict(env or os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
 
 def dvc(args: list[str], root: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    # Stage commands (`python -m bar.stages...`) run with this interpreter's environment first on PATH.
-    env = dict(env or os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True, env=env)
+    return subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True, env=with_path(env))
 
 
-def plan(root: Path, targets: list[str]) -> tuple[list[str], set[str]]:
+@dataclass
+class Plan:
+    order: list[str]  # every stage the targets need, upstream first
+    upstream: dict[str, set[str]]
+    needed: set[str]  # what must run: what DVC reports as changed, and everything downstream of it
+
+
+def plan(root: Path, targets: list[str]) -> Plan:
     """Every stage the targets need, in DAG order, and those that must run: the ones DVC
     reports as changed and everything downstream of them."""
     dag = dvc(["dag", "--dot", *targets], root)
@@ -53,7 +77,7 @@ def plan(root: Path, targets: list[str]) -> tuple[list[str], set[str]]:
     for stage in order:  # upstream first, so one pass propagates
         if stage in changed or graph[stage] & run:
             run.add(stage)
-    return order, run
+    return Plan(order, graph, run)
 
 
 def lock_entry(root: Path, stage: str) -> dict | None:
@@ -63,20 +87,50 @@ def lock_entry(root: Path, stage: str) -> dict | None:
     return read_dvc_file(lock).get("stages", {}).get(stage) if lock.exists() else None
 
 
+def failure(what: str, proc: subprocess.CompletedProcess) -> RuntimeError:
+    tail = "\n".join(proc.stdout.splitlines()[-20:])
+    errors = "\n".join(proc.stderr.replace("\r", "\n").splitlines()[-30:])
+    return RuntimeError(f"{what} failed (exit {proc.returncode}):\n{tail}\n{errors}")
+
+
+def run_and_commit(stage: str, root: Path, env: dict) -> subprocess.CompletedProcess:
+    """What `dvc repro --single-item` does, without holding the repository's lock while the
+    command runs: remove the stage's outputs (but `persist` ones), run its command, `dvc commit`."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        # DVC resolves a bare stage name against the working directory's dvc.yaml: name the file.
+        (found,) = repo.stage.collect(str(root / (stage if ":" in stage else f"dvc.yaml:{stage}")))
+        cmd, outs = found.cmd, [Path(o.fs_path) for o in found.outs if not o.persist]
+    for out in outs:
+        shutil.rmtree(out) if out.is_dir() else out.unlink(missing_ok=True)
+    env = with_path(env) | {"DVC_ROOT": str(root), "DVC_STAGE": stage}
+    proc = subprocess.run(cmd, shell=True, cwd=root, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise failure(f"{stage}: {cmd}", proc)
+    with COMMIT:
+        committed = dvc(["commit", "--force", stage], root, env)
+    if committed.returncode:
+        raise failure(f"dvc commit {stage}", committed)
+    return proc
+
+
 @task(task_run_name="{stage}", retries=1, retry_delay_seconds=5)
-def run_stage(stage: str, root: Path, needed: bool, parent_run_id: str):
-    """`dvc repro --single-item <stage>`; Skipped when DVC has it up to date."""
+def run_stage(stage: str, root: Path, needed: bool, parent_run_id: str, cores: int | None = None):
+    """`dvc repro --single-item <stage>`, or with `cores` (beside other stages) its command on
+    that many cores and `dvc commit`; Skipped when DVC has it up to date."""
     logger = get_run_logger()
     if not needed:
         return Completed(name="Skipped", message=f"{stage} is up to date (dvc status)")
     before = lock_entry(root, stage)
     env = {**os.environ, "BAR_PARENT_RUN_ID": parent_run_id}
-    proc = dvc(["repro", "--single-item", stage], root, env)
-    tail = "\n".join(proc.stdout.splitlines()[-20:])
-    if proc.returncode:
-        errors = "\n".join(proc.stderr.replace("\r", "\n").splitlines()[-30:])
-        raise RuntimeError(f"dvc repro {stage} failed (exit {proc.returncode}):\n{tail}\n{errors}")
-    logger.info("%s\n%s", stage, tail)
+    if cores is None:
+        proc = dvc(["repro", "--single-item", stage], root, env)
+        if proc.returncode:
+            raise failure(f"dvc repro {stage}", proc)
+    else:
+        proc = run_and_commit(stage, root, env | {"BAR_CORES": str(cores)})
+    logger.info("%s\n%s", stage, "\n".join(proc.stdout.splitlines()[-20:]))
     after = lock_entry(root, stage)
     if after == before:
         return Completed(name="Skipped", message=f"{stage} was up to date (DVC run cache or no change)")
@@ -84,38 +138,68 @@ def run_stage(stage: str, root: Path, needed: bool, parent_run_id: str):
 
 
 @flow(name="bar-pipeline", log_prints=True)
-def bar_pipeline(targets: list[str] | None = None, root: str = ".") -> dict:
+def bar_pipeline(targets: list[str] | None = None, root: str = ".", max_parallel: int | None = None) -> dict:
     """Run the DVC pipeline (or the stages `targets` need: `baselines/dvc.yaml` for the
-    baselines) as one task per stage."""
+    baselines) as one task per stage, up to `max_parallel` at once (default: params.yaml's)."""
     from prefect.runtime import flow_run
 
     from bar import tracking
+    from bar.specs import Specs
 
     root = Path(root).resolve()
     targets = list(targets or ["dvc.yaml"])  # not every dvc.yaml of the repo: the baselines are opt-in
-    order, needed = plan(root, targets)
+    max_parallel = max_parallel or Specs(root).params.max_parallel
+    cores = None if max_parallel == 1 else max(1, (os.cpu_count() or 1) // max_parallel)
+    todo = plan(root, targets)
     logger = get_run_logger()
     logger.info(
-        "%d stages, %d to run: %s",
-        len(order),
-        len(needed),
-        ", ".join(s for s in order if s in needed) or "none (everything is up to date)",
+        "%d stages, %d to run, up to %d at once: %s",
+        len(todo.order),
+        len(todo.needed),
+        max_parallel,
+        ", ".join(s for s in todo.order if s in todo.needed) or "none (everything is up to date)",
     )
     with tracking.pipeline_run(
         "pipeline", {"prefect_flow_run_id": str(flow_run.id), "targets": ",".join(targets)}, root
     ) as run:
-        states = {}
-        for stage in order:  # one at a time: stages share the machine's cores
-            state = run_stage(stage, root, stage in needed, run.run_id, return_state=True)
-            states[stage] = state.name
-            if state.is_failed():
-                state.result()  # raises: the flow fails, and so does its MLflow run
+        states, failed = schedule(
+            todo,
+            max_parallel,
+            lambda stage: run_stage.submit(stage, root, stage in todo.needed, run.run_id, cores),
+        )
+        if failed is not None:
+            failed.result()  # raises: the flow fails, and so does its MLflow run
         metrics = root / "metrics" / "evaluate.json"
         routed = json.loads(metrics.read_text()).get("routed", {}) if metrics.exists() else {}
         if routed:
             run.log_metrics({f"routed/{d}": v for d, v in routed.items()})
         run.set_tags({"ran": ",".join(s for s, n in states.items() if n != "Skipped") or "none"})
     return {"stages": states, "routed": routed, "mlflow_run_id": run.run_id}
+
+
+def schedule(todo: Plan, max_parallel: int, submit) -> tuple[dict[str, str], object]:
+    """Submit each stage once its upstream stages have finished, at most `max_parallel` at a
+    time, in DAG order. After a failure nothing new starts and the running stages finish.
+    Returns each stage's state name in DAG order, and the failed state (or None)."""
+    states, running, failed = {}, {}, None
+    pending = list(todo.order)
+    while pending or running:
+        for stage in list(pending) if failed is None else []:
+            if len(running) >= max_parallel:
+                break
+            if all(states.get(u) in ("Completed", "Skipped") for u in todo.upstream[stage]):
+                pending.remove(stage)
+                running[stage] = submit(stage)
+        if not running:
+            break
+        done = next(as_completed(list(running.values())))
+        stage = next(s for s, f in running.items() if f is done)
+        del running[stage]
+        done.wait()
+        states[stage] = done.state.name
+        if done.state.is_failed() and failed is None:
+            failed = done.state
+    return {s: states[s] for s in todo.order if s in states}, failed
 
 
 def main() -> None:
@@ -126,8 +210,13 @@ def main() -> None:
         help="DVC stages to bring up to date (default: dvc.yaml, the main pipeline; baselines/dvc.yaml: the baselines)",
     )
     parser.add_argument("--root", default=".", help="the bar repository (default: .)")
+    parser.add_argument(
+        "--max-parallel", type=int, default=None, help="stages at once (default: params.yaml: max_parallel)"
+    )
     args = parser.parse_args()
-    result = bar_pipeline(args.targets, args.root)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        parser.error(f"--max-parallel {args.max_parallel}: must be 1 or more")
+    result = bar_pipeline(args.targets, args.root, args.max_parallel)
     print(json.dumps(result["stages"], indent=1))
 
 

@@ -380,6 +380,12 @@ class ParamsSpec(Spec):
         default_factory=list,
         description=("what `dvc repro baselines/dvc.yaml` trains: monolithic, sequential, or an ablation expert spec"),
     )
+    max_parallel: int = Field(
+        1,
+        ge=1,
+        description="stages the bar-pipeline flow runs at once when their inputs are ready (the experts); "
+        "each gets the machine's cores / max_parallel",
+    )
 
 
 # --- specs/promotion.yaml ---------------------------------------------------------------
