@@ -13,6 +13,8 @@ from bar.specs.errors import InputError
 
 # Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).
 LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+# The `ModelSpec.family` of each model_type bar imports.
+FAMILIES = {"llama": "llama", "mistral": "llama"}
 
 
 def base_architecture(folder: Path) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     # What each key may be. Mistral without a sliding window is a Llama: the same tensors and maths.
     problems = {
-        "model_type": (config.get("model_type"), ["llama", "mistral"]),
+        "model_type": (config.get("model_type"), list(FAMILIES)),
         "sliding_window": (config.get("sliding_window"), [None]),
         "hidden_act": (config.get("hidden_act", "silu"), ["silu"]),
         "attention_bias": (config.get("attention_bias", False), [False]),
@@ -67,6 +69,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     tokens, size = saved_tokens(folder)
     rows = max(config["vocab_size"], size + len(missing_specials(tokens)))
     return {
+        "family": FAMILIES[config["model_type"]],
         "num_layers": config["num_hidden_layers"],
         "hidden_size": config["hidden_size"],
         "num_attention_heads": heads,

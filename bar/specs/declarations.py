@@ -39,6 +39,11 @@ class ModelSpec(Spec):
         description="a local transformers Llama directory under data/base/ that "
         "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
     )
+    family: Literal["llama"] = Field(
+        "llama",
+        description="where the norms go and whether queries and keys are normalised: llama (and Mistral "
+        "without a sliding window): RMSNorm before attention and MLP",
+    )
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)

@@ -32,7 +32,7 @@ def test_imported_llama_gives_the_logits_transformers_gives(tmp_path, megatron, 
 
     folder = make_llama(tmp_path / "base", tied=tied, rope=rope, family=family)
     arch = ModelSpec(seq_length=64, **base_architecture(folder))
-    assert arch.rope_scaling_factor == (rope and rope["factor"])
+    assert arch.family == "llama" and arch.rope_scaling_factor == (rope and rope["factor"])
     hf_state = read_hf(folder)
     state = from_hf(hf_state, arch)
     model = build(arch, 1)
