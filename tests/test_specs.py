@@ -347,7 +347,11 @@ def test_a_base_model_sets_the_architecture(specs_copy):
         ("/srv/llama", {}, ['base = "/srv/llama"', "must be a folder under data/base/", "dvc add"]),
         ("data/llama", {}, ["must be a folder under data/base/"]),
         ("data/base/llama2", {}, ["no such folder"]),
-        ("data/base/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama" or "mistral"']),
+        (
+            "data/base/llama",
+            {"model_type": "qwen2"},
+            ['model_type = "qwen2"', 'must be "llama" or "mistral" or "olmo2"'],
+        ),
         (
             "data/base/llama",
             {"model_type": "mistral", "sliding_window": 4096},

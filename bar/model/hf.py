@@ -31,10 +31,23 @@ def split_qkv(qkv: torch.Tensor, arch: ModelSpec) -> tuple[torch.Tensor, ...]:
     return q, k, v
 
 
+# Each layer's norms: Megatron-Core name -> transformers name, per `ModelSpec.family`.
+LAYER_NORMS = {
+    "llama": {"input_layernorm": "input_layernorm", "pre_mlp_layernorm": "post_attention_layernorm"},
+    "olmo2": {
+        "self_attention.q_layernorm": "self_attn.q_norm",
+        "self_attention.k_layernorm": "self_attn.k_norm",
+        "post_self_attn_layernorm": "post_attention_layernorm",
+        "post_mlp_layernorm": "post_feedforward_layernorm",
+    },
+}
+
+
 def to_hf(
     state: dict[str, torch.Tensor], arch: ModelSpec, vocab: int, num_experts: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """Megatron GPT tensors -> Llama (dense) or Mixtral (MoE) tensors, vocabulary padding sliced off."""
+    """Megatron GPT tensors -> the family's `transformers` tensors (dense, or Mixtral's MoE), vocabulary
+    padding sliced off."""
     out = {
         "model.embed_tokens.weight": state["embedding.word_embeddings.weight"][:vocab],
         "model.norm.weight": state["decoder.final_layernorm.weight"],
@@ -45,13 +58,12 @@ def to_hf(
         q, k, v = split_qkv(state[src + "self_attention.linear_qkv.weight"], arch)
         dst = f"model.layers.{i}."
         out |= {
-            dst + "input_layernorm.weight": state[src + "input_layernorm.weight"],
             dst + "self_attn.q_proj.weight": q,
             dst + "self_attn.k_proj.weight": k,
             dst + "self_attn.v_proj.weight": v,
             dst + "self_attn.o_proj.weight": state[src + "self_attention.linear_proj.weight"],
-            dst + "post_attention_layernorm.weight": state[src + "pre_mlp_layernorm.weight"],
         }
+        out |= {f"{dst}{hf}.weight": state[f"{src}{ours}.weight"] for ours, hf in LAYER_NORMS[arch.family].items()}
         if num_experts:
             experts = [src + f"mlp.experts.local_experts.{e}." for e in range(num_experts)]
             out[dst + "mlp.gate.weight"] = state[src + "mlp.router.weight"]
@@ -76,7 +88,7 @@ def join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: ModelSpec)
 
 
 def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.Tensor]:
-    """Dense Llama tensors -> Megatron GPT tensors (in `arch.precision`), the vocabulary zero-padded
+    """Dense tensors of the family's `transformers` class -> Megatron GPT tensors (in `arch.precision`), the vocabulary zero-padded
     to `arch.vocab_size` rows. Tied embeddings: the LM head starts as a copy of them."""
 
     def rows(w: torch.Tensor) -> torch.Tensor:
@@ -94,15 +106,14 @@ def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.
         src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
         attn, mlp = src + "self_attn.", src + "mlp."
         out |= {
-            dst + "input_layernorm.weight": state[src + "input_layernorm.weight"],
             dst + "self_attention.linear_qkv.weight": join_qkv(
                 state[attn + "q_proj.weight"], state[attn + "k_proj.weight"], state[attn + "v_proj.weight"], arch
             ),
             dst + "self_attention.linear_proj.weight": state[attn + "o_proj.weight"],
-            dst + "pre_mlp_layernorm.weight": state[src + "post_attention_layernorm.weight"],
             dst + "mlp.linear_fc1.weight": torch.cat([state[mlp + "gate_proj.weight"], state[mlp + "up_proj.weight"]]),
             dst + "mlp.linear_fc2.weight": state[mlp + "down_proj.weight"],
         }
+        out |= {f"{dst}{ours}.weight": state[f"{src}{hf}.weight"] for ours, hf in LAYER_NORMS[arch.family].items()}
     return {k: v.to(arch.dtype).contiguous() for k, v in out.items()}
 
 

@@ -14,11 +14,11 @@ from bar.specs.errors import InputError
 # Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).
 LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 # The `ModelSpec.family` of each model_type bar imports.
-FAMILIES = {"llama": "llama", "mistral": "llama"}
+FAMILIES = {"llama": "llama", "mistral": "llama", "olmo2": "olmo2"}
 
 
 def base_architecture(folder: Path) -> dict[str, Any]:
-    """The `ModelSpec` keys a local `transformers` Llama directory fixes (json only: no torch).
+    """The `ModelSpec` keys a local `transformers` model directory fixes (json only: no torch).
 
     `vocab_size` (embedding rows) makes room for bar's special tokens the tokenizer lacks
     (`bar.tokenizer.missing_specials`), rounded up to a multiple of 64."""
@@ -55,9 +55,9 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     for key, (value, allowed) in problems.items():
         if value not in allowed:
             raise InputError(
-                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama models "
-                f"(and Mistral's: RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no "
-                f"biases): {key} must be {' or '.join(json.dumps(a) for a in allowed)}"
+                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama, Mistral and OLMo 2 "
+                f"models (RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no biases): {key} "
+                f"must be {' or '.join(json.dumps(a) for a in allowed)}"
             )
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads

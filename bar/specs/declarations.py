@@ -39,10 +39,10 @@ class ModelSpec(Spec):
         description="a local transformers Llama directory under data/base/ that "
         "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
     )
-    family: Literal["llama"] = Field(
+    family: Literal["llama", "olmo2"] = Field(
         "llama",
-        description="where the norms go and whether queries and keys are normalised: llama (and Mistral "
-        "without a sliding window): RMSNorm before attention and MLP",
+        description="where the norms go: llama (and Mistral without a sliding window): RMSNorm before the "
+        "attention and the MLP; olmo2: after them, and over the whole query and key projections",
     )
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import dvc, edit_yaml, make_llama, make_project, run
+from conftest import dvc, edit_yaml, make_base, make_project, run
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     project = make_project(tmp_path / "project")
-    user = make_llama(project / "data" / "base" / "llama")
+    user = make_base(project / "data" / "base" / "llama")
     model_yaml = project / "specs" / "model.yaml"
     edit_yaml(model_yaml, "base", "data/base/llama")
     bar = [sys.executable, "-m", "bar.cli"]
