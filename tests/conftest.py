@@ -184,9 +184,10 @@ def make_base(
     seed: int = 0,
     rope: dict | None = None,
     model_type: str = "llama",
+    head_dim: int | None = None,
 ) -> Path:
     """A user's base model as `transformers` saves one: a random Llama (or Mistral, without a
-    sliding window, or OLMo 2) and its own tokenizer (a sentencepiece-style BPE with <s>, </s>,
+    sliding window, OLMo 2, Qwen3) and its own tokenizer (a sentencepiece-style BPE with <s>, </s>,
     <unk>, none of bar's special tokens)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -198,6 +199,8 @@ def make_base(
         Olmo2Config,
         Olmo2ForCausalLM,
         PreTrainedTokenizerFast,
+        Qwen3Config,
+        Qwen3ForCausalLM,
     )
 
     from bar.data.synth import documents
@@ -216,9 +219,11 @@ def make_base(
         "llama": (LlamaConfig, LlamaForCausalLM, {}),
         "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
         "olmo2": (Olmo2Config, Olmo2ForCausalLM, {}),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM, {}),
     }[model_type]
     config = config_class(
         **extra,
+        head_dim=head_dim or hidden // heads,
         vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=ffn,

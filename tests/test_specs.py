@@ -350,7 +350,7 @@ def test_a_base_model_sets_the_architecture(specs_copy):
         (
             "data/base/llama",
             {"model_type": "qwen2"},
-            ['model_type = "qwen2"', 'must be "llama" or "mistral" or "olmo2"'],
+            ['model_type = "qwen2"', 'must be "llama" or "mistral" or "olmo2" or "qwen3"'],
         ),
         (
             "data/base/llama",

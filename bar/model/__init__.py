@@ -2,7 +2,8 @@
 
 RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings; parameters in
 the spec's precision (float32 or bfloat16). The norms go where the spec's `family` puts them:
-before the attention and the MLP (llama), or after them with QK-norm (olmo2: `bar.model.norms`).
+before the attention and the MLP (llama), with QK-norm per head (qwen3), or after them with QK-norm
+over the whole projections (olmo2): `bar.model.norms`.
 Architecture only: how it is parallelised lives in `bar.parallel`, how it trains in `bar.train`.
 """
 
@@ -75,7 +76,7 @@ def layer_spec(family: str, num_experts: int | None = None):
     from megatron.core.transformer.spec_utils import ModuleSpec
 
     from bar.model.attention import CachedRopeSelfAttention, SDPAttention
-    from bar.model.norms import ProjectionRMSNorm, post_norm_spec
+    from bar.model.norms import HeadRMSNorm, ProjectionRMSNorm, post_norm_spec
 
     spec = get_gpt_layer_local_spec(num_experts=num_experts, moe_grouped_gemm=False, normalization="RMSNorm")
     attention = spec.submodules.self_attention
@@ -85,6 +86,8 @@ def layer_spec(family: str, num_experts: int | None = None):
         attention.submodules.q_layernorm = ModuleSpec(module=ProjectionRMSNorm, params={"projection": "query"})
         attention.submodules.k_layernorm = ModuleSpec(module=ProjectionRMSNorm, params={"projection": "key"})
         spec = post_norm_spec(spec)
+    elif family == "qwen3":
+        attention.submodules.q_layernorm = attention.submodules.k_layernorm = HeadRMSNorm
     return spec
 
 

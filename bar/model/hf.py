@@ -40,6 +40,12 @@ LAYER_NORMS = {
         "post_self_attn_layernorm": "post_attention_layernorm",
         "post_mlp_layernorm": "post_feedforward_layernorm",
     },
+    "qwen3": {
+        "input_layernorm": "input_layernorm",
+        "self_attention.q_layernorm": "self_attn.q_norm",
+        "self_attention.k_layernorm": "self_attn.k_norm",
+        "pre_mlp_layernorm": "post_attention_layernorm",
+    },
 }
 
 

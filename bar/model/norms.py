@@ -1,4 +1,4 @@
-"""The norms of OLMo 2's layer that Megatron-Core's has no slot or module for.
+"""The norms of OLMo 2's and Qwen3's layers that Megatron-Core's has no slot or module for.
 
 OLMo 2 normalises each sublayer's output before the residual add (x + norm(attention(x)), then
 x + norm(mlp(x))) and nothing before; Megatron-Core 0.16's `TransformerLayer` has norm slots
@@ -6,8 +6,13 @@ before the attention and the MLP only. `PostNormLayer` adds two slots after them
 
 OLMo 2 also normalises the whole query projection (all heads at once) and the whole key
 projection before RoPE; Megatron-Core's `q_layernorm`/`k_layernorm` slots hold a norm over
-one head (Qwen3's). `ProjectionRMSNorm` fills those slots with a norm over every head, whose
-mean of squares sums over the tensor-parallel ranks when the heads are split among them.
+one head. `ProjectionRMSNorm` fills those slots with a norm over every head, whose mean of
+squares sums over the tensor-parallel ranks when the heads are split among them.
+
+Qwen3 normalises each query and key head with one weight shared by the heads: Megatron-Core's
+per-head norm (torch's RMSNorm), but each rank's gradient of that weight covers its own heads
+only, and Megatron-Core sums them in `finalize_model_grads`, which bar's training loop does not
+use. `HeadRMSNorm` sums them in its backward pass.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Literal
 import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.layers import set_tensor_model_parallel_attributes
+from megatron.core.tensor_parallel.mappings import copy_to_tensor_model_parallel_region
 from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec, build_module
@@ -88,3 +94,17 @@ class ProjectionRMSNorm(MegatronModule):
             squares = all_reduce(squares, group=parallel_state.get_tensor_model_parallel_group())
         normed = flat * torch.rsqrt(squares / self.size + self.eps)
         return (self.weight * normed).to(x.dtype).view_as(x)
+
+
+class HeadRMSNorm(MegatronModule):
+    """RMSNorm over each head ([..., head_dim]), one weight for every head, its gradient summed
+    over the tensor-parallel ranks (each holds some of the heads)."""
+
+    def __init__(self, config, hidden_size: int, eps: float):
+        super().__init__(config=config)
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.ones(hidden_size, dtype=config.params_dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = copy_to_tensor_model_parallel_region(self.weight, parallel_state.get_tensor_model_parallel_group())
+        return torch.nn.functional.rms_norm(x, x.shape[-1:], weight, self.eps)

@@ -14,7 +14,7 @@ from bar.specs.errors import InputError
 # Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).
 LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 # The `ModelSpec.family` of each model_type bar imports.
-FAMILIES = {"llama": "llama", "mistral": "llama", "olmo2": "olmo2"}
+FAMILIES = {"llama": "llama", "mistral": "llama", "olmo2": "olmo2", "qwen3": "qwen3"}
 
 
 def base_architecture(folder: Path) -> dict[str, Any]:
@@ -55,17 +55,12 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     for key, (value, allowed) in problems.items():
         if value not in allowed:
             raise InputError(
-                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama, Mistral and OLMo 2 "
+                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama, Mistral, OLMo 2 and Qwen3 "
                 f"models (RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no biases): {key} "
                 f"must be {' or '.join(json.dumps(a) for a in allowed)}"
             )
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    if head_dim * heads != config["hidden_size"]:
-        raise InputError(
-            f"{folder / 'config.json'}: head_dim = {head_dim}: bar's models have "
-            f"head_dim = hidden_size / num_attention_heads = {config['hidden_size'] // heads}"
-        )
     tokens, size = saved_tokens(folder)
     rows = max(config["vocab_size"], size + len(missing_specials(tokens)))
     return {
@@ -74,6 +69,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         "hidden_size": config["hidden_size"],
         "num_attention_heads": heads,
         "num_query_groups": config.get("num_key_value_heads") or heads,
+        "kv_channels": None if head_dim * heads == config["hidden_size"] else head_dim,
         "ffn_hidden_size": config["intermediate_size"],
         "vocab_size": -(-rows // 64) * 64,
         "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),

@@ -1,4 +1,4 @@
-"""A user's model (Llama, Mistral, OLMo 2) imported as the pipeline's base: `bar.model.hf.from_hf`, the inverse of `to_hf`."""
+"""A user's model (Llama, Mistral, OLMo 2, Qwen3) imported as the pipeline's base: `bar.model.hf.from_hf`, the inverse of `to_hf`."""
 
 import pytest
 import torch
@@ -18,17 +18,20 @@ LLAMA3 = {
 
 
 @pytest.mark.parametrize(
-    "tied,rope,model_type,family",
+    "tied,rope,model_type,family,head_dim",
     [
-        (False, None, "llama", "llama"),
-        (True, None, "llama", "llama"),
-        (False, LLAMA3, "llama", "llama"),
-        (False, None, "mistral", "llama"),
-        (False, None, "olmo2", "olmo2"),
+        (False, None, "llama", "llama", None),
+        (True, None, "llama", "llama", None),
+        (False, LLAMA3, "llama", "llama", None),
+        (False, None, "mistral", "llama", None),
+        (False, None, "olmo2", "olmo2", None),
+        (True, None, "qwen3", "qwen3", 24),  # as Qwen3's small models: tied, heads wider than hidden / heads
     ],
-    ids=["untied", "tied", "llama3", "mistral", "olmo2"],
+    ids=["untied", "tied", "llama3", "mistral", "olmo2", "qwen3"],
 )
-def test_an_imported_base_gives_the_logits_transformers_gives(tmp_path, megatron, tied, rope, model_type, family):
+def test_an_imported_base_gives_the_logits_transformers_gives(
+    tmp_path, megatron, tied, rope, model_type, family, head_dim
+):
     from transformers import AutoModelForCausalLM
 
     from bar.model import build
@@ -36,9 +39,10 @@ def test_an_imported_base_gives_the_logits_transformers_gives(tmp_path, megatron
     from bar.specs import ModelSpec, base_architecture
     from bar.train.checkpoint import load_state
 
-    folder = make_base(tmp_path / "base", tied=tied, rope=rope, model_type=model_type)
+    folder = make_base(tmp_path / "base", tied=tied, rope=rope, model_type=model_type, head_dim=head_dim)
     arch = ModelSpec(seq_length=64, **base_architecture(folder))
     assert arch.family == family and arch.rope_scaling_factor == (rope and rope["factor"])
+    assert arch.kv_channels == head_dim
     hf_state = read_hf(folder)
     state = from_hf(hf_state, arch)
     model = build(arch, 1)
@@ -94,13 +98,14 @@ parallel.shutdown()
 """
 
 
-def test_an_imported_olmo2_at_tp_2_gives_the_logits_and_gradients_it_gives_at_tp_1(tmp_path):
-    """OLMo 2's QK-norm over the whole projection: at tp 2 each rank holds half the heads, and the
-    mean of squares (and its gradient) is summed over both."""
+@pytest.mark.parametrize("model_type,head_dim", [("olmo2", None), ("qwen3", 24)])
+def test_an_imported_base_at_tp_2_gives_the_logits_and_gradients_it_gives_at_tp_1(tmp_path, model_type, head_dim):
+    """QK-norm at tp 2, each rank holding half the heads: OLMo 2's over the whole projection sums
+    the mean of squares (and its gradient) over both; Qwen3's per-head weight sums its gradient."""
     import subprocess
     import sys
 
-    folder = make_base(tmp_path / "base", model_type="olmo2")
+    folder = make_base(tmp_path / "base", model_type=model_type, head_dim=head_dim)
     (tmp_path / "worker.py").write_text(WORKER)
     results = {}
     for tp_size in (1, 2):
@@ -117,7 +122,7 @@ def test_an_imported_olmo2_at_tp_2_gives_the_logits_and_gradients_it_gives_at_tp
     one, two = results[1], results[2]
     diff = (one["logits"] - two["logits"]).abs().max().item()
     grad = max((one["grads"][n] - two["grads"][n]).abs().max().item() for n in one["grads"])
-    print(f"olmo2 tp 2 against tp 1: max |logit diff| = {diff:.2e}, max |grad diff| = {grad:.2e}")
+    print(f"{model_type} tp 2 against tp 1: max |logit diff| = {diff:.2e}, max |grad diff| = {grad:.2e}")
     assert diff < 1e-5 and grad < 1e-6
     q_norm = "decoder.layers.0.self_attention.q_layernorm.weight"
     assert one["grads"][q_norm].abs().max() > 1e-4  # the QK-norm's gradient is compared, not zeros
