@@ -1,8 +1,12 @@
-"""Export to a `transformers` layout: Llama for dense models, Mixtral for MoE models; and import
-a user's dense Llama model (`from_hf`, the inverse of `to_hf`).
+"""Export to the `transformers` classes of the model's family (`EXPORTS`): Llama, OLMo 2 or
+Qwen3 for dense models, Mixtral, FlexOlmo or Qwen3-MoE for MoE models; and import a user's dense
+model of a family (`from_hf`, the inverse of `to_hf`).
 
-Mixtral routes like our Megatron-Core MoE: softmax over the router logits, top-k, and the
-kept weights renormalised, which equals a softmax over the top-k logits (Megatron's default).
+The three MoE classes route like our Megatron-Core MoE when their config says so
+(`norm_topk_prob`; Mixtral always does): softmax over the router logits, top-k, and the kept
+weights renormalised, which equals a softmax over the top-k logits (Megatron's default). Their
+router computes its logits in the model's precision, Megatron-Core's in float32: bf16 exports
+route as bf16 inference would.
 
 Works on full tensors with Megatron-Core names (`bar.train.checkpoint.full_state`), so it
 needs neither a process group nor Megatron itself. Verified by comparing logits with the
@@ -52,8 +56,8 @@ LAYER_NORMS = {
 def to_hf(
     state: dict[str, torch.Tensor], arch: ModelSpec, vocab: int, num_experts: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """Megatron GPT tensors -> the family's `transformers` tensors (dense, or Mixtral's MoE), vocabulary
-    padding sliced off."""
+    """Megatron GPT tensors -> the family's `transformers` tensors (dense or MoE: the three MoE classes
+    name theirs alike), vocabulary padding sliced off."""
     out = {
         "model.embed_tokens.weight": state["embedding.word_embeddings.weight"][:vocab],
         "model.norm.weight": state["decoder.final_layernorm.weight"],
@@ -139,23 +143,39 @@ def rope_parameters(arch: ModelSpec) -> dict:
     return {"rope_type": "llama3", "rope_theta": arch.rope_base, "factor": arch.rope_scaling_factor, **LLAMA3_ROPE}
 
 
+# Each family's `transformers` model types: dense, MoE with experts chosen per token; and bar's
+# class (modeling_bar.py) over that MoE for experts chosen per sequence.
+EXPORTS = {
+    "llama": ("llama", "mixtral", "BarMoeForCausalLM"),
+    "olmo2": ("olmo2", "flex_olmo", "BarFlexOlmoForCausalLM"),
+    "qwen3": ("qwen3", "qwen3_moe", "BarQwen3MoeForCausalLM"),
+}
+
+
 def hf_config(
     arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None, sequence_topk: int | None = None
 ):
-    from transformers import LlamaConfig, MixtralConfig
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from bar.tokenizer import stop_ids
 
-    moe = {}
-    if num_experts:
-        moe = dict(
-            num_local_experts=num_experts,
-            num_experts_per_tok=topk or num_experts,
-            router_jitter_noise=0.0,
+    dense, moe_type, per_sequence = EXPORTS[arch.family]
+    model_type, moe = (moe_type, dict(num_experts_per_tok=topk or num_experts)) if num_experts else (dense, {})
+    # Every family's router: softmax over the logits, top-k, the kept weights renormalised.
+    moe |= {
+        "mixtral": dict(num_local_experts=num_experts, router_jitter_noise=0.0, output_router_logits=False),
+        "flex_olmo": dict(num_experts=num_experts, norm_topk_prob=True, output_router_logits=False),
+        "qwen3_moe": dict(
+            num_experts=num_experts,
+            norm_topk_prob=True,
             output_router_logits=False,
-        )
-    cls = MixtralConfig if num_experts else LlamaConfig
-    config = cls(
+            moe_intermediate_size=arch.ffn_hidden_size,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+        ),
+    }.get(model_type, {})
+    config = CONFIG_MAPPING[model_type](
         vocab_size=len(tok),
         hidden_size=arch.hidden_size,
         intermediate_size=arch.ffn_hidden_size,
@@ -176,11 +196,11 @@ def hf_config(
         dtype=str(arch.dtype).removeprefix("torch."),
         **moe,
     )
-    config.architectures = ["MixtralForCausalLM" if num_experts else "LlamaForCausalLM"]
+    config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]]
     if num_experts and sequence_topk:  # experts chosen per sequence: bar's class (modeling_bar.py)
         config.sequence_topk = sequence_topk
-        config.architectures = ["BarMoeForCausalLM"]
-        config.auto_map = {"AutoModelForCausalLM": "modeling_bar.BarMoeForCausalLM"}
+        config.architectures = [per_sequence]
+        config.auto_map = {"AutoModelForCausalLM": f"modeling_bar.{per_sequence}"}
     return config
 
 
