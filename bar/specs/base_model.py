@@ -40,9 +40,12 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     config = json.loads((folder / "config.json").read_text())
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     # What each key may be. Mistral without a sliding window is a Llama: the same tensors and maths.
+    # Qwen3's sliding window applies only with use_sliding_window (as its transformers config reads it).
+    window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
     problems = {
         "model_type": (config.get("model_type"), list(FAMILIES)),
-        "sliding_window": (config.get("sliding_window"), [None]),
+        "sliding_window": (window, [None]),
+        "layer types": (sorted(set(config.get("layer_types") or ["full_attention"])), [["full_attention"]]),
         "hidden_act": (config.get("hidden_act", "silu"), ["silu"]),
         "attention_bias": (config.get("attention_bias", False), [False]),
         "mlp_bias": (config.get("mlp_bias", False), [False]),

@@ -36,7 +36,7 @@ class ModelSpec(Spec):
 
     base: str | None = Field(
         None,
-        description="a local transformers Llama directory under data/base/ that "
+        description="a local transformers Llama, Mistral, OLMo 2 or Qwen3 directory under data/base/ that "
         "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
     )
     family: Literal["llama", "olmo2", "qwen3"] = Field(
