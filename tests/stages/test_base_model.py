@@ -1,5 +1,5 @@
-"""A base model of the user's (`specs/model.yaml: base`) instead of pre-training one: real DVC
-runs the pipeline from it."""
+"""A base model of the user's (`specs/model.yaml: base`: a Llama, an OLMo 2) instead of pre-training
+one: real DVC runs the pipeline from it."""
 
 import json
 import sys
@@ -12,11 +12,12 @@ from conftest import dvc, edit_yaml, make_base, make_project, run
 
 
 @pytest.mark.slow
-def test_the_pipeline_starts_from_the_users_llama(tmp_path):
+@pytest.mark.parametrize("model_type", ["llama", "olmo2"])
+def test_the_pipeline_starts_from_the_users_base(tmp_path, model_type):
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     project = make_project(tmp_path / "project")
-    user = make_base(project / "data" / "base" / "llama")
+    user = make_base(project / "data" / "base" / "llama", model_type=model_type)
     model_yaml = project / "specs" / "model.yaml"
     edit_yaml(model_yaml, "base", "data/base/llama")
     bar = [sys.executable, "-m", "bar.cli"]
@@ -45,6 +46,7 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
 
     base = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()
     original = AutoModelForCausalLM.from_pretrained(user).eval()
+    assert type(base) is type(original)
     x = torch.randint(0, len(theirs), (2, 30), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(base(x).logits[..., : len(theirs)], original(x).logits)
