@@ -6,10 +6,11 @@ relative positions, so a left-padded row decodes as it would alone. The prompt i
 
 Without tensor parallelism (every expert, the routed model, evaluation) a small decoder runs
 the Megatron-Core model's own parameters in plain PyTorch: per layer one fused QKV matmul,
-RoPE on the new keys only (after the layer's QK-norm, if any), a preallocated cache, attention (SDPA for the prompt, two batched
-matmuls for one new query), and the MoE as Megatron-Core routes it (softmax over the top-k
-router logits, every expert's FFN weighted by its probability). On this CPU it decodes 1.3-1.6x
-as fast as Megatron-Core's modules, whose per-layer framework overhead it skips
+the layer's own norm modules (where its family puts them), RoPE on the new keys only, a
+preallocated cache, attention (SDPA for the prompt, two batched matmuls for one new query),
+and the MoE as Megatron-Core routes it (softmax over the top-k router logits, every expert's
+FFN weighted by its probability). On this CPU it decodes 1.3-1.6x as fast as Megatron-Core's
+modules, whose per-layer framework overhead it skips
 (benchmarks/README.md); tests check both paths against recomputing the whole sequence with
 the Megatron-Core model. Under tensor parallelism the decoding goes
 through Megatron-Core's static inference context; every rank runs it in lockstep and, given
@@ -214,7 +215,7 @@ class _Decoder:
         per_group = self.heads // self.groups
         for i, layer in enumerate(self.layers):
             attn = layer.self_attention
-            # The layer's own norm modules: identities where its family has none (bar.model.layer_spec).
+            # Identities where the family has no norm (bar.model.layer_spec).
             h = layer.input_layernorm(x)
             qkv = F.linear(h, attn.linear_qkv.weight).view(b, t, self.groups, per_group + 2, self.head_dim)
             q = attn.q_layernorm(qkv[:, :, :, :per_group].reshape(b, t, self.heads, self.head_dim)).transpose(1, 2)

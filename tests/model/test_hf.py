@@ -1,4 +1,5 @@
-"""Exports load in transformers as the family's classes and give bar's logits; they carry the spec's precision, and big ones are sharded as `save_pretrained` shards."""
+"""Exports load in `transformers` as the family's classes and give bar's logits and tokens; they
+carry the spec's precision, and big ones are sharded as `save_pretrained` shards."""
 
 import json
 
