@@ -6,10 +6,11 @@ relative positions, so a left-padded row decodes as it would alone. The prompt i
 
 Without tensor parallelism (every expert, the routed model, evaluation) a small decoder runs
 the Megatron-Core model's own parameters in plain PyTorch: per layer one fused QKV matmul,
-RoPE on the new keys only, a preallocated cache, attention (SDPA for the prompt, two batched
-matmuls for one new query), and the MoE as Megatron-Core routes it (softmax over the top-k
-router logits, every expert's FFN weighted by its probability). On this CPU it decodes 1.3-1.6x
-as fast as Megatron-Core's modules, whose per-layer framework overhead it skips
+the layer's own norm modules (where its family puts them), RoPE on the new keys only, a
+preallocated cache, attention (SDPA for the prompt, two batched matmuls for one new query),
+and the MoE as Megatron-Core routes it (softmax over the top-k router logits, every expert's
+FFN weighted by its probability). On this CPU it decodes 1.3-1.6x as fast as Megatron-Core's
+modules, whose per-layer framework overhead it skips
 (benchmarks/README.md); tests check both paths against recomputing the whole sequence with
 the Megatron-Core model. Under tensor parallelism the decoding goes
 through Megatron-Core's static inference context; every rank runs it in lockstep and, given
@@ -205,6 +206,8 @@ class _Decoder:
         return out
 
     def __call__(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from bar.model.norms import PostNormLayer
+
         b, t = tokens.shape
         start, end = self.offset, self.offset + t
         x = F.embedding(tokens, self.embedding)
@@ -212,16 +215,20 @@ class _Decoder:
         per_group = self.heads // self.groups
         for i, layer in enumerate(self.layers):
             attn = layer.self_attention
-            h = F.rms_norm(x, (x.size(-1),), layer.input_layernorm.weight, self.eps)
+            # Identities where the family has no norm (bar.model.layer_spec).
+            h = layer.input_layernorm(x)
             qkv = F.linear(h, attn.linear_qkv.weight).view(b, t, self.groups, per_group + 2, self.head_dim)
-            q = qkv[:, :, :, :per_group].reshape(b, t, self.heads, self.head_dim).transpose(1, 2)
-            k, v = qkv[:, :, :, per_group].transpose(1, 2), qkv[:, :, :, per_group + 1].transpose(1, 2)
+            q = attn.q_layernorm(qkv[:, :, :, :per_group].reshape(b, t, self.heads, self.head_dim)).transpose(1, 2)
+            k = attn.k_layernorm(qkv[:, :, :, per_group]).transpose(1, 2)
+            v = qkv[:, :, :, per_group + 1].transpose(1, 2)
             self.keys[i, :, :, start:end] = self._rotate(k, start)
             self.values[i, :, :, start:end] = v
             o = self._attention(self._rotate(q, start), self.keys[i, :, :, :end], self.values[i, :, :, :end], attend)
-            x = x + F.linear(o.transpose(1, 2).reshape(b, t, -1), attn.linear_proj.weight)
-            h = F.rms_norm(x, (x.size(-1),), layer.pre_mlp_layernorm.weight, self.eps)
-            x = x + self._mlp(layer.mlp, h)
+            o = F.linear(o.transpose(1, 2).reshape(b, t, -1), attn.linear_proj.weight)
+            post = isinstance(layer, PostNormLayer)
+            x = x + (layer.post_self_attn_layernorm(o) if post else o)
+            o = self._mlp(layer.mlp, layer.pre_mlp_layernorm(x))
+            x = x + (layer.post_mlp_layernorm(o) if post else o)
         self.offset = end
         x = F.rms_norm(x[:, -1], (x.size(-1),), self.final_norm, self.eps)
         return F.linear(x, self.output).float()

@@ -172,7 +172,7 @@ def dense_states(megatron):
     return anchor, full_state(build(small_arch(), 1))
 
 
-def make_llama(
+def make_base(
     folder: Path,
     *,
     layers: int = 2,
@@ -183,14 +183,25 @@ def make_llama(
     tied: bool = False,
     seed: int = 0,
     rope: dict | None = None,
-    family: str = "llama",
+    model_type: str = "llama",
+    head_dim: int | None = None,
 ) -> Path:
     """A user's base model as `transformers` saves one: a random Llama (or Mistral, without a
-    sliding window) and its own tokenizer (a sentencepiece-style BPE with <s>, </s>, <unk>, none
-    of bar's special tokens)."""
+    sliding window, OLMo 2, Qwen3) and its own tokenizer (a sentencepiece-style BPE with <s>, </s>,
+    <unk>, none of bar's special tokens)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Olmo2Config,
+        Olmo2ForCausalLM,
+        PreTrainedTokenizerFast,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     from bar.data.synth import documents
 
@@ -207,9 +218,12 @@ def make_llama(
     config_class, model_class, extra = {
         "llama": (LlamaConfig, LlamaForCausalLM, {}),
         "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
-    }[family]
+        "olmo2": (Olmo2Config, Olmo2ForCausalLM, {}),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM, {}),
+    }[model_type]
     config = config_class(
         **extra,
+        head_dim=head_dim or hidden // heads,
         vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=ffn,
@@ -224,5 +238,10 @@ def make_llama(
         rope_parameters=rope or {"rope_type": "default", "rope_theta": 10000.0},
         initializer_range=0.1,
     )  # logits far enough apart that a wrong mapping shows
-    model_class(config).save_pretrained(folder)
+    model = model_class(config)
+    with torch.no_grad():  # norms other than ones: a norm mapped to the wrong place shows too
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
     return folder

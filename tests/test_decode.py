@@ -6,10 +6,13 @@ import torch
 from conftest import small_arch
 
 ARCH = small_arch(seq_length=64, init_std=0.5)  # large weights: attention far from uniform, so positions matter
+# Each family's layer (norms, QK-norm), and heads wider than hidden / heads.
+FAMILIES = {"llama": {}, "olmo2": {"family": "olmo2"}, "qwen3": {"family": "qwen3", "kv_channels": 12}}
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("path", ["plain", "megatron"])
-def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monkeypatch, path):
+def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monkeypatch, path, family):
     """Both decoders: the plain-PyTorch one (TP=1) and Megatron-Core's inference context (TP>1)."""
     from bar import parallel
     from bar.decode import generate
@@ -19,7 +22,7 @@ def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monk
         monkeypatch.setattr(parallel, "tp_size", lambda: 2)
 
     torch.manual_seed(0)
-    model = build(ARCH, 1).eval()
+    model = build(ARCH.model_copy(update=FAMILIES[family]), 1).eval()
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(1, 300, (n,), generator=g).tolist() for n in (5, 9, 12)]
     got = generate(model, prompts, max_new_tokens=16, stop_ids=set(), vocab_size=300, pad_id=0)
@@ -34,14 +37,15 @@ def test_cached_decoding_matches_full_recompute_with_left_padding(megatron, monk
     assert len({tuple(row) for row in got}) == 3  # the rows differ: the check is not vacuous
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("topk", [3, 2])
-def test_cached_moe_decoding_matches_full_recompute(megatron, topk):
+def test_cached_moe_decoding_matches_full_recompute(megatron, topk, family):
     """The MoE as Megatron-Core routes it: all experts (softmax over every logit) or the top k."""
     from bar.decode import generate
     from bar.model import build
 
     torch.manual_seed(0)
-    model = build(ARCH, 1, num_experts=3, topk=topk).eval()
+    model = build(ARCH.model_copy(update=FAMILIES[family]), 1, num_experts=3, topk=topk).eval()
     with torch.no_grad():
         for layer in model.decoder.layers:
             layer.mlp.router.weight.normal_(0, 1.0)  # routing far from uniform

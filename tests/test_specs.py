@@ -331,6 +331,22 @@ def fake_base(folder: Path, **config) -> Path:
     return folder
 
 
+@pytest.mark.parametrize(
+    "config,family,kv_channels",
+    [
+        ({}, "llama", None),
+        ({"model_type": "olmo2"}, "olmo2", None),
+        # Qwen3's saved configs keep a sliding_window that use_sliding_window turns off; heads of 128.
+        ({"model_type": "qwen3", "use_sliding_window": False, "sliding_window": 4096, "head_dim": 128}, "qwen3", 128),
+    ],
+)
+def test_a_base_model_sets_its_family(specs_copy, config, family, kv_channels):
+    fake_base(specs_copy / "data" / "base" / "llama", layer_types=["full_attention"] * 2, **config)
+    (specs_copy / "specs" / "model.yaml").write_text("base: data/base/llama\nseq_length: 256\n")
+    model = Specs(specs_copy).model
+    assert (model.family, model.kv_channels) == (family, kv_channels)
+
+
 def test_a_base_model_sets_the_architecture(specs_copy):
     fake_base(specs_copy / "data" / "base" / "llama")
     (specs_copy / "specs" / "model.yaml").write_text("base: data/base/llama\nseq_length: 256\nhidden_size: 64\n")
@@ -347,13 +363,34 @@ def test_a_base_model_sets_the_architecture(specs_copy):
         ("/srv/llama", {}, ['base = "/srv/llama"', "must be a folder under data/base/", "dvc add"]),
         ("data/llama", {}, ["must be a folder under data/base/"]),
         ("data/base/llama2", {}, ["no such folder"]),
-        ("data/base/llama", {"model_type": "qwen2"}, ['model_type = "qwen2"', 'must be "llama" or "mistral"']),
+        (
+            "data/base/llama",
+            {"model_type": "qwen2"},
+            ['model_type = "qwen2"', 'must be "llama" or "mistral" or "olmo2" or "qwen3"'],
+        ),
         (
             "data/base/llama",
             {"model_type": "mistral", "sliding_window": 4096},
             ["sliding_window = 4096", "full attention", "must be null"],
         ),
         ("data/base/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
+        ("data/base/llama", {"model_type": "qwen3_moe"}, ['model_type = "qwen3_moe"', '"qwen3"']),
+        ("data/base/llama", {"model_type": "olmo3"}, ['model_type = "olmo3"', '"olmo2"']),
+        (
+            "data/base/llama",
+            {"model_type": "olmo2", "layer_types": ["sliding_attention", "full_attention"]},
+            ['layer types = ["full_attention", "sliding_attention"]', 'must be ["full_attention"]'],
+        ),
+        (
+            "data/base/llama",
+            {"model_type": "qwen3", "use_sliding_window": True, "sliding_window": 4096},
+            ["sliding_window = 4096", "must be null"],
+        ),
+        (
+            "data/base/llama",
+            {"model_type": "qwen3", "rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0, "factor": 4.0}},
+            ['rope type = "yarn"', 'must be "default" or "llama3"'],
+        ),
         (
             "data/base/llama",
             {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}},
@@ -387,5 +424,7 @@ def test_bad_base_model_one_clear_line(specs_copy, base, config, expected):
         Specs(specs_copy).model
     msg = str(err.value)
     assert "\n" not in msg and "specs/model.yaml" in msg
+    if base == "data/base/llama" and "num_hidden_layers" not in config:  # the base's own config refused
+        assert "data/base/llama/config.json: " in msg
     for fragment in expected:
         assert fragment in msg, (fragment, msg)

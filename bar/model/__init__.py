@@ -1,7 +1,9 @@
 """The model: a Megatron-Core GPT (local layer spec) of a `ModelSpec`, dense or MoE.
 
 RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings; parameters in
-the spec's precision (float32 or bfloat16).
+the spec's precision (float32 or bfloat16). The norms go where the spec's `family` puts them:
+before the attention and the MLP (llama), with QK-norm per head (qwen3), or after them with QK-norm
+over the whole projections (olmo2): `bar.model.norms`.
 Architecture only: how it is parallelised lives in `bar.parallel`, how it trains in `bar.train`.
 """
 
@@ -68,14 +70,24 @@ def transformer_config(
     )
 
 
-def layer_spec(num_experts: int | None = None):
+def layer_spec(family: str, num_experts: int | None = None):
+    """Megatron-Core's local layer spec with bar's attention modules, its norms where `family` puts them."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.transformer.spec_utils import ModuleSpec
 
     from bar.model.attention import CachedRopeSelfAttention, SDPAttention
+    from bar.model.norms import HeadRMSNorm, ProjectionRMSNorm, post_norm_spec
 
     spec = get_gpt_layer_local_spec(num_experts=num_experts, moe_grouped_gemm=False, normalization="RMSNorm")
-    spec.submodules.self_attention.module = CachedRopeSelfAttention
-    spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    attention = spec.submodules.self_attention
+    attention.module = CachedRopeSelfAttention
+    attention.submodules.core_attention = SDPAttention
+    if family == "olmo2":
+        attention.submodules.q_layernorm = ModuleSpec(module=ProjectionRMSNorm, params={"projection": "query"})
+        attention.submodules.k_layernorm = ModuleSpec(module=ProjectionRMSNorm, params={"projection": "key"})
+        spec = post_norm_spec(spec)
+    elif family == "qwen3":
+        attention.submodules.q_layernorm = attention.submodules.k_layernorm = HeadRMSNorm
     return spec
 
 
@@ -113,7 +125,7 @@ def _gpt(config, arch: ModelSpec, num_experts: int | None):
 
     return GPTModel(
         config=config,
-        transformer_layer_spec=layer_spec(num_experts),
+        transformer_layer_spec=layer_spec(arch.family, num_experts),
         vocab_size=arch.vocab_size,
         max_sequence_length=arch.seq_length,
         pre_process=True,

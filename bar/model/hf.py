@@ -1,8 +1,12 @@
-"""Export to a `transformers` layout: Llama for dense models, Mixtral for MoE models; and import
-a user's dense Llama model (`from_hf`, the inverse of `to_hf`).
+"""Export to the `transformers` classes of the model's family (`EXPORTS`): Llama, OLMo 2 or
+Qwen3 for dense models, Mixtral, FlexOlmo or Qwen3-MoE for MoE models; and import a user's dense
+model of a family (`from_hf`, the inverse of `to_hf`).
 
-Mixtral routes like our Megatron-Core MoE: softmax over the router logits, top-k, and the
-kept weights renormalised, which equals a softmax over the top-k logits (Megatron's default).
+The three MoE classes route like our Megatron-Core MoE when their config says so
+(`norm_topk_prob`; Mixtral always does): softmax over the router logits, top-k, and the kept
+weights renormalised, which equals a softmax over the top-k logits (Megatron's default). Their
+router computes its logits in the model's precision, Megatron-Core's in float32: bf16 exports
+route as bf16 inference would.
 
 Works on full tensors with Megatron-Core names (`bar.train.checkpoint.full_state`), so it
 needs neither a process group nor Megatron itself. Verified by comparing logits with the
@@ -31,10 +35,29 @@ def split_qkv(qkv: torch.Tensor, arch: ModelSpec) -> tuple[torch.Tensor, ...]:
     return q, k, v
 
 
+# Each layer's norms: Megatron-Core name -> transformers name, per `ModelSpec.family`.
+LAYER_NORMS = {
+    "llama": {"input_layernorm": "input_layernorm", "pre_mlp_layernorm": "post_attention_layernorm"},
+    "olmo2": {
+        "self_attention.q_layernorm": "self_attn.q_norm",
+        "self_attention.k_layernorm": "self_attn.k_norm",
+        "post_self_attn_layernorm": "post_attention_layernorm",
+        "post_mlp_layernorm": "post_feedforward_layernorm",
+    },
+    "qwen3": {
+        "input_layernorm": "input_layernorm",
+        "self_attention.q_layernorm": "self_attn.q_norm",
+        "self_attention.k_layernorm": "self_attn.k_norm",
+        "pre_mlp_layernorm": "post_attention_layernorm",
+    },
+}
+
+
 def to_hf(
     state: dict[str, torch.Tensor], arch: ModelSpec, vocab: int, num_experts: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """Megatron GPT tensors -> Llama (dense) or Mixtral (MoE) tensors, vocabulary padding sliced off."""
+    """Megatron GPT tensors -> the family's `transformers` tensors (dense or MoE: the three MoE classes
+    name theirs alike), vocabulary padding sliced off."""
     out = {
         "model.embed_tokens.weight": state["embedding.word_embeddings.weight"][:vocab],
         "model.norm.weight": state["decoder.final_layernorm.weight"],
@@ -45,13 +68,12 @@ def to_hf(
         q, k, v = split_qkv(state[src + "self_attention.linear_qkv.weight"], arch)
         dst = f"model.layers.{i}."
         out |= {
-            dst + "input_layernorm.weight": state[src + "input_layernorm.weight"],
             dst + "self_attn.q_proj.weight": q,
             dst + "self_attn.k_proj.weight": k,
             dst + "self_attn.v_proj.weight": v,
             dst + "self_attn.o_proj.weight": state[src + "self_attention.linear_proj.weight"],
-            dst + "post_attention_layernorm.weight": state[src + "pre_mlp_layernorm.weight"],
         }
+        out |= {f"{dst}{hf}.weight": state[f"{src}{ours}.weight"] for ours, hf in LAYER_NORMS[arch.family].items()}
         if num_experts:
             experts = [src + f"mlp.experts.local_experts.{e}." for e in range(num_experts)]
             out[dst + "mlp.gate.weight"] = state[src + "mlp.router.weight"]
@@ -76,7 +98,7 @@ def join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: ModelSpec)
 
 
 def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.Tensor]:
-    """Dense Llama tensors -> Megatron GPT tensors (in `arch.precision`), the vocabulary zero-padded
+    """Dense tensors of the family's `transformers` class -> Megatron GPT tensors (in `arch.precision`), the vocabulary zero-padded
     to `arch.vocab_size` rows. Tied embeddings: the LM head starts as a copy of them."""
 
     def rows(w: torch.Tensor) -> torch.Tensor:
@@ -94,15 +116,14 @@ def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.
         src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
         attn, mlp = src + "self_attn.", src + "mlp."
         out |= {
-            dst + "input_layernorm.weight": state[src + "input_layernorm.weight"],
             dst + "self_attention.linear_qkv.weight": join_qkv(
                 state[attn + "q_proj.weight"], state[attn + "k_proj.weight"], state[attn + "v_proj.weight"], arch
             ),
             dst + "self_attention.linear_proj.weight": state[attn + "o_proj.weight"],
-            dst + "pre_mlp_layernorm.weight": state[src + "post_attention_layernorm.weight"],
             dst + "mlp.linear_fc1.weight": torch.cat([state[mlp + "gate_proj.weight"], state[mlp + "up_proj.weight"]]),
             dst + "mlp.linear_fc2.weight": state[mlp + "down_proj.weight"],
         }
+        out |= {f"{dst}{ours}.weight": state[f"{src}{hf}.weight"] for ours, hf in LAYER_NORMS[arch.family].items()}
     return {k: v.to(arch.dtype).contiguous() for k, v in out.items()}
 
 
@@ -122,23 +143,39 @@ def rope_parameters(arch: ModelSpec) -> dict:
     return {"rope_type": "llama3", "rope_theta": arch.rope_base, "factor": arch.rope_scaling_factor, **LLAMA3_ROPE}
 
 
+# Each family's `transformers` model types: dense, MoE with experts chosen per token; and bar's
+# class (modeling_bar.py) over that MoE for experts chosen per sequence.
+EXPORTS = {
+    "llama": ("llama", "mixtral", "BarMoeForCausalLM"),
+    "olmo2": ("olmo2", "flex_olmo", "BarFlexOlmoForCausalLM"),
+    "qwen3": ("qwen3", "qwen3_moe", "BarQwen3MoeForCausalLM"),
+}
+
+
 def hf_config(
     arch: ModelSpec, tok, num_experts: int | None = None, topk: int | None = None, sequence_topk: int | None = None
 ):
-    from transformers import LlamaConfig, MixtralConfig
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from bar.tokenizer import stop_ids
 
-    moe = {}
-    if num_experts:
-        moe = dict(
-            num_local_experts=num_experts,
-            num_experts_per_tok=topk or num_experts,
-            router_jitter_noise=0.0,
+    dense, moe_type, per_sequence = EXPORTS[arch.family]
+    model_type, moe = (moe_type, dict(num_experts_per_tok=topk or num_experts)) if num_experts else (dense, {})
+    # Every family's router: softmax over the logits, top-k, the kept weights renormalised.
+    moe |= {
+        "mixtral": dict(num_local_experts=num_experts, router_jitter_noise=0.0, output_router_logits=False),
+        "flex_olmo": dict(num_experts=num_experts, norm_topk_prob=True, output_router_logits=False),
+        "qwen3_moe": dict(
+            num_experts=num_experts,
+            norm_topk_prob=True,
             output_router_logits=False,
-        )
-    cls = MixtralConfig if num_experts else LlamaConfig
-    config = cls(
+            moe_intermediate_size=arch.ffn_hidden_size,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+        ),
+    }.get(model_type, {})
+    config = CONFIG_MAPPING[model_type](
         vocab_size=len(tok),
         hidden_size=arch.hidden_size,
         intermediate_size=arch.ffn_hidden_size,
@@ -159,11 +196,11 @@ def hf_config(
         dtype=str(arch.dtype).removeprefix("torch."),
         **moe,
     )
-    config.architectures = ["MixtralForCausalLM" if num_experts else "LlamaForCausalLM"]
+    config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]]
     if num_experts and sequence_topk:  # experts chosen per sequence: bar's class (modeling_bar.py)
         config.sequence_topk = sequence_topk
-        config.architectures = ["BarMoeForCausalLM"]
-        config.auto_map = {"AutoModelForCausalLM": "modeling_bar.BarMoeForCausalLM"}
+        config.architectures = [per_sequence]
+        config.auto_map = {"AutoModelForCausalLM": f"modeling_bar.{per_sequence}"}
     return config
 
 

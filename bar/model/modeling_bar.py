@@ -1,10 +1,11 @@
 """bar's routed model for `transformers`, shipped beside an export whose config sets
-`sequence_topk` (`specs/router.yaml`): a Mixtral whose every sequence is served by the anchor
+`sequence_topk` (`specs/router.yaml`): the family's MoE class (Mixtral: `BarMoeForCausalLM`,
+FlexOlmo: `BarFlexOlmoForCausalLM`, Qwen3-MoE: `BarQwen3MoeForCausalLM`) whose every sequence is served by the anchor
 (expert 0) and the `sequence_topk` experts its router favours over the prompt (the mean router
 probability over the prompt's tokens and the layers, every expert active), each token routed
 over those only, as `bar.generate` decodes. Load it with
 `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`; without that flag
-`transformers` loads a plain Mixtral, which routes every expert per token.
+`transformers` loads the plain MoE class, which routes every expert per token.
 
 Tested with `transformers` 5.23.0 (bar's pin) to 5.25.0 (`TESTED_TRANSFORMERS`); loading it
 under another minor release warns. `transformers` 5.24 renamed the key/value cache argument of
@@ -19,7 +20,7 @@ import warnings
 import torch
 import transformers
 from packaging.version import Version
-from transformers import MixtralForCausalLM
+from transformers import FlexOlmoForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM
 from transformers.cache_utils import Cache
 
 TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")  # the oldest and the newest release this file is tested with
@@ -32,13 +33,16 @@ def past_length(kwargs: dict) -> int:
     return max((v.get_seq_length() for v in kwargs.values() if isinstance(v, Cache)), default=0)
 
 
-class BarMoeForCausalLM(MixtralForCausalLM):
+class SequenceRouting:
+    """Experts chosen per sequence, over an MoE class whose layers' `mlp.gate` returns (logits,
+    top-k weights, top-k indices)."""
+
     def __init__(self, config):
         super().__init__(config)
         low, high = (Version(v).release[:2] for v in TESTED_TRANSFORMERS)
         if not low <= Version(transformers.__version__).release[:2] <= high:
             warnings.warn(
-                f"BarMoeForCausalLM is tested with transformers {TESTED_TRANSFORMERS[0]} to "
+                f"{type(self).__name__} is tested with transformers {TESTED_TRANSFORMERS[0]} to "
                 f"{TESTED_TRANSFORMERS[1]}, not {transformers.__version__}: check that greedy "
                 "generate still matches bar's decoding",
                 stacklevel=2,
@@ -86,3 +90,15 @@ class BarMoeForCausalLM(MixtralForCausalLM):
         keep = torch.zeros_like(mean, dtype=torch.bool)
         keep[:, 0] = True
         return keep.scatter(1, mean.topk(min(k, mean.size(1) - 1), dim=-1).indices, True)
+
+
+class BarMoeForCausalLM(SequenceRouting, MixtralForCausalLM):
+    pass
+
+
+class BarFlexOlmoForCausalLM(SequenceRouting, FlexOlmoForCausalLM):
+    pass
+
+
+class BarQwen3MoeForCausalLM(SequenceRouting, Qwen3MoeForCausalLM):
+    pass

@@ -13,10 +13,12 @@ from bar.specs.errors import InputError
 
 # Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).
 LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+# The `ModelSpec.family` of each model_type bar imports.
+FAMILIES = {"llama": "llama", "mistral": "llama", "olmo2": "olmo2", "qwen3": "qwen3"}
 
 
 def base_architecture(folder: Path) -> dict[str, Any]:
-    """The `ModelSpec` keys a local `transformers` Llama directory fixes (json only: no torch).
+    """The `ModelSpec` keys a local `transformers` model directory fixes (json only: no torch).
 
     `vocab_size` (embedding rows) makes room for bar's special tokens the tokenizer lacks
     (`bar.tokenizer.missing_specials`), rounded up to a multiple of 64."""
@@ -38,9 +40,12 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     config = json.loads((folder / "config.json").read_text())
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     # What each key may be. Mistral without a sliding window is a Llama: the same tensors and maths.
+    # Qwen3's sliding window applies only with use_sliding_window (as its transformers config reads it).
+    window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
     problems = {
-        "model_type": (config.get("model_type"), ["llama", "mistral"]),
-        "sliding_window": (config.get("sliding_window"), [None]),
+        "model_type": (config.get("model_type"), list(FAMILIES)),
+        "sliding_window": (window, [None]),
+        "layer types": (sorted(set(config.get("layer_types") or ["full_attention"])), [["full_attention"]]),
         "hidden_act": (config.get("hidden_act", "silu"), ["silu"]),
         "attention_bias": (config.get("attention_bias", False), [False]),
         "mlp_bias": (config.get("mlp_bias", False), [False]),
@@ -53,24 +58,21 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     for key, (value, allowed) in problems.items():
         if value not in allowed:
             raise InputError(
-                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama models "
-                f"(and Mistral's: RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no "
-                f"biases): {key} must be {' or '.join(json.dumps(a) for a in allowed)}"
+                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama, Mistral, OLMo 2 and Qwen3 "
+                f"models (RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no biases): {key} "
+                f"must be {' or '.join(json.dumps(a) for a in allowed)}"
             )
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    if head_dim * heads != config["hidden_size"]:
-        raise InputError(
-            f"{folder / 'config.json'}: head_dim = {head_dim}: bar's models have "
-            f"head_dim = hidden_size / num_attention_heads = {config['hidden_size'] // heads}"
-        )
     tokens, size = saved_tokens(folder)
     rows = max(config["vocab_size"], size + len(missing_specials(tokens)))
     return {
+        "family": FAMILIES[config["model_type"]],
         "num_layers": config["num_hidden_layers"],
         "hidden_size": config["hidden_size"],
         "num_attention_heads": heads,
         "num_query_groups": config.get("num_key_value_heads") or heads,
+        "kv_channels": None if head_dim * heads == config["hidden_size"] else head_dim,
         "ffn_hidden_size": config["intermediate_size"],
         "vocab_size": -(-rows // 64) * 64,
         "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),

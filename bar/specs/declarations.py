@@ -36,13 +36,22 @@ class ModelSpec(Spec):
 
     base: str | None = Field(
         None,
-        description="a local transformers Llama directory under data/base/ that "
+        description="a local transformers Llama, Mistral, OLMo 2 or Qwen3 directory under data/base/ that "
         "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
+    )
+    family: Literal["llama", "olmo2", "qwen3"] = Field(
+        "llama",
+        description="where the norms go: llama (and Mistral without a sliding window): RMSNorm before the "
+        "attention and the MLP; qwen3: also over each query and key head; olmo2: after the attention and "
+        "the MLP, and over the whole query and key projections",
     )
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)
     num_query_groups: int = Field(gt=0, description="key/value heads (grouped-query attention)")
+    kv_channels: int | None = Field(
+        None, gt=0, description="width of each head if not hidden_size / num_attention_heads (Qwen3's head_dim)"
+    )
     ffn_hidden_size: int = Field(gt=0)
     vocab_size: int = Field(gt=0, description="embedding rows; the tokenizer is trained to at most this")
     seq_length: int = Field(gt=0)
@@ -64,7 +73,7 @@ class ModelSpec(Spec):
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSpec:
-        if self.hidden_size % self.num_attention_heads:
+        if self.kv_channels is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
             )
@@ -76,7 +85,7 @@ class ModelSpec(Spec):
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.kv_channels or self.hidden_size // self.num_attention_heads
 
     @property
     def dtype(self):

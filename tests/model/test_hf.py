@@ -1,7 +1,9 @@
-"""Exports carry the spec's precision, and big ones are sharded as `save_pretrained` shards."""
+"""Exports load in `transformers` as the family's classes and give bar's logits and tokens; they
+carry the spec's precision, and big ones are sharded as `save_pretrained` shards."""
 
 import json
 
+import pytest
 import torch
 
 from conftest import small_arch
@@ -42,3 +44,65 @@ def test_a_bf16_moe_exports_in_bf16_shards_with_an_index_that_transformers_loads
         theirs = hf32(x).logits
         mine = ours(x, None, None)[..., : len(tok)]
     assert (theirs - mine).abs().max().item() < 1e-4
+
+
+FAMILIES = {"llama": {}, "olmo2": {"family": "olmo2"}, "qwen3": {"family": "qwen3", "kv_channels": 12}}
+CLASSES = {
+    ("llama", None): "LlamaForCausalLM",
+    ("llama", 3): "MixtralForCausalLM",
+    ("olmo2", None): "Olmo2ForCausalLM",
+    ("olmo2", 3): "FlexOlmoForCausalLM",
+    ("qwen3", None): "Qwen3ForCausalLM",
+    ("qwen3", 3): "Qwen3MoeForCausalLM",
+}
+
+
+@pytest.mark.parametrize("num_experts", [None, 3], ids=["dense", "moe"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_an_export_loads_as_its_familys_class_and_gives_bars_logits_and_tokens(tmp_path, megatron, family, num_experts):
+    """Experts chosen per token, 2 of 3: the family's router renormalises the kept weights as Megatron-Core does."""
+    from transformers import AutoModelForCausalLM
+
+    from bar.decode import generate
+    from bar.model import build
+    from bar.model.hf import export
+    from bar.tokenizer import stop_ids
+    from bar.tokenizer import train as train_tokenizer
+    from bar.train.checkpoint import full_state
+
+    arch = small_arch(init_std=0.5, **FAMILIES[family])  # logits far enough apart that a wrong mapping shows
+    topk = 2 if num_experts else None
+    torch.manual_seed(0)
+    model = build(arch, 1, num_experts=num_experts, topk=topk).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:  # norms other than ones: a norm mapped to the wrong place shows
+                p.uniform_(0.5, 1.5)
+            if "router" in name:  # routing far from uniform
+                p.normal_(0, 1.0)
+    tok = train_tokenizer(["hello world 123"] * 20, 300, 1, 2)
+    export(full_state(model), arch, tok, tmp_path, num_experts=num_experts, topk=topk)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(hf).__name__ == CLASSES[family, num_experts]
+
+    x = torch.randint(0, len(tok), (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = hf(x).logits
+        diff = (model(x, None, None)[..., : len(tok)] - theirs).abs().max().item()
+    print(
+        f"{family} {CLASSES[family, num_experts]} export: max |logit diff| = {diff:.2e}, logit std {theirs.std():.2f}"
+    )
+    assert theirs.std() > 0.5 and diff < 1e-4
+
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(1, len(tok), (n,), generator=g).tolist() for n in (4, 7, 11)]
+    kw = dict(max_new_tokens=10, stop_ids=stop_ids(tok), vocab_size=len(tok), pad_id=tok.pad_token_id)
+    for prompt, new in zip(prompts, generate(model, prompts, **kw)):
+        out = hf.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=sorted(stop_ids(tok)),
+            pad_token_id=tok.pad_token_id,
+        )
+        assert out[0, len(prompt) :].tolist() == new

@@ -112,7 +112,11 @@ def test_added_tokens_get_the_mean_row_of_the_others(dense_states):
         assert not torch.equal(w[4], w[5])  # they differed before
 
 
-def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, megatron):
+@pytest.mark.parametrize(
+    "family,cls",
+    [("llama", "BarMoeForCausalLM"), ("olmo2", "BarFlexOlmoForCausalLM"), ("qwen3", "BarQwen3MoeForCausalLM")],
+)
+def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, megatron, family, cls):
     """`sequence_topk`: the export carries modeling_bar.py; `transformers`' greedy generate, prompt
     by prompt, gives what bar.decode gives (and not what routing every expert per token gives); the
     exported tokenizer pads a batch on the left, so a batch generates what its prompts do alone."""
@@ -125,15 +129,16 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
     from bar.tokenizer import train as train_tokenizer
     from bar.train.checkpoint import full_state
 
+    arch = ARCH.model_copy(update={"family": family, "init_std": 0.5})  # outputs far apart: routing shows
     torch.manual_seed(0)
-    model = build(ARCH, 1, num_experts=4).eval()
+    model = build(arch, 1, num_experts=4).eval()
     with torch.no_grad():
         for layer in model.decoder.layers:
             layer.mlp.router.weight.normal_(0, 1.0)  # routing far from uniform
     tok = train_tokenizer(["hello world 123"] * 20, 300, 1, 2)
-    export(full_state(model), ARCH, tok, tmp_path / "hf", num_experts=4, sequence_topk=1)
+    export(full_state(model), arch, tok, tmp_path / "hf", num_experts=4, sequence_topk=1)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", trust_remote_code=True).eval()
-    assert type(hf).__name__ == "BarMoeForCausalLM"
+    assert type(hf).__name__ == cls
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(1, len(tok), (n,), generator=g).tolist() for n in (4, 7, 11, 6, 9, 5)]
     kw = dict(max_new_tokens=10, stop_ids=stop_ids(tok), vocab_size=len(tok), pad_id=tok.pad_token_id)

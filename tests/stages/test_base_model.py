@@ -1,5 +1,5 @@
-"""A base model of the user's (`specs/model.yaml: base`) instead of pre-training one: real DVC
-runs the pipeline from it."""
+"""A base model of the user's (`specs/model.yaml: base`: a Llama, an OLMo 2) instead of pre-training
+one: real DVC runs the pipeline from it."""
 
 import json
 import sys
@@ -8,15 +8,16 @@ import pytest
 import torch
 import yaml
 
-from conftest import dvc, edit_yaml, make_llama, make_project, run
+from conftest import dvc, edit_yaml, make_base, make_project, run
 
 
 @pytest.mark.slow
-def test_the_pipeline_starts_from_the_users_llama(tmp_path):
+@pytest.mark.parametrize("model_type", ["llama", "olmo2"])
+def test_the_pipeline_starts_from_the_users_base(tmp_path, model_type):
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     project = make_project(tmp_path / "project")
-    user = make_llama(project / "data" / "base" / "llama")
+    user = make_base(project / "data" / "base" / "llama", model_type=model_type)
     model_yaml = project / "specs" / "model.yaml"
     edit_yaml(model_yaml, "base", "data/base/llama")
     bar = [sys.executable, "-m", "bar.cli"]
@@ -45,6 +46,7 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
 
     base = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()
     original = AutoModelForCausalLM.from_pretrained(user).eval()
+    assert type(base) is type(original)
     x = torch.randint(0, len(theirs), (2, 30), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(base(x).logits[..., : len(theirs)], original(x).logits)
@@ -73,3 +75,47 @@ def test_the_pipeline_starts_from_the_users_llama(tmp_path):
     assert "reverse" in json.loads((anchor / "eval.json").read_text())
     metrics = json.loads((project / "metrics" / "train_anchor.json").read_text())
     assert metrics["cost/tokens"] == 0 and "eval/reverse" in metrics  # it reused its trained weights
+
+
+@pytest.mark.slow
+def test_the_routed_model_from_an_olmo2_base_serves_per_token_as_flexolmo(tmp_path):
+    """The whole tiny pipeline from an OLMo 2 base, the router serving every expert per token
+    (`sequence_topk: null`): its export loads as FlexOlmoForCausalLM without trust_remote_code
+    and gives the routed model's logits."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from bar import parallel
+    from bar.model import build
+    from bar.specs import ModelSpec
+    from bar.train.checkpoint import load_state
+
+    project = make_project(tmp_path / "project")
+    make_base(project / "data" / "base" / "olmo", model_type="olmo2")
+    (project / "specs" / "model.yaml").write_text(
+        yaml.safe_dump({"base": "data/base/olmo", "seq_length": 256, "init_std": 0.02})
+    )
+    edit_yaml(project / "specs" / "presets" / "tiny.yaml", "model", {"seq_length": 128})
+    edit_yaml(project / "specs" / "presets" / "tiny.yaml", "eval.num_examples", 4)  # scores are not the point here
+    edit_yaml(project / "specs" / "router.yaml", "sequence_topk", None)
+    dvc(project, "repro", "fit_router")
+
+    out = project / "outputs" / "fit_router"
+    config = json.loads((out / "config.json").read_text())
+    arch = ModelSpec(**config["arch"])
+    assert arch.family == "olmo2"
+    hf = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
+    assert type(hf).__name__ == "FlexOlmoForCausalLM" and hf.config.num_experts == config["num_experts"] > 2
+    parallel.init(1, 0)
+    try:
+        model = build(arch, 1, num_experts=config["num_experts"], topk=config.get("topk")).eval()
+        load_state(model, load_file(out / "model.safetensors"))
+        x = torch.randint(0, config["vocab"], (3, 40), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            ours = model(x, None, None, runtime_gather_output=True)[..., : config["vocab"]]
+            theirs = hf(x).logits
+    finally:
+        parallel.shutdown()
+    diff = (ours - theirs).abs().max().item()
+    print(f"routed OLMo 2 as FlexOlmoForCausalLM: max |logit diff| = {diff:.2e}")
+    assert ours.abs().max() > 1 and diff < 1e-4
