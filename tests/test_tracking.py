@@ -1,11 +1,8 @@
 """bar.tracking against a real SQLite MLflow store, and `mlflow ui` serving it on 127.0.0.1."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -13,7 +10,7 @@ import yaml
 
 from bar import tracking
 from bar.launch import threads_per_rank
-from conftest import free_port
+from conftest import mlflow_server
 
 
 def test_stage_inputs_come_from_dvc_yaml_with_dvc_md5(tmp_path):
@@ -79,9 +76,9 @@ def test_stage_runs_are_the_runs_that_made_the_current_outputs(tmp_path):
     assert tracking.stage_runs(tmp_path)["train_expert@code"]["cost"]["cost/flops"] == 25.0  # none agrees: newest
 
 
-def api(port: int, path: str, body: dict | None = None) -> dict:
+def api(url: str, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
+        f"{url}{path}",
         method="POST" if body else "GET",
         data=json.dumps(body).encode() if body else None,
         headers={"Content-Type": "application/json"},
@@ -102,50 +99,16 @@ def test_mlflow_ui_on_localhost_shows_the_runs_and_models(tmp_path):
                 (tmp_path / "model" / "config.json").write_text("{}")
                 run.register_model("bar-expert-code", tmp_path / "model", {"expert_version": 1})
 
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "ui",
-            "--backend-store-uri",
-            tracking.tracking_uri(tmp_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.time() < deadline, "mlflow ui did not answer /health within 120 s"
-                time.sleep(0.5)
-        experiment = api(port, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=bar")["experiment"]
-        runs = api(port, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    with mlflow_server("--backend-store-uri", tracking.tracking_uri(tmp_path), command="ui") as url:
+        experiment = api(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=bar")["experiment"]
+        runs = api(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         assert sorted(r["info"]["run_name"] for r in runs) == ["train_anchor", "train_expert@code"]
         code = next(r for r in runs if r["info"]["run_name"] == "train_expert@code")
         assert {"key": "eval/code", "value": 12.5} in [
             {k: m[k] for k in ("key", "value")} for m in code["data"]["metrics"]
         ]
-        version = api(port, "/api/2.0/mlflow/registered-models/alias?name=bar-expert-code&alias=candidate")
+        version = api(url, "/api/2.0/mlflow/registered-models/alias?name=bar-expert-code&alias=candidate")
         assert version["model_version"]["run_id"] == code["info"]["run_id"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_mlflow_is_imported_by_bar_tracking_only():
