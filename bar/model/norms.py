@@ -84,7 +84,12 @@ class ProjectionRMSNorm(MegatronModule):
         heads = config.num_attention_heads if projection == "query" else config.num_query_groups
         self.tp_size = parallel_state.get_tensor_model_parallel_world_size()
         self.size, self.eps = heads * config.kv_channels, eps
-        self.weight = torch.nn.Parameter(torch.ones(self.size // self.tp_size, dtype=config.params_dtype))
+        # Made where the rest of the model is (use_cpu_initialization: the CPU, or the meta device of
+        # bar.plan); bar.model.build then moves the model to the rank's device.
+        device = torch.get_default_device()
+        self.weight = torch.nn.Parameter(
+            torch.ones(self.size // self.tp_size, dtype=config.params_dtype, device=device)
+        )
         set_tensor_model_parallel_attributes(self.weight, is_parallel=True, dim=0, stride=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +108,8 @@ class HeadRMSNorm(MegatronModule):
     def __init__(self, config, hidden_size: int, eps: float):
         super().__init__(config=config)
         self.eps = eps
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size, dtype=config.params_dtype))
+        device = torch.get_default_device()  # as ProjectionRMSNorm's
+        self.weight = torch.nn.Parameter(torch.ones(hidden_size, dtype=config.params_dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = copy_to_tensor_model_parallel_region(self.weight, parallel_state.get_tensor_model_parallel_group())
