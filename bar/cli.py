@@ -29,7 +29,7 @@ def _compare(args) -> int:
     history = tracking.expert_history(args.expert, args.root)
     if not history:
         print(
-            f"error: no finished runs of expert {args.expert!r} in {tracking.tracking_uri(args.root)}; "
+            f"error: no finished runs of expert {args.expert!r} in {tracking.shown_uri(args.root)}; "
             "run `dvc repro` first",
             file=sys.stderr,
         )
@@ -51,7 +51,7 @@ def _compare(args) -> int:
     ]
     width = max(len(r[0]) for r in rows)
     cols = [max(len(heads[i]), *(len(str(r[1][i])) for r in rows)) for i in range(len(history))]
-    print(f"expert {args.expert}: {len(history)} runs ({tracking.tracking_uri(args.root)})")
+    print(f"expert {args.expert}: {len(history)} runs ({tracking.shown_uri(args.root)})")
     print(" " * width + "  " + "  ".join(h.rjust(c) for h, c in zip(heads, cols)))
     for label, values in rows:
         print(label.ljust(width) + "  " + "  ".join(str(v).rjust(c) for v, c in zip(values, cols)))
@@ -68,7 +68,7 @@ def _lineage(args) -> int:
         info = tracking.model_lineage(name, version, args.root)
     except LookupError as e:
         print(
-            f"error: no model version {name}/{version} in {tracking.tracking_uri(args.root)} "
+            f"error: no model version {name}/{version} in {tracking.shown_uri(args.root)} "
             f"({e}); `bar lineage <version>` is a bar-moe version, "
             "`bar lineage bar-expert-<name>/<version>` an expert's",
             file=sys.stderr,

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -127,3 +128,80 @@ def test_mlflow_is_imported_by_bar_tracking_only():
     assert importers == {("bar", "tracking")}
     code = "import sys, bar.tracking; print('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory):
+    """`mlflow server --app-name basic-auth` on 127.0.0.1 with users `safety` and `code`, each
+    allowed to write runs to the `bar` experiment (made by the admin) and to read the rest.
+    Yields its URL and each user's password."""
+    import secrets
+
+    import mlflow
+    from mlflow.server import get_app_client
+
+    tmp = tmp_path_factory.mktemp("team_server")
+    passwords = {user: secrets.token_urlsafe(12) for user in ("admin", "safety", "code")}
+    config = tmp / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_AUTH_CONFIG_PATH", str(config))
+        env.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", passwords["admin"])  # read once, when the user store is made
+        env.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(16))  # CSRF tokens of the UI's forms
+        as_user(env, "admin", passwords)
+        store = ["--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "a")]
+        with mlflow_server("--app-name", "basic-auth", *store) as url:
+            admin = get_app_client("basic-auth", tracking_uri=url)
+            experiment = mlflow.MlflowClient(url).create_experiment("bar")
+            for user in ("safety", "code"):
+                admin.create_user(user, passwords[user])
+                admin.grant_user_permission(user, "experiment", experiment, "EDIT")
+            yield url, passwords, tmp
+
+
+def as_user(env, user: str, passwords: dict[str, str]) -> None:
+    """Credentials the way MLflow reads them (bar reads none of its own)."""
+    env.setenv("MLFLOW_TRACKING_USERNAME", user)
+    env.setenv("MLFLOW_TRACKING_PASSWORD", passwords[user])
+
+
+def test_the_team_server_refuses_a_request_without_credentials(team_server):
+    url, _, _ = team_server
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=bar")
+    assert refused.value.code == 401
+
+
+def test_a_team_cannot_move_another_teams_champion(team_server, tmp_path, monkeypatch):
+    """Each team registers its own expert through bar's stage runs; the code team reads the
+    safety team's expert but may not move its `champion` alias. No password lands in the store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    url, passwords, server_dir = team_server
+    monkeypatch.setenv("BAR_TRACKING_URI", url)
+    versions = {}
+    for team in ("safety", "code"):
+        as_user(monkeypatch, team, passwords)
+        folder = tmp_path / team
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        with tracking.stage_run(f"train_expert@{team}", spec={"lr": 0.1}, tags={"expert": team}, cwd=tmp_path) as run:
+            versions[team] = run.register_model(f"bar-expert-{team}", folder, {"expert_version": 1})
+        mlflow.MlflowClient(url).set_registered_model_alias(f"bar-expert-{team}", "champion", versions[team])
+
+    client = mlflow.MlflowClient(url)  # as the code team, the last one above
+    assert client.get_model_version_by_alias("bar-expert-safety", "champion").version == versions["safety"]
+    with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+        client.set_registered_model_alias("bar-expert-safety", "champion", versions["safety"])
+    with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+        client.delete_registered_model_alias("bar-expert-safety", "champion")
+    as_user(monkeypatch, "safety", passwords)
+    client.set_registered_model_alias("bar-expert-safety", "champion", versions["safety"])  # its own: allowed
+
+    stored = b"".join(p.read_bytes() for p in [*server_dir.rglob("*"), *tmp_path.rglob("*")] if p.is_file())
+    assert not any(password.encode() in stored for password in passwords.values())

@@ -26,7 +26,7 @@ from bar.tracking.registry import (
     tag_model_version,
 )
 from bar.tracking.runs import StageRun, git_commit, pipeline_run, stage_run
-from bar.tracking.store import EXPERIMENT, _mlflow, repo_root, tracking_uri
+from bar.tracking.store import EXPERIMENT, _mlflow, repo_root, shown_uri, tracking_uri
 
 __all__ = [
     "CANDIDATE",
@@ -52,5 +52,6 @@ __all__ = [
     "stage_inputs",
     "stage_run",
     "tag_model_version",
+    "shown_uri",
     "tracking_uri",
 ]

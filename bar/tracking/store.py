@@ -35,6 +35,17 @@ def tracking_uri(cwd: Path | str = ".") -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def shown_uri(cwd: Path | str = ".") -> str:
+    """The tracking URI as messages show it: without a user or password written into it."""
+    from urllib.parse import urlsplit
+
+    uri = tracking_uri(cwd)
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def _mlflow(cwd: Path | str = "."):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
