@@ -37,6 +37,7 @@ WORKING = 1.75  # peak activation memory / what autograd keeps (benchmarks/plan_
 # An OLMo-2-7B-shaped base (32 layers, hidden 4096, FFN 11008, vocabulary 100,352, untied).
 EXAMPLES = {
     "olmo2-7b": dict(
+        family="olmo2",
         num_layers=32,
         hidden_size=4096,
         num_attention_heads=32,
@@ -166,9 +167,14 @@ def example_arch(name_or_config: str, precision: str, seq_length: int | None) ->
     if name_or_config in EXAMPLES:
         keys = dict(EXAMPLES[name_or_config])
     else:
+        from bar.specs.base_model import FAMILIES
+
         config = json.loads(Path(name_or_config).read_text())
         heads = config["num_attention_heads"]
+        head_dim = config.get("head_dim") or config["hidden_size"] // heads
         keys = dict(
+            family=FAMILIES.get(config.get("model_type"), "llama"),  # where its norms go: a few weights
+            kv_channels=None if head_dim * heads == config["hidden_size"] else head_dim,
             num_layers=config["num_hidden_layers"],
             hidden_size=config["hidden_size"],
             num_attention_heads=heads,

@@ -25,7 +25,9 @@ def olmo(megatron):
 def test_an_olmo2_7b_shape_counts_as_the_design_computes_it_by_hand(olmo):
     arch, counts = olmo
     h, f, v, layers = 4096, 11008, 100352, 32
-    dense = layers * (4 * h * h + 3 * h * f + 2 * h) + 2 * v * h + h
+    # Per layer: attention, FFN, and OLMo 2's norms: after the attention and the MLP, and QK-norm over
+    # the whole query and key projections (32 key/value heads: h each).
+    dense = layers * (4 * h * h + 3 * h * f + 4 * h) + 2 * v * h + h
     assert counts[None].total == dense  # 7.30B
     assert counts[2].total == dense + layers * (3 * h * f + 2 * h)  # one more FFN and a 2-row router: 11.63B
     assert counts[5].total == dense + layers * (4 * 3 * h * f + 5 * h)  # 24.61B
