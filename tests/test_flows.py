@@ -2,9 +2,12 @@
 bar-pipeline flow's scheduling on a pipeline of quick stages."""
 
 import os
+import shutil
 import sys
 
 import pytest
+
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +31,8 @@ def test_nightly_deployment_has_its_cron_schedule(tmp_path):
 
 # A pipeline of quick stages in a real git + DVC repository: `prep`, then two `branch` stages
 # that could run together (each sleeps, then records when it ran and on how many cores outside its
-# output), then `join`.
+# output) into out/, then `join`, which reads out/ as a whole (as merge_experts reads
+# outputs/train_expert).
 # A branch fails while the file `fail_<item>` exists.
 TOY = """
 vars:
@@ -43,10 +47,10 @@ stages:
       cmd: python toy.py ${item}
       deps: [prep.txt, toy.py]
       outs:
-        - out_${item}
+        - out/${item}
   join:
-    cmd: python -c "open('join.txt', 'w').write(open('out_a/x').read() + open('out_b/x').read())"
-    deps: [out_a, out_b]
+    cmd: python -c "open('join.txt', 'w').write(open('out/a/x').read() + open('out/b/x').read())"
+    deps: [out]
     outs: [join.txt]
 """
 BRANCH = """import os, sys, time
@@ -55,9 +59,9 @@ item = sys.argv[1]
 if Path(f"fail_{item}").exists():
     sys.exit(f"{item} fails")
 start = time.time()
-time.sleep(3)
-os.makedirs(f"out_{item}")
-Path(f"out_{item}/x").write_text(item * 3)
+time.sleep({"a": 4, "b": 2}[item])  # b, second in DAG order, finishes first
+os.makedirs(f"out/{item}")
+Path(f"out/{item}/x").write_text(item * 3)
 with open(os.environ["TOY_TIMES"], "a") as f:
     f.write(f"{item} {start} {time.time()} {os.environ.get('BAR_CORES', 'all')}\\n")
 """
@@ -69,6 +73,7 @@ def toy_repo(path):
     path.mkdir()
     (path / "dvc.yaml").write_text(TOY)
     (path / "toy.py").write_text(BRANCH)
+    shutil.copy(ROOT / ".dvcignore", path)  # bar's: DVC's .gitignore files are not data
     run(["git", "init", "-q", "-b", "main"], path)
     run([sys.executable, "-m", "dvc", "init", "-q"], path)
     run(["git", "add", "-A"], path)
@@ -105,16 +110,24 @@ def test_the_flow_runs_ready_stages_side_by_side_and_commits_what_dvc_repro_woul
 
 
 def test_two_stages_whose_inputs_are_ready_run_at_the_same_time(tmp_path, monkeypatch):
+    """b starts with a and finishes first, unlike in serial `dvc repro`: dvc.lock still ends the same
+    (the order DVC lists them in out/.gitignore is not part of out/'s hash: .dvcignore)."""
+    import yaml
     from prefect.testing.utilities import prefect_test_harness
 
+    from conftest import dvc
     from flows.pipeline import bar_pipeline
 
     times = tmp_path / "times.txt"
     monkeypatch.setenv("TOY_TIMES", str(times))
-    toy = toy_repo(tmp_path / "toy")
+    serial, toy = toy_repo(tmp_path / "serial"), toy_repo(tmp_path / "toy")
+    dvc(serial, "repro")
+    times.write_text("")
     with prefect_test_harness(server_startup_timeout=120):
         bar_pipeline(root=str(toy), max_parallel=2)
     (a_start, a_end), (b_start, b_end) = (
         tuple(map(float, line.split()[1:3])) for line in sorted(times.read_text().splitlines())
     )
     assert a_start < b_end and b_start < a_end, "the two branches overlapped"
+    assert (toy / "out" / ".gitignore").read_text() != (serial / "out" / ".gitignore").read_text()
+    assert yaml.safe_load((toy / "dvc.lock").read_text()) == yaml.safe_load((serial / "dvc.lock").read_text())

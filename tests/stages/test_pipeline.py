@@ -476,11 +476,12 @@ def test_upgrade_flow_promotes_the_first_champion_and_plans_only_the_upgraded_ex
     spec = specs / "experts" / "safety.yaml"
     kept = spec.read_text()
     edit_yaml(spec, "phases.sft.optim.lr", 5.0e-4)
-    order, needed = plan(project, ["dvc.yaml"])
+    todo = plan(project, ["dvc.yaml"])
     spec.write_text(kept)
-    assert needed == {"mix_data@safety", "train_expert@safety"} | ASSEMBLY
-    assert [s for s in order if s in needed] == ["mix_data@safety", "train_expert@safety", *ASSEMBLY_ORDER]
-    assert plan(project, ["dvc.yaml"])[1] == set()
+    assert todo.needed == {"mix_data@safety", "train_expert@safety"} | ASSEMBLY
+    assert [s for s in todo.order if s in todo.needed] == ["mix_data@safety", "train_expert@safety", *ASSEMBLY_ORDER]
+    assert "train_expert@code" not in todo.upstream["train_expert@safety"]  # free to run beside it
+    assert plan(project, ["dvc.yaml"]).needed == set()
 
 
 def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
