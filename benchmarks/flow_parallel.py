@@ -39,7 +39,9 @@ def copy(dest: Path, preset: str) -> Path:
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    # Stage commands (`python -m bar.stages...`) run with this interpreter, as in an activated venv.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PATH": path}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if proc.returncode:

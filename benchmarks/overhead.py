@@ -3,37 +3,81 @@
     python benchmarks/overhead.py --root /path/to/a/repo/after/dvc/repro [--repeats 3] [TARGET ...]
 
 Times, each as a fresh process (median of `--repeats`): `dvc repro` (a no-op), the
-`bar-pipeline` flow (`python -m flows.pipeline`, ephemeral Prefect: it asks DVC what
-changed, shows every stage as skipped and opens one MLflow pipeline run) and `bar --help`.
-Prints the flow's ratio over plain `dvc repro`, and which heavy modules `bar --help` imports.
+`bar-pipeline` flow (`python -m flows.pipeline`: it asks DVC what changed, shows every stage
+as skipped and opens one MLflow pipeline run) with an ephemeral Prefect server and, with
+`--prefect-server`, against a running one (`prefect server start` on 127.0.0.1, as deployments
+run), and `bar --help`. Prints the flows' ratios over plain `dvc repro`, and which heavy
+modules `bar --help` imports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "mlflow", "megatron", "transformers", "prefect", "dvc")
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - start
+
+
+@contextmanager
+def prefect_server():
+    """`prefect server start` on a free port of 127.0.0.1 with a throw-away database; yields its API URL."""
+    import socket
+    import tempfile
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tempfile.mkdtemp(prefix="prefect_")
+    env = os.environ | {"PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise SystemExit("prefect server start did not answer /api/health within 180 s") from None
+                time.sleep(1)
+        yield api
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="a bar repository whose pipeline is up to date")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--prefect-server", action="store_true", help="also time the flow against a running Prefect server"
+    )
     parser.add_argument("targets", nargs="*", help="stages to bring up to date (default: the whole pipeline)")
     args = parser.parse_args()
     root = args.root.resolve()
@@ -49,14 +93,25 @@ def main() -> None:
         "bar --help": [sys.executable, "-m", "bar.cli", "--help"],
     }
     times = {name: statistics.median(timed(cmd, root) for _ in range(args.repeats)) for name, cmd in commands.items()}
+    if args.prefect_server:
+        with prefect_server() as api:
+            env = os.environ | {"PREFECT_API_URL": api}
+            flow = commands["bar-pipeline flow (no-op)"]
+            timed(flow, root, env)  # the first run registers the flow
+            times["flow, running server (no-op)"] = statistics.median(
+                timed(flow, root, env) for _ in range(args.repeats)
+            )
     code = f"import sys, bar.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
     print(f"median of {args.repeats} runs, each a fresh process ({root}; targets: {args.targets or 'all'})")
     for name, seconds in times.items():
-        print(f"  {name:28s} {seconds:7.2f} s")
-    ratio = times["bar-pipeline flow (no-op)"] / times["dvc repro (no-op)"]
-    print(f"  flow / dvc repro            {ratio:7.2f}x")
+        print(f"  {name:34s} {seconds:7.2f} s")
+    for name in ("bar-pipeline flow (no-op)", "flow, running server (no-op)"):
+        if name in times:
+            print(
+                f"  {name.removesuffix(' (no-op)') + ' / dvc repro':34s} {times[name] / times['dvc repro (no-op)']:7.2f}x"
+            )
     print(f"  heavy modules imported by `bar --help`: {heavy or 'none'}")
 
 
