@@ -84,6 +84,28 @@ def make_project(dest: Path, preset: str = "tiny", git: bool = True) -> Path:
     return dest
 
 
+def quick(project: Path) -> None:
+    """The tiny preset with fewer steps and examples, for tests where what runs is the point, not the scores."""
+    preset = project / "specs" / "presets" / "tiny.yaml"
+    for keys, value in {
+        "train.pretrain": {"steps": 40, "batch_size": 8, "checkpoint_every": 20},
+        "train.anchor": {"steps": 20, "batch_size": 8, "checkpoint_every": 10},
+        "experts.phases.midtrain": {"steps": 4, "batch_size": 8, "checkpoint_every": 2},
+        "experts.phases.sft": {"steps": 8, "batch_size": 8, "checkpoint_every": 4},
+        "experts.phases.rlvr": {
+            "steps": 2,
+            "prompts_per_step": 2,
+            "group_size": 2,
+            "max_new_tokens": 8,
+            "checkpoint_every": 2,
+        },
+        "router.steps": 5,
+        "eval.num_examples": 4,
+        "eval.max_new_tokens": 8,
+    }.items():
+        edit_yaml(preset, keys, value)
+
+
 def set_params(project: Path, **values) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())

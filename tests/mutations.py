@@ -238,6 +238,20 @@ MUTATIONS = [
         [T + "model/test_attention.py"],
     ),
     Mutation(
+        "the flow runs one stage at a time whatever max_parallel says",
+        "flows/pipeline.py",
+        "            if len(running) >= max_parallel:",
+        "            if running:",
+        [T + "test_flows.py::test_two_stages_whose_inputs_are_ready_run_at_the_same_time"],
+    ),
+    Mutation(
+        "DVC's .gitignore order counts in a folder's hash",
+        ".dvcignore",
+        "outputs/train_expert).\n.gitignore\n",
+        "outputs/train_expert).\n",
+        [T + "test_flows.py::test_two_stages_whose_inputs_are_ready_run_at_the_same_time"],
+    ),
+    Mutation(
         "a decoding tensor without its device",
         "bar/decode.py",
         "done = torch.zeros(batch, dtype=torch.bool, device=device)",

@@ -67,6 +67,14 @@ with open(os.environ["TOY_TIMES"], "a") as f:
 """
 
 
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 def toy_repo(path):
     from conftest import run
 
@@ -81,9 +89,8 @@ def toy_repo(path):
     return path
 
 
-def test_the_flow_runs_ready_stages_side_by_side_and_commits_what_dvc_repro_would(tmp_path, monkeypatch):
+def test_the_flow_runs_ready_stages_side_by_side_and_commits_what_dvc_repro_would(tmp_path, monkeypatch, harness):
     import yaml
-    from prefect.testing.utilities import prefect_test_harness
 
     from conftest import dvc
     from flows.pipeline import bar_pipeline
@@ -94,14 +101,13 @@ def test_the_flow_runs_ready_stages_side_by_side_and_commits_what_dvc_repro_woul
     serial, side = toy_repo(tmp_path / "serial"), toy_repo(tmp_path / "side")
     (side / "fail_b").touch()
     dvc(serial, "repro")
-    with prefect_test_harness(server_startup_timeout=120):
-        with pytest.raises(RuntimeError, match="b fails"):
-            bar_pipeline(root=str(side), max_parallel=2)
-        # a's output is committed though b failed, and join never started.
-        assert set(yaml.safe_load((side / "dvc.lock").read_text())["stages"]) == {"prep", "branch@a"}
-        (side / "fail_b").unlink()
-        times.write_text("")
-        result = bar_pipeline(root=str(side), max_parallel=2)
+    with pytest.raises(RuntimeError, match="b fails"):
+        bar_pipeline(root=str(side), max_parallel=2)
+    # a's output is committed though b failed, and join never started.
+    assert set(yaml.safe_load((side / "dvc.lock").read_text())["stages"]) == {"prep", "branch@a"}
+    (side / "fail_b").unlink()
+    times.write_text("")
+    result = bar_pipeline(root=str(side), max_parallel=2)
     assert result["stages"] == {"prep": "Skipped", "branch@a": "Skipped", "branch@b": "Completed", "join": "Completed"}
     # Each stage's dvc.lock entry is the one `dvc repro` wrote in the serial twin, hashes and all.
     assert yaml.safe_load((side / "dvc.lock").read_text()) == yaml.safe_load((serial / "dvc.lock").read_text())
@@ -109,11 +115,10 @@ def test_the_flow_runs_ready_stages_side_by_side_and_commits_what_dvc_repro_woul
     assert times.read_text().split()[-1] == str(max(1, os.cpu_count() // 2))  # b's cores
 
 
-def test_two_stages_whose_inputs_are_ready_run_at_the_same_time(tmp_path, monkeypatch):
+def test_two_stages_whose_inputs_are_ready_run_at_the_same_time(tmp_path, monkeypatch, harness):
     """b starts with a and finishes first, unlike in serial `dvc repro`: dvc.lock still ends the same
     (the order DVC lists them in out/.gitignore is not part of out/'s hash: .dvcignore)."""
     import yaml
-    from prefect.testing.utilities import prefect_test_harness
 
     from conftest import dvc
     from flows.pipeline import bar_pipeline
@@ -123,8 +128,7 @@ def test_two_stages_whose_inputs_are_ready_run_at_the_same_time(tmp_path, monkey
     serial, toy = toy_repo(tmp_path / "serial"), toy_repo(tmp_path / "toy")
     dvc(serial, "repro")
     times.write_text("")
-    with prefect_test_harness(server_startup_timeout=120):
-        bar_pipeline(root=str(toy), max_parallel=2)
+    bar_pipeline(root=str(toy), max_parallel=2)
     (a_start, a_end), (b_start, b_end) = (
         tuple(map(float, line.split()[1:3])) for line in sorted(times.read_text().splitlines())
     )
