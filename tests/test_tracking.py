@@ -205,3 +205,10 @@ def test_a_team_cannot_move_another_teams_champion(team_server, tmp_path, monkey
 
     stored = b"".join(p.read_bytes() for p in [*server_dir.rglob("*"), *tmp_path.rglob("*")] if p.is_file())
     assert not any(password.encode() in stored for password in passwords.values())
+
+
+def test_messages_show_the_tracking_uri_without_its_password(monkeypatch):
+    monkeypatch.setenv("BAR_TRACKING_URI", "https://safety:s3cret@mlflow.example.org:8443/base")
+    assert tracking.shown_uri() == "https://mlflow.example.org:8443/base"
+    monkeypatch.setenv("BAR_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.shown_uri() == "http://127.0.0.1:5000"
