@@ -106,6 +106,22 @@ def quick(project: Path) -> None:
         edit_yaml(preset, keys, value)
 
 
+def hf_greedy(hf, tok, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """The new tokens of transformers' greedy `generate` on one prompt, with bar's stop and pad tokens."""
+    import torch
+
+    from bar.tokenizer import stop_ids
+
+    out = hf.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=sorted(stop_ids(tok)),
+        pad_token_id=tok.pad_token_id,
+    )
+    return out[0, len(prompt) :].tolist()
+
+
 def set_params(project: Path, **values) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())

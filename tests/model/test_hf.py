@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import small_arch
+from conftest import hf_greedy, small_arch
 
 BF16 = small_arch(precision="bf16")
 
@@ -98,11 +98,4 @@ def test_an_export_loads_as_its_familys_class_and_gives_bars_logits_and_tokens(t
     prompts = [torch.randint(1, len(tok), (n,), generator=g).tolist() for n in (4, 7, 11)]
     kw = dict(max_new_tokens=10, stop_ids=stop_ids(tok), vocab_size=len(tok), pad_id=tok.pad_token_id)
     for prompt, new in zip(prompts, generate(model, prompts, **kw)):
-        out = hf.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=10,
-            do_sample=False,
-            eos_token_id=sorted(stop_ids(tok)),
-            pad_token_id=tok.pad_token_id,
-        )
-        assert out[0, len(prompt) :].tolist() == new
+        assert hf_greedy(hf, tok, prompt, 10) == new

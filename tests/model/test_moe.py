@@ -5,7 +5,7 @@ import torch
 
 from bar.model.moe import anchor_ffn, group_of, upcycle
 from bar.train.checkpoint import Resumable
-from conftest import small_arch
+from conftest import hf_greedy, small_arch
 
 ARCH = small_arch()
 
@@ -145,14 +145,7 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
     ours = generate(model, prompts, sequence_topk=1, **kw)
     assert ours != generate(model, prompts, **kw)
     for prompt, new in zip(prompts, ours):
-        out = hf.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=10,
-            do_sample=False,
-            eos_token_id=sorted(stop_ids(tok)),
-            pad_token_id=tok.pad_token_id,
-        )
-        assert out[0, len(prompt) :].tolist() == new
+        assert hf_greedy(hf, tok, prompt, 10) == new
     texts = ["hello", "hello world 123 hello world", "123 123", "world hello 123 hello"]
     exported = AutoTokenizer.from_pretrained(tmp_path / "hf")
     kw = dict(max_new_tokens=10, do_sample=False, eos_token_id=sorted(stop_ids(tok)), pad_token_id=tok.pad_token_id)
