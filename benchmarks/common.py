@@ -1,10 +1,17 @@
-"""What the benchmark scripts share: the model of a preset, a `transformers` model of the same
-shape, and a timer."""
+"""What the benchmark scripts (and docs/prefect_ui.py) share: the model of a preset, a `transformers`
+model of the same shape, a timer, and a throw-away Prefect server."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +63,43 @@ def seconds(fn) -> float:
     fn()
     sync()
     return time.perf_counter() - start
+
+
+@contextmanager
+def prefect_server(seconds: float = 180):
+    """`prefect server start` on a free port of 127.0.0.1 with a throw-away database (its own
+    PREFECT_HOME); yields (its API URL, the environment that reaches it) once it answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/api"
+    with tempfile.TemporaryDirectory() as home:
+        env = os.environ | {
+            "PREFECT_HOME": home,
+            "PREFECT_API_URL": api,
+            "PREFECT_UI_API_URL": api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.time() + seconds
+            while True:
+                try:
+                    urllib.request.urlopen(f"{api}/health", timeout=2)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.time() > deadline:
+                        raise SystemExit(
+                            f"prefect server start did not answer {api}/health within {seconds:.0f} s"
+                        ) from None
+                    time.sleep(1)
+            yield api, env
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 HEAVY = ("torch", "mlflow", "megatron", "transformers", "prefect", "dvc")
 
 
@@ -33,42 +31,6 @@ def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - start
-
-
-@contextmanager
-def prefect_server():
-    """`prefect server start` on a free port of 127.0.0.1 with a throw-away database; yields its API URL."""
-    import socket
-    import tempfile
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    home = tempfile.mkdtemp(prefix="prefect_")
-    env = os.environ | {"PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise SystemExit("prefect server start did not answer /api/health within 180 s") from None
-                time.sleep(1)
-        yield api
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 def main() -> None:
@@ -94,8 +56,9 @@ def main() -> None:
     }
     times = {name: statistics.median(timed(cmd, root) for _ in range(args.repeats)) for name, cmd in commands.items()}
     if args.prefect_server:
-        with prefect_server() as api:
-            env = os.environ | {"PREFECT_API_URL": api}
+        from benchmarks.common import prefect_server
+
+        with prefect_server() as (_, env):
             flow = commands["bar-pipeline flow (no-op)"]
             timed(flow, root, env)  # the first run registers the flow
             times["flow, running server (no-op)"] = statistics.median(

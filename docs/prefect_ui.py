@@ -12,34 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(url: str, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise SystemExit(f"{url} did not answer within {seconds:.0f} s") from None
-            time.sleep(1)
+sys.path.insert(0, str(ROOT))  # benchmarks.common: the throw-away Prefect server
 
 
 def screenshot(url: str, path: Path) -> None:
@@ -73,51 +53,33 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="a bar repository (ideally up to date)")
     parser.add_argument("targets", nargs="*", help="stages the flow run brings up to date (default: all)")
     args = parser.parse_args()
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    with tempfile.TemporaryDirectory() as home:
-        env = {
-            **os.environ,
-            "PREFECT_HOME": home,
-            "PREFECT_API_URL": api,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_API_URL": api,
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    from benchmarks.common import prefect_server
+
+    with prefect_server(seconds=120) as (api, env):
+        register = "import sys; from flows.serve import deployments; [d.apply() for d in deployments(sys.argv[1])]"
+        subprocess.run([sys.executable, "-c", register, str(args.root)], env=env, check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "flows.pipeline", "--root", str(args.root), *args.targets],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
         )
-        try:
-            wait(f"{api}/health")
-            register = "import sys; from flows.serve import deployments; [d.apply() for d in deployments(sys.argv[1])]"
-            subprocess.run([sys.executable, "-c", register, str(args.root)], env=env, check=True, cwd=ROOT)
-            subprocess.run(
-                [sys.executable, "-m", "flows.pipeline", "--root", str(args.root), *args.targets],
-                env=env,
-                check=True,
-                cwd=ROOT,
-                capture_output=True,
-            )
-            body = json.dumps(
-                {
-                    "limit": 1,
-                    "sort": "START_TIME_DESC",  # the run just made, not a scheduled one
-                    "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
-                }
-            ).encode()
-            request = urllib.request.Request(
-                f"{api}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
-            )
-            run_id = json.loads(urllib.request.urlopen(request).read())[0]["id"]
-            docs = ROOT / "docs"
-            screenshot(f"http://127.0.0.1:{port}/deployments", docs / "prefect-deployments.png")
-            screenshot(f"http://127.0.0.1:{port}/runs/flow-run/{run_id}", docs / "prefect-flow-run.png")
-        finally:
-            os.killpg(server.pid, 15)
-            server.wait(timeout=30)
+        body = json.dumps(
+            {
+                "limit": 1,
+                "sort": "START_TIME_DESC",  # the run just made, not a scheduled one
+                "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"{api}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+        )
+        run_id = json.loads(urllib.request.urlopen(request).read())[0]["id"]
+        docs = ROOT / "docs"
+        ui = api.removesuffix("/api")
+        screenshot(f"{ui}/deployments", docs / "prefect-deployments.png")
+        screenshot(f"{ui}/runs/flow-run/{run_id}", docs / "prefect-flow-run.png")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ run, `pipeline`, that every stage run nests under. Results are read from `dvc.lo
 `metrics/`, never parsed from logs.
 
 Stages whose inputs are ready run side by side, up to `params.yaml: max_parallel` (the experts
-and their data), each on the machine's cores / max_parallel (`BAR_CORES`). One stage at a time
-runs `dvc repro --single-item <stage>`. Several at once cannot (`dvc repro` holds the
-repository's lock while its command runs): each runs its DVC command and then `dvc commit`s
-its outputs, one commit at a time, which writes the dvc.lock entry `dvc repro` writes (tested).
+and their data), each on the machine's cores / max_parallel (`BAR_CORES`). At max_parallel 1
+each stage is a `dvc repro --single-item <stage>`. Above it, every stage runs its DVC command
+and then `dvc commit`s its outputs, one commit at a time (`dvc repro` holds the repository's
+lock while its command runs), which writes the dvc.lock entry `dvc repro` writes (tested).
 A stage that fails stops new ones from starting; the others finish and are committed, so the
 next run has only the rest to do.
 
