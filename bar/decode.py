@@ -14,10 +14,14 @@ modules, whose per-layer framework overhead it skips
 (benchmarks/README.md); tests check both paths against recomputing the whole sequence with
 the Megatron-Core model. Under tensor parallelism the decoding goes
 through Megatron-Core's static inference context; every rank runs it in lockstep and, given
-the same `generator` state, samples the same tokens.
+the same `generator` state, samples the same tokens. An MoE under tensor parallelism trains with
+the sequence split over the ranks (sequence parallelism), which one new token a step cannot be:
+decoding holds the whole sequence on every rank (`_whole_sequence`).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +39,16 @@ def generate(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     sequence_topk: int | None = None,
+    rows_of: tuple[int, int] | None = None,
 ) -> list[list[int]]:
     """New tokens for each prompt (ending with its stop token if one was produced).
 
     temperature 0 is greedy. `vocab_size` is the tokenizer's size: logits of the rows the
     model pads its vocabulary with are never chosen. `sequence_topk` (an MoE, TP=1): each
     sequence is served by the anchor and the k experts its router favours over the prompt
-    (`_Decoder.choose`); None: every expert, token by token.
+    (`_Decoder.choose`); None: every expert, token by token. `rows_of` (first, total): these
+    prompts are rows first.. of a batch of `total` that `generator` samples for (a data-parallel
+    replica's share, a micro-batch): each row draws what it would in the whole batch.
     """
     from bar import parallel
 
@@ -52,34 +59,41 @@ def generate(
     batch, prompt_len = tokens.shape
     if sequence_topk and parallel.tp_size() > 1:
         raise ValueError("sequence_topk decodes at TP=1 only (bar's own decoder)")
-    decoder = (
-        _Decoder(model, batch, prompt_len + max_new_tokens)
-        if parallel.tp_size() == 1
-        else _MegatronDecoder(model, batch, prompt_len + max_new_tokens)
-    )
-    if sequence_topk:
-        decoder.keep = decoder.choose(tokens, prompt_mask, sequence_topk)
-    logits = decoder(tokens, prompt_mask)
+    first, total = rows_of or (0, batch)
+    with _whole_sequence(model):
+        decoder = (
+            _Decoder(model, batch, prompt_len + max_new_tokens)
+            if parallel.tp_size() == 1
+            else _MegatronDecoder(model, batch, prompt_len + max_new_tokens)
+        )
+        if sequence_topk:
+            decoder.keep = decoder.choose(tokens, prompt_mask, sequence_topk)
+        logits = decoder(tokens, prompt_mask)
 
-    out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    stops = torch.tensor(sorted(stop_ids), device=device)
-    for t in range(max_new_tokens):
-        logits[:, vocab_size:] = float("-inf")
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            # Sampled on the generator's device (the CPU: every rank draws the same tokens).
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
-        else:
-            nxt = logits.argmax(dim=-1)
-        nxt = torch.where(done, pad_id, nxt)
-        out[:, t] = nxt
-        done |= torch.isin(nxt, stops)
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
-        cur = prompt_len + t + 1
-        pad[:, cur - 1] = False  # finished rows feed pads too; what they compute is dropped
-        logits = decoder(nxt[:, None], pad[:, None, None, :cur])
+        out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        stops = torch.tensor(sorted(stop_ids), device=device)
+        for t in range(max_new_tokens):
+            logits[:, vocab_size:] = float("-inf")
+            if temperature > 0:
+                # torch.multinomial's own draw (argmax of p / q, q ~ Exp(1) for each row and token),
+                # for every row of the whole batch, on the generator's device (the CPU: every rank
+                # draws the same tokens).
+                probs = torch.softmax(logits / temperature, dim=-1).cpu()
+                q = torch.empty(total, probs.size(1), dtype=probs.dtype, device="cpu").exponential_(
+                    1, generator=generator
+                )
+                nxt = (probs / q[first : first + batch]).argmax(dim=-1).to(device)
+            else:
+                nxt = logits.argmax(dim=-1)
+            nxt = torch.where(done, pad_id, nxt)
+            out[:, t] = nxt
+            done |= torch.isin(nxt, stops)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            cur = prompt_len + t + 1
+            pad[:, cur - 1] = False  # finished rows feed pads too; what they compute is dropped
+            logits = decoder(nxt[:, None], pad[:, None, None, :cur])
 
     model.train(was_training)
     results = []
@@ -114,6 +128,33 @@ def _left_pad(prompts: list[list[int]], pad_id: int, max_new_tokens: int, device
         pad[i, prompt_len - len(p) :] = False
     causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).triu(1)
     return tokens, pad, causal[None, None] | pad[:, None, None, :prompt_len]
+
+
+_SEQUENCE_PARALLEL = ("sequence_parallel", "scatter_to_sequence_parallel", "reduce_scatter_embeddings")
+
+
+@contextmanager
+def _whole_sequence(model):
+    """Every rank holds the whole sequence while decoding an MoE that trains sequence-parallel.
+
+    Megatron-Core's inference path refuses sequence parallelism without expert parallelism
+    (`TextGenerationController`), and one new token a step cannot be split. Its all-gather MoE
+    dispatcher needs no change: it gathers the ranks' (now identical) tokens, each rank's experts
+    compute their share of every copy, and the reduce-scatter hands each rank its own copy back,
+    summed over the shards (the experts compute a step's few tokens tp times over)."""
+    if not model.config.sequence_parallel:
+        yield
+        return
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}.values()
+    saved = [(m, a, getattr(m, a)) for m in model.modules() for a in _SEQUENCE_PARALLEL if hasattr(m, a)]
+    saved += [(c, "sequence_parallel", c.sequence_parallel) for c in configs]
+    try:
+        for m, a, _ in saved:
+            setattr(m, a, False)
+        yield
+    finally:
+        for m, a, value in saved:
+            setattr(m, a, value)
 
 
 class _MegatronDecoder:

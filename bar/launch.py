@@ -91,19 +91,42 @@ def torchrun(module: str, nproc: int, args: list[str] = ()) -> None:
             raise SystemExit(f"error: {module}: torchrun workers failed with exit code {result.returncode}{reason}")
 
 
+STAGES = (
+    "pretrain_base",
+    "train_anchor",
+    "train_expert",
+    "fit_router",
+    "baseline",
+)  # the stages that train across processes
+NAMED = ("train_expert", "baseline")  # stages of one expert or baseline
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bar.launch <stage> [<item>]`: the workers of a stage on a node other than the
+    """`python -m bar.launch <stage> [<name>]`: the workers of a stage on a node other than the
     first (BAR_NODE_RANK > 0), for the stage's processes as the specs say."""
     import argparse
 
     from bar.specs import Specs
 
     p = argparse.ArgumentParser(prog="python -m bar.launch", description=main.__doc__)
-    p.add_argument("stage", choices=["pretrain_base", "train_anchor"])
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("name", nargs="?", help="train_expert: the expert; baseline: the baseline (params.yaml)")
     args = p.parse_args(argv)
-    specs = Specs()
-    train = specs.train.pretrain if args.stage == "pretrain_base" else specs.train.anchor
-    torchrun(f"bar.stages.{args.stage}", train.tp_size * train.dp_size, ["--worker"])
+    if (args.stage in NAMED) != (args.name is not None):
+        p.error(f"{' and '.join(NAMED)} take the name of what they train, and only they take one")
+    torchrun(*workers(Specs(), args.stage, args.name))
+
+
+def workers(specs, stage: str, name: str | None = None) -> tuple[str, int, list[str]]:
+    """The module, process count and arguments of `stage`'s workers, as the specs lay them out."""
+    layout = {
+        "pretrain_base": lambda: specs.train.pretrain,
+        "train_anchor": lambda: specs.train.anchor,
+        "train_expert": lambda: specs.expert(name),
+        "fit_router": lambda: specs.router,
+        "baseline": lambda: specs.baselines,
+    }[stage]()
+    return f"bar.stages.{stage}", layout.tp_size * layout.dp_size, [*([name] if name else []), "--worker"]
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ and outputs (4h), the fused QKV output (q + 2kv), RoPE's rotated query and key (
 attention output (q); the dense SwiGLU FFN keeps its fc1 output (2f), the SiLU output and the
 product (2f); an MoE keeps, per active expert, the permuted input and the weighted output (2h)
 and the same 4f. After the last layer: the final norm (2h), the logits (V) and their fp32
-softmax (4V bytes). SDPA keeps no score matrix (a flash kernel) and document masks are ids.
+softmax (4V bytes). SDPA keeps no score matrix (a flash kernel) and document masks are ids. With
+`recompute`, each layer keeps its input (h) and one layer at a time the rest.
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ def activation_bytes(arch: ModelSpec, tokens: int, num_experts: int | None, topk
     split = (q + 2 * kv) + (q + kv) + q + (active * (2 * h + 4 * f) if num_experts else 4 * f)
     # Norms and residuals are replicated across tensor-parallel ranks, unless sequence
     # parallelism (an MoE under tp > 1) splits them too.
-    norms = 4 * h / (tp if num_experts and tp > 1 else 1)
-    per_token = arch.num_layers * (split / tp + norms) * size + 2 * h * size + v / tp * (size + 4)
+    sequence = tp if num_experts and tp > 1 else 1
+    norms = 4 * h / sequence
+    layer = split / tp + norms
+    # Recomputation keeps each layer's input, and one layer's activations at a time in the backward pass.
+    layers = arch.num_layers * h / sequence + layer if arch.recompute else arch.num_layers * layer
+    per_token = layers * size + 2 * h * size + v / tp * (size + 4)
     return WORKING * tokens * per_token
 
 

@@ -30,41 +30,51 @@ def sample(experts: list[str], fraction: float, seed: int) -> list[tuple[int, da
 
 
 class DomainRouting:
-    """The `domain_loss` term, added to the backward pass through Megatron-Core's aux-loss hook
-    (as its z-loss is): weight * the cross-entropy between the router's probabilities and expert
-    i's own routing, averaged over the tokens of expert i's sample and over layers.
+    """The `domain_loss` term, added to the backward pass as Megatron-Core adds its z-loss:
+    weight * the cross-entropy between the router's probabilities and expert i's own routing,
+    averaged over the sample tokens of the step's batch (each forward pass sums its part and
+    divides by the whole batch's count) and over layers.
 
     Expert i was trained as a 2-slot MoE whose router rows (anchor, i) the merge copied into rows
     0 and i; its routing of a token is the softmax of those two rows' logits, here computed with
     the rows as merged (frozen) on the merged model's hidden state: -sum_s q_s log p_s over
-    s in {0, i}. `slots` (packed like `items`, so it lines up token for token) gives the slot of
-    the expert whose sample each token came from (-1: padding)."""
+    s in {0, i}. Each batch carries `slots` (packed like `items`, so it lines up token for token):
+    the slot of the expert whose sample each token came from (-1: padding). The training loop
+    hands over the rows each forward pass computes (`before_forward`: a data-parallel replica's,
+    a micro-batch's); under sequence parallelism a router sees its rank's slice of the sequence."""
 
     def __init__(self, model, items, slots: list[int], weight: float, **batching):
         from bar.train.batches import Batches
 
-        self.weight, self.current = weight, None
+        self.weight, self.current, self.kept = weight, None, 0
         self.batches = Batches(items, **batching)
         self.slots = Batches(
             [([s] * len(ids), trained) for (ids, trained), s in zip(items, slots)], **(batching | {"pad_id": -1})
         )
         self.routers = [m for name, m in model.named_modules() if name.endswith("mlp.router")]
         self.merged = {id(r): r.weight.detach().clone() for r in self.routers}
+        self.sequence_parallel = model.config.sequence_parallel
         for router in self.routers:
             router.register_forward_hook(self.hook)
 
     def get(self, step: int) -> dict:
-        from bar import parallel
-
-        self.current = self.slots.get(step)["tokens"].t().reshape(-1).to(parallel.device())  # [s * b], Megatron's order
-        return self.batches.get(step)
+        slots = self.slots.get(step)["tokens"]
+        self.kept = int((slots >= 0).sum())
+        return self.batches.get(step) | {"slots": slots}
 
     def num_tokens(self, step: int) -> int:
         return self.batches.num_tokens(step)
 
+    def before_forward(self, part: dict) -> None:
+        from bar import parallel
+
+        slots = part["slots"].t()  # [s, b]: Megatron's order
+        if self.sequence_parallel:
+            slots = slots.chunk(parallel.tp_size())[parallel.tp_rank()]
+        self.current = slots.reshape(-1)
+
     def hook(self, router, args, output):
         import torch
-        from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 
         if not (router.training and torch.is_grad_enabled()):
             return output
@@ -77,8 +87,22 @@ class DomainRouting:
             own = hidden @ self.merged[id(router)].float().t()
             target = torch.softmax(torch.cat([own[:, :1], own.gather(1, slot)], dim=1), dim=-1)
         chosen = torch.cat([logp[:, :1], logp.gather(1, slot)], dim=1)
-        loss = -(target * chosen).sum(-1).mean() * self.weight / len(self.routers)
-        return MoEAuxLossAutoScaler.apply(probs, loss), routing_map
+        loss = -(target * chosen).sum(-1).sum() / self.kept * self.weight / len(self.routers)
+        return _AddLoss.apply(probs, loss), routing_map
+
+
+class _AddLoss(torch.autograd.Function):
+    """`output` unchanged, and `loss` added to what the backward pass minimises."""
+
+    @staticmethod
+    def forward(ctx, output, loss):
+        ctx.save_for_backward(loss)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        (loss,) = ctx.saved_tensors
+        return grad, torch.ones_like(loss)
 
 
 @torch.no_grad()

@@ -1,8 +1,11 @@
-"""Tensor and data parallelism on this machine: a dense training step of a preset's model at
-tp 1, tp 2 and dp 2 (through torchrun, gloo), side by side in one run: tokens/s against tp 1 and
-each rank's peak memory.
+"""Tensor and data parallelism on this machine: a training step of a preset's model at tp 1,
+tp 2 and dp 2 (through torchrun, gloo), and at tp 1 with activation recomputation, side by side
+in one run: tokens/s against tp 1 and each rank's peak memory.
 
-    python benchmarks/parallel.py [--preset default] [--steps 12] [--precision fp32]
+    python benchmarks/parallel.py [--preset default] [--steps 12] [--precision fp32] [--expert]
+
+The model is the dense one, or with `--expert` an expert's 2-slot MoE training what its SFT
+phase trains (its FFN, router, embeddings and LM head; sequence-parallel at tp 2).
 
 Each layout trains the same global batch with bar's loop (`bar.train.train`) for `--steps`
 steps; the first two are warm-up and not timed. Memory: peak resident memory (VmHWM) of each
@@ -22,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-LAYOUTS = [("tp 1", 1, 1), ("tp 2", 2, 1), ("dp 2", 1, 2)]
+LAYOUTS = [("tp 1", 1, 1, False), ("tp 2", 2, 1, False), ("dp 2", 1, 2, False), ("tp 1 + recompute", 1, 1, True)]
+SFT = ["domain_ffn", "router", "embeddings", "lm_head"]
 BATCH = 16
 
 
@@ -31,7 +35,7 @@ def rss(field: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 
-def worker(preset: str, precision: str, tp: int, dp: int, steps: int) -> None:
+def worker(preset: str, precision: str, tp: int, dp: int, recompute: bool, expert: bool, steps: int) -> None:
     import tempfile
 
     import torch
@@ -39,20 +43,23 @@ def worker(preset: str, precision: str, tp: int, dp: int, steps: int) -> None:
 
     from bar import parallel
     from bar.model import build
+    from bar.model.moe import set_trainable
     from bar.specs import OptimSpec, TrainSpec
     from bar.train import train
     from bar.train.batches import Batches
     from bar.train.checkpoint import Resumable
     from benchmarks.common import model_spec
 
-    arch = model_spec(preset).model_copy(update={"precision": precision})
+    arch = model_spec(preset).model_copy(update={"precision": precision, "recompute": recompute})
     parallel.init(tp, 0, dp)
     g = torch.Generator().manual_seed(0)
     items = [(torch.randint(1, arch.vocab_size, (arch.seq_length,), generator=g).tolist(), [True] * arch.seq_length)]
     items = items * (BATCH * steps)
     batches = Batches(items, batch_size=BATCH, seq_length=arch.seq_length, pad_id=0, seed=0)
     base = rss("VmRSS")
-    model = build(arch, tp)
+    model = build(arch, tp, num_experts=2 if expert else None)
+    if expert:
+        set_trainable(model, SFT)
     stamps = []
     model.register_forward_pre_hook(lambda module, args: stamps.append(time.perf_counter()))
     spec = TrainSpec(
@@ -75,21 +82,24 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--expert", action="store_true", help="an expert's 2-slot MoE (its SFT groups train)")
+    parser.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.preset, args.precision, *args.worker, args.steps)
+        tp, dp, recompute = args.worker
+        worker(args.preset, args.precision, tp, dp, bool(recompute), args.expert, args.steps)
         return
     from bar.launch import threads_per_rank
 
-    print(f"dense training step, preset {args.preset}, {args.precision}, batch {BATCH}, {args.steps - 2} timed steps")
-    print(f"{'layout':7s} {'ranks':>5s} {'threads/rank':>12s} {'tokens/s':>9s} {'vs tp 1':>8s}   peak memory per rank")
+    what = "expert (2-slot MoE, SFT groups)" if args.expert else "dense"
+    print(f"{what} training step, preset {args.preset}, {args.precision}, batch {BATCH}, {args.steps - 2} timed steps")
+    print(f"{'layout':17s} {'ranks':>5s} {'threads/rank':>12s} {'tokens/s':>9s} {'vs tp 1':>8s}   peak memory per rank")
     first = None
-    for name, tp, dp in LAYOUTS:
+    for name, tp, dp, recompute in LAYOUTS:
         nproc = tp * dp
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", __file__]
         cmd += ["--preset", args.preset, "--precision", args.precision, "--steps", str(args.steps)]
-        cmd += ["--worker", str(tp), str(dp)]
+        cmd += ["--worker", str(tp), str(dp), str(int(recompute))] + (["--expert"] if args.expert else [])
         env = {**__import__("os").environ, "OMP_NUM_THREADS": str(threads_per_rank(nproc))}
         run = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
@@ -99,7 +109,7 @@ def main() -> None:
         first = first or r["tokens_per_s"]
         peaks = ", ".join(f"{p / 2**20:.0f} MiB" for p in r["peaks"])
         print(
-            f"{name:7s} {nproc:5d} {threads_per_rank(nproc):12d} {r['tokens_per_s']:9.0f} "
+            f"{name:17s} {nproc:5d} {threads_per_rank(nproc):12d} {r['tokens_per_s']:9.0f} "
             f"{r['tokens_per_s'] / first:7.2f}x   {peaks}"
         )
 

@@ -258,6 +258,37 @@ MUTATIONS = [
         "done = torch.zeros(batch, dtype=torch.bool)",
         [T + "parallel/test_devices.py"],
     ),
+    Mutation(
+        "sequence-parallel weights keep each rank's share of their gradient",
+        "bar/train/optimizer.py",
+        "            parallel.sum_over_tp([m.grad for m in self._sequence_parallel])",
+        "            pass",
+        [T + "train/test_moe_parallel.py"],
+        slow=True,
+    ),
+    Mutation(
+        "a data-parallel replica samples its rollouts as if they were the whole batch",
+        "bar/decode.py",
+        "nxt = (probs / q[first : first + batch]).argmax(dim=-1).to(device)",
+        "nxt = (probs / q[:batch]).argmax(dim=-1).to(device)",
+        [T + "train/test_moe_parallel.py"],
+        slow=True,
+    ),
+    Mutation(
+        "a checkpoint keeps only its replica's share of the optimizer state",
+        "bar/train/optimizer.py",
+        "if parallel.dp_size() > 1:  # each replica holds its share: every replica gathers all of it",
+        "if False:",
+        [T + "train/test_tp_and_resume.py::test_dp2_and_two_nodes_match_dp1"],
+        slow=True,
+    ),
+    Mutation(
+        "recomputation without gradients into the first layer (frozen embeddings)",
+        "bar/model/__init__.py",
+        "        model.embedding.register_forward_hook(_needs_grad)",
+        "        pass",
+        [T + "train/test_loop.py::test_recomputed_activations_give_the_same_gradients"],
+    ),
 ]
 
 

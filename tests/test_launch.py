@@ -38,3 +38,24 @@ def test_several_nodes_share_the_processes_and_bad_settings_fail_naming_the_vari
     for key in ("BAR_NNODES", "BAR_NODE_RANK"):
         monkeypatch.delenv(key)
     assert "--standalone" in command("m", 2, [], Nodes.from_env())
+
+
+def test_a_node_other_than_the_first_starts_an_experts_workers_as_its_spec_lays_them_out(tmp_path):
+    """`python -m bar.launch train_expert <expert>`: tp_size x dp_size of the expert's spec; the
+    expert is asked for by name, and only train_expert takes one."""
+    import shutil
+
+    from bar.launch import main, workers
+    from bar.specs import Specs
+    from conftest import ROOT, edit_yaml
+
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    edit_yaml(tmp_path / "specs" / "experts" / "math.yaml", "tp_size", 2)
+    edit_yaml(tmp_path / "specs" / "experts" / "math.yaml", "dp_size", 2)
+    specs = Specs(tmp_path)
+    assert workers(specs, "train_expert", "math") == ("bar.stages.train_expert", 4, ["math", "--worker"])
+    assert workers(specs, "fit_router") == ("bar.stages.fit_router", 1, ["--worker"])
+    for argv in (["train_expert"], ["fit_router", "math"]):
+        with pytest.raises(SystemExit):
+            main(argv)

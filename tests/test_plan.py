@@ -53,6 +53,12 @@ def test_memory_per_rank_follows_precision_tensor_and_data_parallelism(olmo):
     assert dp4["optimizer"] == pytest.approx(tp2["optimizer"] / 4) and dp4["weights"] == tp2["weights"]
     fp32 = plan.memory(arch.model_copy(update={"precision": "fp32"}), rlvr, 4096, 2)
     assert fp32["weights"] == 2 * one["weights"] and fp32["main weights"] == 0
+    # Recomputation keeps each layer's input (h per token) and one layer's activations at a time.
+    recompute = plan.memory(arch.model_copy(update={"recompute": True}), rlvr, 4096, 2)
+    assert recompute["activations"] < 0.2 * one["activations"]
+    assert {k: v for k, v in recompute.items() if k not in ("activations", "total")} == {
+        k: v for k, v in one.items() if k not in ("activations", "total")
+    }
 
 
 @pytest.mark.slow

@@ -85,7 +85,15 @@ BAD = [
     ("eval", "harness.include", ["/srv/tasks"], ["eval.yaml", "harness.include.0", "data/harness/"]),
     ("eval", "harness.include", ["data/harness/../x"], ["eval.yaml", "harness.include.0", "should match pattern"]),
     ("eval", "harness.limit", 5, ["eval.yaml", "harness.limit", "unknown key", "tasks, include"]),
-    ("experts/math", "tp_size", 2, ["experts/math.yaml", "tp_size = 2", "set tp_size: 1"]),
+    ("experts/math", "tp_size", 3, ["experts/math.yaml", "tp_size = 3", "allowed tp_size: [1, 2]"]),
+    ("experts/math", "dp_size", 3, ["experts/math.yaml", "phases.midtrain: batch_size = 16", "dp_size = 3"]),
+    (
+        "experts/math",
+        "phases.rlvr.micro_batch_size",
+        48,
+        ["experts/math.yaml", "micro_batch_size = 48", "prompts_per_step / dp_size x group_size = 128"],
+    ),
+    ("router", "micro_batch_size", 5, ["router.yaml", "micro_batch_size = 5", "batch_size / dp_size = 16"]),
     (
         "experts/math",
         "phases.sft.trainable",
@@ -112,6 +120,12 @@ BAD = [
     ("upgrades/code.v2", "phases.rlvr.steps", 0, ["upgrades/code.v2.yaml", "phases.rlvr.steps", "greater than 0"]),
     ("baselines", "sequential_order", ["math", "poetry"], ["baselines.yaml", "['poetry']", "known: ['math'"]),
     ("baselines", "sequential_order", [], ["baselines.yaml", "sequential_order", "at least 1 item"]),
+    (
+        "baselines",
+        "dp_size",
+        3,
+        ["baselines.yaml: dp_size = 3", "experts/math.yaml", "phases.midtrain: batch_size = 16", "dp_size = 3"],
+    ),
 ]
 
 

@@ -276,7 +276,7 @@ def test_a_negative_number_anywhere_in_the_specs_is_refused(default_specs, name,
 def test_the_bounds_come_from_every_spec_model():
     """The cases above are derived from the models: each spec file's bounds are found."""
     found = {name for name, _, _ in out_of_range()}
-    assert found == set(MODELS) - {"baselines"}  # baselines.yaml declares no number
+    assert found == set(MODELS)
     assert ("experts/math", ("phases", "rlvr", "group_size"), 1) in out_of_range()  # gt=1
     assert ("data", ("domains", "tool_use", "sft"), -1) in out_of_range()  # under a mapping of domains
     assert ("upgrades/code.v2", ("phases", "sft", "optim", "lr"), 0) in out_of_range()

@@ -54,7 +54,9 @@ def transformer_config(
         attention_dropout=0.0,
         init_method_std=arch.init_std,
         tensor_model_parallel_size=tp_size,
-        sequence_parallel=False,
+        # Megatron-Core's MoE under tensor parallelism needs the sequence split over the ranks
+        # between the layers; dense models keep it whole.
+        sequence_parallel=bool(num_experts) and tp_size > 1,
         use_cpu_initialization=True,
         params_dtype=arch.dtype,
         pipeline_dtype=arch.dtype,
@@ -66,6 +68,11 @@ def transformer_config(
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
+        **(
+            dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+            if arch.recompute
+            else {}
+        ),
         **moe,
     )
 
@@ -76,9 +83,10 @@ def layer_spec(family: str, num_experts: int | None = None):
     from megatron.core.transformer.spec_utils import ModuleSpec
 
     from bar.model.attention import CachedRopeSelfAttention, SDPAttention
-    from bar.model.norms import HeadRMSNorm, ProjectionRMSNorm, post_norm_spec
+    from bar.model.norms import HeadRMSNorm, ProjectionRMSNorm, RMSNorm, post_norm_spec
 
     spec = get_gpt_layer_local_spec(num_experts=num_experts, moe_grouped_gemm=False, normalization="RMSNorm")
+    spec.submodules.input_layernorm = spec.submodules.pre_mlp_layernorm = RMSNorm
     attention = spec.submodules.self_attention
     attention.module = CachedRopeSelfAttention
     attention.submodules.core_attention = SDPAttention
@@ -117,15 +125,31 @@ def build(
     if device.type == "meta":  # initialising on meta computes nothing, and sets the tensor-parallel attributes
         with device:
             return _gpt(config, arch, num_experts).to(dtype=arch.dtype)
-    return _gpt(config, arch, num_experts).to(device=device, dtype=arch.dtype)
+    model = _gpt(config, arch, num_experts).to(device=device, dtype=arch.dtype)
+    if arch.recompute:
+        # Megatron-Core recomputes each layer inside an autograd function, which passes gradients only
+        # to inputs that need them: with the embeddings frozen (an expert's midtrain, the router)
+        # nothing before the first layer would, and the layers' weights would get no gradient.
+        # transformers' `enable_input_require_grads` does the same for its gradient checkpointing.
+        model.embedding.register_forward_hook(_needs_grad)
+    return model
+
+
+def _needs_grad(module, args, out: torch.Tensor) -> None:
+    if torch.is_grad_enabled() and not out.requires_grad:
+        out.requires_grad_()
 
 
 def _gpt(config, arch: ModelSpec, num_experts: int | None):
     from megatron.core.models.gpt import GPTModel
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 
+    from bar.model.norms import RMSNorm
+
+    block = TransformerBlockSubmodules([layer_spec(arch.family, num_experts)] * arch.num_layers, layer_norm=RMSNorm)
     return GPTModel(
         config=config,
-        transformer_layer_spec=layer_spec(arch.family, num_experts),
+        transformer_layer_spec=block,
         vocab_size=arch.vocab_size,
         max_sequence_length=arch.seq_length,
         pre_process=True,

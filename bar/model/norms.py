@@ -9,6 +9,12 @@ projection before RoPE; Megatron-Core's `q_layernorm`/`k_layernorm` slots hold a
 one head. `ProjectionRMSNorm` fills those slots with a norm over every head, whose mean of
 squares sums over the tensor-parallel ranks when the heads are split among them.
 
+Under sequence parallelism (an MoE at tp > 1) each rank normalises its own slice of the sequence,
+so the gradient of a norm's weight covers that slice only: `RMSNorm` is torch's, built with
+Megatron-Core's signature, its weight tagged `sequence_parallel` as Megatron-Core tags the
+router's, and `bar.train.optimizer` sums the gradients of tagged weights over the ranks (Megatron-Core's
+`finalize_model_grads` does; its own torch norm refuses sequence parallelism without Apex).
+
 Qwen3 normalises each query and key head with one weight shared by the heads: Megatron-Core's
 per-head norm (torch's RMSNorm), but each rank's gradient of that weight covers its own heads
 only, and Megatron-Core sums them in `finalize_model_grads`, which bar's training loop does not
@@ -29,6 +35,14 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec, build_module
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 from torch.distributed.nn.functional import all_reduce
+
+
+class RMSNorm(torch.nn.RMSNorm):
+    """torch's RMSNorm over the hidden size, its weight tagged when the sequence is split over the ranks."""
+
+    def __init__(self, config, hidden_size: int, eps: float = 1e-5):
+        super().__init__(hidden_size, eps=eps)
+        self.weight.sequence_parallel = config.sequence_parallel
 
 
 @dataclass

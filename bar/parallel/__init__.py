@@ -110,6 +110,10 @@ def tp_size() -> int:
     return _tp()[2]
 
 
+def tp_rank() -> int:
+    return _tp()[1]
+
+
 def _dp():
     from megatron.core import parallel_state
 
@@ -117,6 +121,10 @@ def _dp():
         return None, 0, 1
     group = parallel_state.get_data_parallel_group()
     return group, dist.get_rank(group), dist.get_world_size(group)
+
+
+def dp_group():
+    return _dp()[0]
 
 
 def dp_rank() -> int:
@@ -132,7 +140,27 @@ def sum_over_replicas(tensors: list[torch.Tensor]) -> None:
     all-reduce of a flat buffer. Megatron-Core's DistributedDataParallel does this with grad
     buffers and CUDA streams it creates on `torch.cuda.current_device()`, so it cannot run on a
     CPU; the sum is the same."""
+    _sum(tensors, *_dp()[::2])
+
+
+def gather_replicas(t: torch.Tensor) -> torch.Tensor:
+    """The data-parallel replicas' `t` concatenated along dim 0, in replica order."""
     group, _, size = _dp()
+    if size == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(size)]
+    dist.all_gather(parts, t.contiguous(), group=group)
+    return torch.cat(parts)
+
+
+def sum_over_tp(tensors: list[torch.Tensor]) -> None:
+    """Sum `tensors` over the tensor-parallel ranks, in place (the gradients of weights that
+    sequence parallelism gives each rank a slice of the sequence for: Megatron-Core's
+    `finalize_model_grads` does this for its DistributedDataParallel)."""
+    _sum(tensors, *_tp()[::2])
+
+
+def _sum(tensors: list[torch.Tensor], group, size: int) -> None:
     if size == 1 or not tensors:
         return
     flat = torch.cat([t.reshape(-1) for t in tensors])
@@ -181,14 +209,13 @@ def local_shard(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     return torch.cat([chunks[j * size + tp_rank] for j in range(stride)], dim).contiguous()
 
 
-def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    """Global L2 norm of the gradients, counting each tensor-parallel shard once."""
+def grad_norm(grads: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Global L2 norm of the gradients ((parameter, its gradient) pairs), counting each
+    tensor-parallel shard once."""
     sharded = torch.zeros((), dtype=torch.float64, device=device())
     replicated = torch.zeros((), dtype=torch.float64, device=device())
-    for p in params:
-        if p.grad is None:
-            continue
-        sq = p.grad.detach().double().pow(2).sum()
+    for p, g in grads:
+        sq = g.detach().double().pow(2).sum()
         if is_sharded(p):
             sharded += sq
         else:
@@ -199,14 +226,26 @@ def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     return (sharded + replicated).sqrt()
 
 
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
-    norm = grad_norm(params)
+def clip_grad_norm(grads: list[tuple[torch.Tensor, torch.Tensor]], max_norm: float) -> float:
+    """Scale the gradients ((parameter, gradient) pairs) in place to a global norm of at most
+    `max_norm` (0: leave them); returns their norm before."""
+    norm = grad_norm(grads)
     if max_norm > 0:
         scale = (max_norm / (norm + 1e-6)).clamp(max=1.0).to(torch.float32)
-        for p in params:
-            if p.grad is not None:
-                p.grad.mul_(scale)
+        for _, g in grads:
+            g.mul_(scale)
     return float(norm)
+
+
+def broadcast_replica(tensors: list[torch.Tensor], src: int) -> None:
+    """Data-parallel replica `src`'s values of `tensors`, in place on every replica (one flat broadcast)."""
+    group, _, size = _dp()
+    if size == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.broadcast(flat, src=dist.get_global_rank(group, src), group=group)
+    for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(part.view_as(t))
 
 
 def broadcast_object(obj):

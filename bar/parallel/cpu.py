@@ -68,4 +68,13 @@ def apply() -> None:
     if not hasattr(moe_utils, "te_general_gemm"):
         moe_utils.te_general_gemm = None
 
+    # 4. Activation recomputation (tensor_parallel/random.py::CheckpointFunction) saves and restores
+    #    the CUDA generator's state around each recomputed layer (`_get_all_rng_states`, `_fork_rng`)
+    #    through `_get_cuda_rng_state`/`_set_cuda_rng_state`, which call torch.cuda. On the CPU the
+    #    generator to keep is the CPU's (bar's models have no dropout, so nothing draws from it).
+    from megatron.core.tensor_parallel import random
+
+    random._get_cuda_rng_state = lambda *args, **kwargs: torch.get_rng_state()
+    random._set_cuda_rng_state = lambda state, *args, **kwargs: torch.set_rng_state(state)
+
     _applied = True

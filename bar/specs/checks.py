@@ -36,19 +36,14 @@ def inside(path: str, *folder: str) -> bool:
 
 
 def check_parallel(model: ModelSpec, tp_size: int, where: str, moe: bool = False) -> None:
-    """Tensor parallelism splits heads, key/value groups, FFN and vocabulary over tp_size ranks."""
-    if moe and tp_size > 1:
-        # Megatron-Core's MoE layers need sequence parallelism under TP, which our training
-        # loop and KV-cache rollouts do not support yet.
-        raise SpecError(
-            f"{where} = {tp_size}: MoE stages (experts, router) run with tp_size 1 for now; "
-            f"set tp_size: 1 (dense stages support tp_size > 1)"
-        )
+    """Tensor parallelism splits heads, key/value groups, FFN and vocabulary over tp_size ranks,
+    and in an MoE the sequence too (Megatron-Core's MoE under tensor parallelism is sequence-parallel)."""
     sizes = {
         "num_attention_heads": model.num_attention_heads,
         "num_query_groups": model.num_query_groups,
         "ffn_hidden_size": model.ffn_hidden_size,
         "vocab_size": model.vocab_size,
+        **({"seq_length": model.seq_length} if moe else {}),
     }
     bad = [f"{k}={v}" for k, v in sizes.items() if v % tp_size]
     if bad:
@@ -140,12 +135,21 @@ def router(specs: Specs, spec: RouterSpec) -> None:
 
 
 def baselines(specs: Specs, spec: BaselinesSpec) -> None:
+    path = specs.path("baselines")
     unknown = [e for e in spec.sequential_order if e not in specs.params.experts]
     if unknown:
         raise SpecError(
-            f"{specs.path('baselines')}: sequential_order names experts not in params.yaml "
-            f"experts: {unknown}; known: {specs.params.experts}"
+            f"{path}: sequential_order names experts not in params.yaml experts: {unknown}; known: {specs.params.experts}"
         )
+    # Every baseline runs at this layout; the dense ones replay the experts' phases, an ablation is an MoE.
+    check_parallel(specs.model, spec.tp_size, f"{path}: tp_size", moe=True)
+    ablations = [b for b in specs.params.baselines if baseline_kind(specs, b) == "ablation"]
+    for name in dict.fromkeys([*specs.params.experts, *ablations]):
+        phases = specs.expert(name).phases
+        try:
+            phases.check_layout(spec.dp_size)
+        except ValueError as e:
+            raise SpecError(f"{path}: dp_size = {spec.dp_size}: {specs.path(f'experts/{name}')}: {e}") from None
 
 
 # The checks of each spec file that has some (its name in SPEC_FILES -> check).

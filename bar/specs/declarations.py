@@ -70,6 +70,11 @@ class ModelSpec(Spec):
             "weights, optimizer state, gradient accumulation, router logits and loss"
         ),
     )
+    recompute: bool = Field(
+        False,
+        description="keep only each layer's input for the backward pass and recompute the rest there "
+        "(Megatron-Core's full activation recomputation): less memory, one more forward pass of compute",
+    )
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSpec:
@@ -273,6 +278,9 @@ class RLVRSpec(PhaseSpec):
     clip_eps: float = Field(0.2, gt=0, description="PPO ratio clipping")
     kl_coef: float = Field(0.0, ge=0, description="KL penalty to the policy at the start of RLVR")
     updates_per_step: int = Field(1, gt=0, description="optimiser steps per rollout batch")
+    micro_batch_size: int | None = Field(
+        None, gt=0, description="completions rolled out and scored per forward pass (null = a replica's all at once)"
+    )
 
 
 class ExpertPhasesSpec(Spec):
@@ -283,6 +291,27 @@ class ExpertPhasesSpec(Spec):
     def enabled(self) -> list[str]:
         return [name for name in PHASES if getattr(self, name) is not None]
 
+    def check_layout(self, dp_size: int) -> None:
+        """Each phase's batch splits evenly over `dp_size` replicas, and each share into its micro-batches."""
+        for phase in ("midtrain", "sft"):
+            if spec := getattr(self, phase):
+                try:
+                    check_split(spec.batch_size, spec.micro_batch_size, dp_size)
+                except ValueError as e:
+                    raise ValueError(f"phases.{phase}: {e}") from None
+        if rl := self.rlvr:
+            if rl.prompts_per_step % dp_size:
+                raise ValueError(
+                    f"phases.rlvr.prompts_per_step = {rl.prompts_per_step} must be a multiple of dp_size = "
+                    f"{dp_size} (each replica rolls out whole groups)"
+                )
+            rows = rl.prompts_per_step // dp_size * rl.group_size
+            if rl.micro_batch_size and rows % rl.micro_batch_size:
+                raise ValueError(
+                    f"phases.rlvr.micro_batch_size = {rl.micro_batch_size} must divide the completions of each "
+                    f"replica, prompts_per_step / dp_size x group_size = {rows}"
+                )
+
 
 class ExpertSpec(Spec):
     """One domain expert: its data mixture and its phases (branched from the anchor)."""
@@ -291,7 +320,8 @@ class ExpertSpec(Spec):
     version: int = Field(ge=1)
     domain: DomainName = Field(description="the domain it is scored on; its verifier is the RL reward")
     description: str = ""
-    tp_size: int = Field(1, gt=0)
+    tp_size: int = Field(1, gt=0, description="tensor-parallel processes (the sequence splits over them too)")
+    dp_size: int = Field(1, gt=0, description="data-parallel replicas: tp_size x dp_size processes in all")
     mixture: MixtureSpec
     phases: ExpertPhasesSpec
 
@@ -304,6 +334,7 @@ class ExpertSpec(Spec):
             split = "rl" if phase == "rlvr" else phase
             if not self.mixture.sizes.get(split):
                 raise ValueError(f"phase {phase} is enabled but mixture.sizes.{split} is not > 0")
+        self.phases.check_layout(self.dp_size)
         return self
 
 
@@ -349,7 +380,14 @@ class RouterSpec(LoopSpec):
         "sample to be routed as expert i did, between the anchor and i (0 = LM loss only)",
     )
     batch_size: int = Field(gt=0)
-    tp_size: int = Field(1, gt=0)
+    micro_batch_size: int | None = Field(None, gt=0, description=MICRO_BATCH)
+    tp_size: int = Field(1, gt=0, description="tensor-parallel processes (the sequence splits over them too)")
+    dp_size: int = Field(1, gt=0, description="data-parallel replicas: tp_size x dp_size processes in all")
+
+    @model_validator(mode="after")
+    def _split(self) -> RouterSpec:
+        check_split(self.batch_size, self.micro_batch_size, self.dp_size)
+        return self
 
 
 # --- specs/eval.yaml --------------------------------------------------------------------
@@ -417,6 +455,8 @@ class BaselinesSpec(Spec):
         min_length=1,
         description=("the sequential baseline trains the anchor on these experts' data, one after the other"),
     )
+    tp_size: int = Field(1, gt=0, description="tensor-parallel processes of every baseline")
+    dp_size: int = Field(1, gt=0, description="data-parallel replicas of every baseline: tp_size x dp_size processes")
 
 
 BASELINE_KINDS = ("monolithic", "sequential")  # any other baseline name is an ablation expert spec

@@ -61,9 +61,10 @@ def worker(specs: Specs, name: str) -> None:
     from bar.train.phases import adapt, branch, check_anchor_ffn, model_inputs
 
     kind, arch, phases = specs.baseline(name), specs.model, baseline_phases(specs, name)
+    tp = specs.baselines.tp_size
     data = sorted({d for p in phases for d in p.data})
     fp = fingerprint(resolved(specs, name), [*data, *model_inputs(), *eval_files()])
-    parallel.init(1, specs.params.seed)
+    parallel.init(tp, specs.params.seed, specs.baselines.dp_size)
     root = CHECKPOINTS / STAGE / name
     run = Resumable(root, fp)
     if run.finished():
@@ -75,8 +76,8 @@ def worker(specs: Specs, name: str) -> None:
     desc = f"{STAGE}@{name}"
     extra = {}
     if kind == "ablation":
-        model = branch(specs, 1, anchor)
-        logs, reused = adapt(model, phases, root, fp, specs, tok, 1, desc)
+        model = branch(specs, tp, anchor)
+        logs, reused = adapt(model, phases, root, fp, specs, tok, tp, desc)
         check_anchor_ffn(model, anchor, desc)
         config = {
             "kind": "moe",
@@ -89,18 +90,18 @@ def worker(specs: Specs, name: str) -> None:
         }
         scores = score_all(model, tok, domains, specs.eval)
     else:
-        model = build(arch, 1)
+        model = build(arch, tp)
         load_state(model, anchor)
         config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
         if kind == "sequential":  # scored after each domain: what the later ones made it forget
             extra["after"] = {}
             for expert in specs.baselines.sequential_order:
                 upto = max(i for i, p in enumerate(phases) if p.label.endswith(f".{expert}")) + 1
-                logs, reused = adapt(model, phases[:upto], root, fp, specs, tok, 1, desc, moe=False)
+                logs, reused = adapt(model, phases[:upto], root, fp, specs, tok, tp, desc, moe=False)
                 extra["after"][expert] = score_all(model, tok, domains, specs.eval)
             scores = extra["after"][expert]
         else:
-            logs, reused = adapt(model, phases, root, fp, specs, tok, 1, desc, moe=False)
+            logs, reused = adapt(model, phases, root, fp, specs, tok, tp, desc, moe=False)
             scores = score_all(model, tok, domains, specs.eval)
     run.finish(model, {"logs": logs, "reused": reused, "eval": scores, "config": config, **extra})
     parallel.shutdown()
@@ -136,7 +137,7 @@ def main(name: str) -> None:
         STAGE,
         __spec__.name,
         item=name,
-        nproc=1,
+        nproc=specs.baselines.tp_size * specs.baselines.dp_size,
         resolved=res,
         tags={
             "baseline": name,

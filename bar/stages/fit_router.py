@@ -56,7 +56,7 @@ def worker(specs: Specs) -> None:
     spec, arch, seed, experts = specs.router, specs.model, specs.params.seed, specs.params.experts
     res = resolved(specs)
     fp = fingerprint(res, inputs(specs))
-    parallel.init(spec.tp_size, seed)
+    parallel.init(spec.tp_size, seed, spec.dp_size)
     result = Resumable(CHECKPOINTS / STAGE, fp)
     if result.finished():
         parallel.shutdown()
@@ -81,7 +81,7 @@ def worker(specs: Specs) -> None:
         batches = Batches(items, **batching)
         if spec.domain_loss:
             batches = DomainRouting(model, items, [slot for slot, _ in picked], spec.domain_loss, **batching)
-        log = train_loop(model, batches, spec, ckpt, desc=STAGE)
+        log = train_loop(model, batches, spec, ckpt, desc=STAGE, micro_batch_size=spec.micro_batch_size)
         after = full_state(model)
         changed = [k for k in after if ".mlp.router." not in k and not torch.equal(after[k], merged[k])]
         if changed:
@@ -119,7 +119,7 @@ def main() -> None:
     run_parent(
         STAGE,
         __spec__.name,
-        nproc=specs.router.tp_size,
+        nproc=specs.router.tp_size * specs.router.dp_size,
         resolved=res,
         phases=[DENSE_PHASE],
         tags={"spec_hash": spec_hash(res), "merged_hash": tracking.dvc_md5("outputs/merge_experts")},

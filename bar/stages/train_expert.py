@@ -40,7 +40,7 @@ def worker(specs: Specs, name: str) -> None:
     # The run: its phases' weights depend on less (`phase_fingerprint`); a run that only has a
     # domain more to score reuses them, and its cost counts no training.
     fp = fingerprint(resolved(specs, name), [data, *model_inputs(), *eval_files()])
-    parallel.init(spec.tp_size, specs.params.seed)
+    parallel.init(spec.tp_size, specs.params.seed, spec.dp_size)
     root = CHECKPOINTS / STAGE / name
     expert = Resumable(root, fp)
     if expert.finished():
@@ -82,7 +82,7 @@ def main(name: str) -> None:
         STAGE,
         __spec__.name,
         item=name,
-        nproc=spec.tp_size,
+        nproc=spec.tp_size * spec.dp_size,
         resolved=res,
         tags={
             "expert": name,

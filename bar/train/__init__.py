@@ -86,7 +86,11 @@ def train(
     Each step's batch is split over the data-parallel replicas (replica r takes the r-th equal
     slice of its rows) and, on each, into micro-batches of `micro_batch_size` rows (None: one),
     whose gradients accumulate; each micro-batch's loss is divided by the trained tokens of the
-    whole batch, so the summed gradient is the whole batch's token mean at any split."""
+    whole batch, so the summed gradient is the whole batch's token mean at any split (an MoE's
+    z-loss, a mean over a micro-batch's tokens, is weighed by its share of the batch's rows). A
+    `batches` with `before_forward` is handed each micro-batch first (`bar.router.DomainRouting`)."""
+    from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
+
     opt = optimizer(model, spec.optim, lr_scale)
     meta = ckpt.restore(model, opt)
     start = saved = resumed(meta, ckpt, spec.steps, desc)
@@ -105,6 +109,9 @@ def train(
         loss = torch.zeros((), device=parallel.device())
         for first in range(replica * rows, (replica + 1) * rows, micro):
             part = {k: v[first : first + micro].to(parallel.device()) for k, v in batch.items()}
+            MoEAuxLossAutoScaler.set_loss_scale(torch.tensor(micro / len(batch["tokens"]), device=parallel.device()))
+            if hasattr(batches, "before_forward"):
+                batches.before_forward(part)
             per_token = model(part["tokens"], None, part["documents"], labels=part["labels"])
             share = (per_token * part["loss_mask"]).sum() / num_tokens.clamp(min=1)
             share.backward()

@@ -41,9 +41,9 @@ def file_digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
-# How a run is laid out over processes, not what it computes: a checkpoint saved at one layout
-# resumes at another (the weights agree to float rounding, as they do across thread counts).
-LAYOUT = ("tp_size", "dp_size", "micro_batch_size")
+# How a run is laid out over processes and memory, not what it computes: a checkpoint saved at one
+# layout resumes at another (the weights agree to float rounding, as they do across thread counts).
+LAYOUT = ("tp_size", "dp_size", "micro_batch_size", "recompute")
 
 
 def fingerprint(resolved: dict, inputs: list[Path]) -> str:

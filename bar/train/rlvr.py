@@ -23,7 +23,11 @@ from bar.train.checkpoint import Resumable
 
 def token_logprobs(model, tokens: torch.Tensor, vocab_size: int, temperature: float) -> torch.Tensor:
     """log p(tokens[:, t+1] | tokens[:, :t+1]) for every t, under the sampling temperature."""
-    logits = model(tokens[:, :-1], None, None, runtime_gather_output=True).float() / temperature
+    inputs = tokens[:, :-1]
+    width = inputs.size(1)
+    if model.config.sequence_parallel:  # the sequence splits evenly over the ranks: right padding, ignored
+        inputs = torch.nn.functional.pad(inputs, (0, -width % parallel.tp_size()))
+    logits = model(inputs, None, None, runtime_gather_output=True)[:, :width].float() / temperature
     logits[..., vocab_size:] = float("-inf")
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
@@ -100,73 +104,93 @@ def train(
     reward: Reward = verify,
 ) -> list[dict]:
     """GRPO on `items` (prompts + verifier checks), each reply scored by `reward`; returns the
-    per-step log."""
+    per-step log.
+
+    Each step's prompts are split over the data-parallel replicas (replica r takes the r-th
+    equal share, whole groups, so advantages stay within a replica), and each replica's rows into
+    micro-batches of `spec.micro_batch_size` (None: one) for its rollouts and log-probs. A row
+    samples what it would in one batch (`generate`'s `rows_of`) and each micro-batch's loss
+    weighs its rows' share of the step, so the gradient is the same at any split."""
     opt = optimizer(model, spec.optim, spec.lr_scale)
     meta = ckpt.restore(model, opt)
     start = resumed(meta, ckpt, spec.steps, desc)
     log = Log(ckpt.root / "log.jsonl", meta["log"] if meta else [])
     drawn = draws(items, spec, seed)
     vocab, pad = len(tok), tok.pad_token_id
+    total = spec.prompts_per_step * spec.group_size
+    rows = total // parallel.dp_size()
+    first = parallel.dp_rank() * rows
+    micro = spec.micro_batch_size or rows
+    chunks = [slice(a, a + micro) for a in range(0, rows, micro)]
+    device = parallel.device()
     encoded = {}
     bar = progress(spec.steps, start, desc)
     for step in range(start, spec.steps):
         lr = lr_at(step, spec.optim, spec.steps)
         set_lr(opt, lr)
         picked = drawn[step * spec.prompts_per_step : (step + 1) * spec.prompts_per_step]
-        prompts = []
-        for e in picked:
-            encoded.setdefault(e.prompt, tokenizer.prompt_ids(tok, e.prompt))
-            prompts += [encoded[e.prompt]] * spec.group_size
-        # Rollouts: the same generator state on every tensor-parallel rank gives the same samples.
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        completions = generate(
-            model,
-            prompts,
-            max_new_tokens=spec.max_new_tokens,
-            stop_ids=tokenizer.stop_ids(tok),
-            vocab_size=vocab,
-            pad_id=pad,
-            temperature=spec.temperature,
-            generator=gen,
-        )
+        examples = [e for e in picked for _ in range(spec.group_size)][first : first + rows]
+        prompts = [encoded.setdefault(e.prompt, tokenizer.prompt_ids(tok, e.prompt)) for e in examples]
+        completions = []
+        for c in chunks:
+            # The same generator state on every tensor-parallel rank gives the same samples.
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            completions += generate(
+                model,
+                prompts[c],
+                max_new_tokens=spec.max_new_tokens,
+                stop_ids=tokenizer.stop_ids(tok),
+                vocab_size=vocab,
+                pad_id=pad,
+                temperature=spec.temperature,
+                generator=gen,
+                rows_of=(first + c.start, total),
+            )
         replies = [tokenizer.decode_response(tok, c) for c in completions]
-        rewards = torch.tensor(
-            reward([e for e in picked for _ in range(spec.group_size)], replies),
-            dtype=torch.float32,
-            device=parallel.device(),
-        )
+        rewards = torch.tensor(reward(examples, replies), dtype=torch.float32, device=device)
         adv = group_advantages(rewards, spec.group_size)
-        tokens, mask = _batch(prompts, completions, pad, parallel.device())
+        batches = [_batch(prompts[c], completions[c], pad, device) for c in chunks]
 
         model.train()
         with torch.no_grad():
-            old_lp = token_logprobs(model, tokens, vocab, spec.temperature)
-            ref_lp = token_logprobs(reference, tokens, vocab, spec.temperature) if reference is not None else None
+            old_lp = [token_logprobs(model, tokens, vocab, spec.temperature) for tokens, _ in batches]
+            ref_lp = [
+                token_logprobs(reference, tokens, vocab, spec.temperature) if reference is not None else None
+                for tokens, _ in batches
+            ]
         for _ in range(spec.updates_per_step):
-            new_lp = token_logprobs(model, tokens, vocab, spec.temperature)
-            loss, kl = grpo_loss(new_lp, old_lp, ref_lp, adv, mask, spec)
+            opt.zero_grad()
+            # kl in float64, as the float grpo_loss returns it
+            loss, kl = torch.zeros((), device=device), torch.zeros((), dtype=torch.float64, device=device)
+            for c, (tokens, mask), old, ref in zip(chunks, batches, old_lp, ref_lp):
+                new_lp = token_logprobs(model, tokens, vocab, spec.temperature)
+                part, part_kl = grpo_loss(new_lp, old, ref, adv[c], mask, spec)
+                share = len(tokens) / total  # these rows' share of the step (1 in one batch)
+                (part * share).backward()
+                loss += part.detach() * share
+                kl += part_kl * share
+            parallel.sum_over_replicas([loss, kl])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step + 1}")
-            opt.zero_grad()
-            loss.backward()
             grad_norm = opt.step(spec.optim.grad_clip)
-        solved = rewards.view(-1, spec.group_size).max(1).values
+        every = parallel.gather_replicas(rewards)  # the step's rewards, in the step's order
+        lengths = parallel.gather_replicas(torch.cat([mask.sum(1) for _, mask in batches]))
         log.append(
             {
                 "step": step + 1,
                 "loss": loss.item(),
                 "lr": lr,
                 "grad_norm": grad_norm,
-                "reward_mean": float(rewards.mean()),
-                "pass_rate": float(solved.mean()),
-                "kl": kl,
-                "completion_length": float(mask.sum(1).mean()),
-                "tokens": int(mask.sum()),
+                "reward_mean": float(every.mean()),
+                "pass_rate": float(every.view(-1, spec.group_size).max(1).values.mean()),
+                "kl": kl.item(),
+                "completion_length": float(lengths.mean()),
+                "tokens": int(lengths.sum()),
                 **({"resumed_from": start} if step == start > 0 else {}),
             }
         )
         bar.update(1)
-        bar.set_postfix(reward=f"{rewards.mean():.2f}")
+        bar.set_postfix(reward=f"{every.mean():.2f}")
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
             ckpt.save(step + 1, model, opt, {"log": log.records})
     bar.close()

@@ -37,6 +37,12 @@ def test_upstream_still_needs_the_patches():
 
     assert "jit_fuser = torch.compile" in inspect.getsource(jit)
     assert "@jit_fuser\n    def _apply_expert_bias" in inspect.getsource(router)
+    # 4. Activation recomputation keeps the CUDA generator's state through torch.cuda.
+    from megatron.core.tensor_parallel import random
+
+    source = inspect.getsource(random)  # the module's file: this process may have patched the function
+    assert "return torch.cuda.random.get_rng_state(device=device)" in source
+    assert "cuda_rng_state = _get_cuda_rng_state(" in source
 
 
 def test_patched_megatron_runs_dense_and_moe_on_cpu():

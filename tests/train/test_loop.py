@@ -52,3 +52,33 @@ def test_a_micro_batch_that_does_not_divide_the_batch_is_refused():
         TrainSpec(steps=1, batch_size=8, micro_batch_size=3, optim=OptimSpec(lr=1))
     with pytest.raises(ValueError, match="batch_size = 8 must be a multiple of dp_size = 3"):
         TrainSpec(steps=1, batch_size=8, dp_size=3, optim=OptimSpec(lr=1))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_recomputed_activations_give_the_same_gradients(megatron, tmp_path, precision):
+    """Megatron-Core's full recomputation on the CPU (bar.parallel.cpu, patch 4), in an MoE whose
+    embeddings are frozen, as an expert's midtrain and the router have them: every trainable
+    weight gets the gradient it gets without recomputation."""
+    from bar.model import build
+    from bar.model.moe import set_trainable
+    from bar.train.batches import Batches
+    from conftest import small_arch
+
+    grads = {}
+    for recompute in (False, True):
+        arch = small_arch(seq_length=32, precision=precision, recompute=recompute)
+        torch.manual_seed(0)
+        model = build(arch, 1, num_experts=2, z_loss=1e-3)
+        assert model.config.recompute_granularity == ("full" if recompute else None)
+        set_trainable(model, ["domain_ffn", "router"])
+        g = torch.Generator().manual_seed(1)
+        items = [(torch.randint(1, arch.vocab_size, (30,), generator=g).tolist(), [True] * 30) for _ in range(4)]
+        batch = Batches(items, batch_size=4, seq_length=32, pad_id=0, seed=0).get(0)
+        model.train()
+        per_token = model(batch["tokens"], None, batch["documents"], labels=batch["labels"])
+        (per_token.float() * batch["loss_mask"]).sum().backward()
+        grads[recompute] = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert grads[True].keys() == grads[False].keys() and len(grads[True]) == 2 * 2 + 2  # fc1, fc2, router per layer
+    for name, g in grads[False].items():
+        assert g.abs().max() > 0, name
+        assert torch.equal(grads[True][name], g), name

@@ -127,3 +127,15 @@ def test_a_precision_other_than_fp32_or_bf16_is_refused_naming_the_key(tmp_path)
     message = str(e.value)
     assert "\n" not in message and "model.yaml" in message and "precision" in message
     assert "'fp32'" in message and "'bf16'" in message and "fp16" in message
+
+
+def test_replicas_share_the_tensors_they_step_by_size():
+    from bar.train.optimizer import owners
+
+    sizes = {"embedding": 1000, "fc1": 600, "fc2": 300, "qkv": 300, "norm": 10, "router": 8}
+    assert owners(sizes, 1) == dict.fromkeys(sizes, 0)
+    split = owners(sizes, 2)
+    assert split == owners(dict(reversed(sizes.items())), 2)  # the same on every rank, whatever the order
+    load = [sum(n for k, n in sizes.items() if split[k] == r) for r in (0, 1)]
+    assert sorted(load) == [1018, 1200]
+    assert set(owners(sizes, 4).values()) == {0, 1, 2, 3}

@@ -111,7 +111,7 @@ def test_dp2_and_two_nodes_match_dp1(tiny_project, tmp_path):
     dp2, nodes = tmp_path / "dp2", tmp_path / "nodes"
     for project in (dp2, nodes):
         shutil.copytree(tiny_project, project)
-        configure(project, dp_size=2)
+        configure(project, dp_size=2, checkpoint_every=10)
     finish(torchrun(tiny_project, 1))
     finish(torchrun(dp2, 2))
     endpoint = f"127.0.0.1:{free_port()}"
@@ -136,6 +136,20 @@ def test_dp2_and_two_nodes_match_dp1(tiny_project, tmp_path):
     print(f"dp 2 vs dp 1, 20 steps: max |loss diff| {loss_diff:.1e}, max |weight diff| {weight_diff:.1e}")
     assert loss_diff < 1e-5 and weight_diff < 1e-5
     assert losses(nodes) == two and max_diff(final(nodes)[1], final(dp2)[1]) == 0  # the same processes, launched apart
+
+    # Each replica keeps the optimizer state of its share of the weights (bar.train.optimizer); a
+    # checkpoint holds every share, so dp 2's step-10 checkpoint resumes in one process.
+    for done in (
+        dp2 / "checkpoints" / "pretrain_base" / "final",
+        dp2 / "checkpoints" / "pretrain_base" / "train" / "final",
+    ):
+        shutil.rmtree(done)
+    configure(dp2, dp_size=1)
+    assert "pretrain_base: resuming from step 10 of 20" in finish(torchrun(dp2, 1))
+    resumed = losses(dp2)
+    diff = max(abs(a - b) for a, b in zip(resumed[10:], two[10:]))
+    print(f"saved at dp 2, resumed at dp 1: steps 11-20 max |loss diff| against dp 2 = {diff:.1e}")
+    assert resumed[:10] == two[:10] and diff < 1e-5
 
 
 def test_killed_training_resumes_from_its_last_checkpoint_to_the_same_weights(tiny_project, tmp_path):
