@@ -99,7 +99,7 @@ def write_tasks(folder: Path, domains: list[str], spec: EvalSpec, tok) -> int:
     from bar.data.verify import VERIFIER
     from bar.files import output, write_jsonl
     from bar.scoring import eval_examples
-    from bar.tokenizer import STOPS, prompt_ids
+    from bar.tokenizer import prompt_ids, stop_tokens
 
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
@@ -114,7 +114,7 @@ def write_tasks(folder: Path, domains: list[str], spec: EvalSpec, tok) -> int:
         longest = max([longest, *(len(prompt_ids(tok, e.prompt)) for e in examples)])
         if d not in MODULES and (verifier := output("prepare_data", d, VERIFIER)).is_file():
             shutil.copyfile(verifier, folder / f"{d}.{VERIFIER}")
-        stops = json.dumps(list(STOPS))
+        stops = json.dumps(stop_tokens(tok))
         (folder / f"{task_name(d)}.yaml").write_text(
             TASK.format(domain=d, task=task_name(d), stops=stops, max_new_tokens=spec.max_new_tokens)
         )

@@ -95,6 +95,39 @@ def run_dense_worker(
     parallel.shutdown()
 
 
+def run_import_worker(
+    stage: str,
+    *,
+    arch: ModelSpec,
+    train,
+    seed: int,
+    folder: Path,
+    eval_domains: list[str],
+    eval_spec: EvalSpec,
+    fingerprint: str,
+) -> None:
+    """A user's model (a transformers folder: the base, or an anchor) converted to Megatron-Core
+    tensor by tensor (`bar.model.hf.hf_tensors`: about one layer held besides the model), the special tokens bar added to its tokenizer at the mean row
+    (`bar.model.init_added_tokens`), scored and written as `final`: a stage that trains nothing."""
+    from bar import parallel, tokenizer
+    from bar.model import build, with_added_tokens
+    from bar.model.hf import hf_tensors, read_hf
+    from bar.scoring import score_all
+    from bar.train.checkpoint import Resumable, load_state
+
+    parallel.init(train.tp_size, seed, train.dp_size)
+    result = Resumable(CHECKPOINTS / stage, fingerprint)
+    if not result.finished():
+        tok = tokenizer.load(output("tokenizer"))
+        added = tok.convert_tokens_to_ids(tokenizer.missing_specials(tokenizer.saved_tokens(folder)[0]))
+        model = build(arch, train.tp_size, initialize=False)  # every weight is the user's
+        load_state(model, with_added_tokens(hf_tensors(read_hf(folder), arch), added, len(tok)))
+        scores = score_all(model, tok, eval_domains, eval_spec)
+        config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
+        result.finish(model, {"logs": {}, "eval": scores, "config": config})
+    parallel.shutdown()
+
+
 # --- parent side -------------------------------------------------------------------------
 
 

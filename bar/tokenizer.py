@@ -1,9 +1,11 @@
 """The tokenizer: a byte-level BPE trained with HF `tokenizers`, saved as a `transformers` tokenizer.
 
 Digits are split one per token (as in Llama) so arithmetic stays learnable at toy scale.
-The chat format is ChatML. `<tool_call>`/`</tool_call>` are special tokens from the start,
-but the base and anchor data never contain them: the tool-use expert must learn them (the
-reason BAR unfreezes embeddings in SFT).
+The chat format is ChatML, or the chat template of a user's base model that has one: every
+example is rendered through the tokenizer's template (`prompt_ids`, `chat_ids`), and a reply
+ends where the template ends an assistant turn (`turn_end`). `<tool_call>`/`</tool_call>` are
+special tokens from the start, but the base and anchor data never contain them: the tool-use
+expert must learn them (the reason BAR unfreezes embeddings in SFT).
 """
 
 from __future__ import annotations
@@ -75,15 +77,20 @@ def train(texts: Iterable[str], vocab_size: int, min_frequency: int, num_reserve
     return fast
 
 
-def saved_tokens(folder: Path) -> tuple[set[str], int]:
-    """The tokens of a saved fast tokenizer (`tokenizer.json`) and its size (largest id + 1)."""
+def saved_vocab(folder: Path) -> dict[str, int]:
+    """Token -> id of a saved fast tokenizer (`tokenizer.json`), its added tokens included."""
     import json
 
     spec = json.loads((Path(folder) / "tokenizer.json").read_text())
-    vocab, added = spec["model"]["vocab"], spec.get("added_tokens", [])
+    vocab = spec["model"]["vocab"]
     pieces = dict(vocab) if isinstance(vocab, dict) else {p[0]: i for i, p in enumerate(vocab)}  # Unigram: a list
-    ids = [*pieces.values(), *(a["id"] for a in added)]
-    return set(pieces) | {a["content"] for a in added}, max(ids, default=-1) + 1
+    return pieces | {a["content"]: a["id"] for a in spec.get("added_tokens", [])}
+
+
+def saved_tokens(folder: Path) -> tuple[set[str], int]:
+    """The tokens of a saved fast tokenizer (`tokenizer.json`) and its size (largest id + 1)."""
+    vocab = saved_vocab(folder)
+    return set(vocab), max(vocab.values(), default=-1) + 1
 
 
 def missing_specials(tokens: set[str]) -> list[str]:
@@ -93,14 +100,17 @@ def missing_specials(tokens: set[str]) -> list[str]:
 
 def adapt(folder: str | Path):
     """A user's tokenizer made the pipeline's: bar's special tokens added where missing (new ids
-    after its own), <|im_end|> as the end of a turn, <|pad|> as padding, bar's ChatML template.
-    The pipeline's data is in that format; the anchor learns it."""
+    after its own), <|pad|> as padding, and its own chat template kept (bar's ChatML if it has
+    none), whose turn end becomes the end-of-sequence token. The pipeline's data is rendered
+    through that template; the anchor learns it."""
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
-    tok.add_special_tokens({"additional_special_tokens": missing_specials(saved_tokens(Path(folder))[0])})
-    tok.eos_token, tok.pad_token = IM_END, PAD
-    tok.chat_template = CHAT_TEMPLATE
+    missing = missing_specials(saved_tokens(Path(folder))[0])  # its own special tokens stay special
+    tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    tok.pad_token = PAD
+    tok.chat_template = tok.chat_template or CHAT_TEMPLATE
+    tok.eos_token = turn_end(tok)
     return tok
 
 
@@ -117,10 +127,43 @@ def prompt_ids(tok, prompt: str) -> list[int]:
 
 
 def chat_ids(tok, prompt: str, response: str) -> tuple[list[int], list[bool]]:
-    """A supervised chat example: ids and which of them are trained (the assistant's)."""
+    """A supervised chat example: ids and which of them are trained (the assistant's reply and
+    the token that ends its turn; what the template writes after that is left out)."""
     head = prompt_ids(tok, prompt)
-    tail = tok.encode(response, add_special_tokens=False) + [tok.convert_tokens_to_ids(IM_END)]
+    tail = tok.encode(_reply(tok, prompt, response), add_special_tokens=False)
+    tail = tail[: tail.index(tok.convert_tokens_to_ids(turn_end(tok))) + 1]
     return head + tail, [False] * len(head) + [True] * len(tail)
+
+
+def _reply(tok, prompt: str, response: str) -> str:
+    """What the chat template writes for the assistant's `response` after the generation prompt."""
+    user = [{"role": "user", "content": prompt}]
+    asked = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    whole = tok.apply_chat_template([*user, {"role": "assistant", "content": response}], tokenize=False)
+    if not whole.startswith(asked):
+        raise ValueError(
+            "the tokenizer's chat template writes an assistant turn that does not continue its generation "
+            f"prompt ({asked[-40:]!r} is not how {whole[len(asked) - 40 : len(asked) + 20]!r} goes on), so "
+            "its reply tokens cannot be told apart; bar needs a template whose turns extend the prompt"
+        )
+    return whole[len(asked) :]
+
+
+def turn_end(tok) -> str:
+    """The special token that ends an assistant turn under the tokenizer's chat template:
+    <|im_end|> in ChatML, e.g. <|endoftext|> (the eos) in OLMo 2's, <|eot_id|> in Llama 3's."""
+    if not hasattr(tok, "_bar_turn_end"):
+        marker = "\u2063bar\u2063"
+        after = _reply(tok, "?", marker).split(marker, 1)[1]
+        specials = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
+        ends = [i for i in tok.encode(after, add_special_tokens=False) if i in specials]
+        if not ends:
+            raise ValueError(
+                f"the tokenizer's chat template ends an assistant turn with {after!r}, no special token: "
+                "bar needs one to stop a reply at"
+            )
+        tok._bar_turn_end = tok.convert_ids_to_tokens(ends[0])
+    return tok._bar_turn_end
 
 
 def document_ids(tok, text: str) -> tuple[list[int], list[bool]]:
@@ -129,12 +172,17 @@ def document_ids(tok, text: str) -> tuple[list[int], list[bool]]:
     return ids, [True] * len(ids)
 
 
+def stop_tokens(tok) -> list[str]:
+    """Where a reply ends: the chat template's turn end, and bar's (`STOPS`)."""
+    return list(dict.fromkeys([turn_end(tok), *STOPS]))
+
+
 def stop_ids(tok) -> set[int]:
-    return {tok.convert_tokens_to_ids(t) for t in STOPS}
+    return {tok.convert_tokens_to_ids(t) for t in stop_tokens(tok)}
 
 
-def keep_in_decode(folder: Path) -> None:
-    """Mark every added token of a saved `tokenizer.json` but the stops as not special, so that
+def keep_in_decode(folder: Path, stops: list[str]) -> None:
+    """Mark every added token of a saved `tokenizer.json` but the `stops` as not special, so that
     `decode(ids, skip_special_tokens=True)` (lm-eval's, most clients') drops what
     `decode_response` drops and keeps the tool-call markers the tool-use verifier looks for
     (transformers still drops <|pad|>, the pad token, which a greedy reply practically never holds).
@@ -144,7 +192,7 @@ def keep_in_decode(folder: Path) -> None:
     path = Path(folder) / "tokenizer.json"
     spec = json.loads(path.read_text())
     for added in spec.get("added_tokens", []):
-        added["special"] = added["content"] in STOPS
+        added["special"] = added["content"] in stops
     path.write_text(json.dumps(spec, ensure_ascii=False, indent=2))
 
 

@@ -244,6 +244,15 @@ def dense_states(megatron):
     return anchor, full_state(build(small_arch(), 1))
 
 
+# OLMo 2 Instruct's chat format (without its system turn): a reply ends with the eos token.
+OLMO_CHAT = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}{% endfor %}"
+)
+
+
 def make_base(
     folder: Path,
     *,
@@ -257,10 +266,12 @@ def make_base(
     rope: dict | None = None,
     model_type: str = "llama",
     head_dim: int | None = None,
+    chat_template: bool = False,
 ) -> Path:
     """A user's base model as `transformers` saves one: a random Llama (or Mistral, without a
     sliding window, OLMo 2, Qwen3) and its own tokenizer (a sentencepiece-style BPE with <s>, </s>,
-    <unk>, none of bar's special tokens)."""
+    <unk>, none of bar's special tokens; with `chat_template`, OLMO_CHAT and its <|user|>,
+    <|assistant|> tokens)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
@@ -285,6 +296,9 @@ def make_base(
         trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False),
     )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    if chat_template:
+        tok.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+        tok.chat_template = OLMO_CHAT
     tok.save_pretrained(folder)
     torch.manual_seed(seed)
     config_class, model_class, extra = {

@@ -442,3 +442,60 @@ def test_bad_base_model_one_clear_line(specs_copy, base, config, expected):
         assert "data/base/llama/config.json: " in msg
     for fragment in expected:
         assert fragment in msg, (fragment, msg)
+
+
+def test_an_anchor_of_yours_is_the_base_post_trained(specs_copy):
+    fake_base(specs_copy / "data" / "base" / "llama")
+    fake_base(specs_copy / "data" / "anchor" / "chat")
+    (specs_copy / "specs" / "model.yaml").write_text(
+        "base: data/base/llama\nanchor: data/anchor/chat\nseq_length: 256\n"
+    )
+    assert Specs(specs_copy).model.anchor == "data/anchor/chat"
+
+
+@pytest.mark.parametrize(
+    "anchor,base,config,tokens,expected",
+    [
+        ("data/anchor/chat", None, {}, None, ['anchor = "data/anchor/chat"', "name that base too"]),
+        ("data/chat", "data/base/llama", {}, None, ["must be a folder under data/anchor/", "dvc add"]),
+        (
+            "data/anchor/chat",
+            "data/base/llama",
+            {"num_hidden_layers": 3},
+            None,
+            ["its num_layers is 3 and the base's (data/base/llama) 2", "same architecture and tokenizer"],
+        ),
+        (
+            "data/anchor/chat",
+            "data/base/llama",
+            {"vocab_size": 128},
+            None,
+            ["its config.json vocab_size is 128 and the base's (data/base/llama) 100"],
+        ),
+        (
+            "data/anchor/chat",
+            "data/base/llama",
+            {},
+            {"t5": 6, "t6": 5},
+            ["its tokenizer differs from the base's (data/base/llama): token 't5' is id 6 in the anchor's and 5"],
+        ),
+        ("data/anchor/chat", "data/base/llama", {"attention_bias": True}, None, ["attention_bias = true"]),
+    ],
+)
+def test_a_bad_anchor_is_one_clear_line(specs_copy, anchor, base, config, tokens, expected):
+    import json
+
+    fake_base(specs_copy / "data" / "base" / "llama")
+    folder = fake_base(specs_copy / "data" / "anchor" / "chat", **config)
+    if tokens:
+        spec = json.loads((folder / "tokenizer.json").read_text())
+        spec["model"]["vocab"] |= tokens
+        (folder / "tokenizer.json").write_text(json.dumps(spec))
+    lines = [f"anchor: {anchor}", "seq_length: 256", *([f"base: {base}"] if base else [])]
+    (specs_copy / "specs" / "model.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpecError) as err:
+        Specs(specs_copy).model
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{specs_copy / 'specs' / 'model.yaml'}: anchor = ")
+    for fragment in expected:
+        assert fragment in msg, (fragment, msg)

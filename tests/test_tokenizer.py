@@ -1,6 +1,9 @@
-"""What the tokenizer learns from."""
+"""What the tokenizer learns from, and the chat format examples are rendered in."""
 
 import json
+import re
+
+import pytest
 
 from bar.tokenizer import corpus
 
@@ -15,3 +18,58 @@ def test_the_tokenizer_learns_from_the_built_in_domains_only(tmp_path):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_text(json.dumps(row) + "\n")
     assert list(corpus(tmp_path)) == ["a document", "1+1?\n2"]
+
+
+def test_a_base_with_a_chat_template_keeps_it_and_replies_end_where_it_ends_a_turn(tmp_path):
+    """An imported tokenizer's own chat format (OLMo 2's here): bar's special tokens are added,
+    every example is rendered through the template, the reply is trained up to the token that ends
+    the assistant's turn, and decoding stops there."""
+    from transformers import PreTrainedTokenizerFast
+
+    from bar import tokenizer
+    from conftest import make_base
+
+    folder = make_base(tmp_path / "olmo", layers=1, hidden=16, heads=2, kv_heads=1, ffn=32, chat_template=True)
+    theirs = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    tok = tokenizer.adapt(folder)
+    assert tok.chat_template == theirs.chat_template and tok.eos_token == "</s>"
+    assert tokenizer.turn_end(tok) == "</s>" and tok.convert_tokens_to_ids("</s>") in tokenizer.stop_ids(tok)
+    ids, trained = tokenizer.chat_ids(tok, "the old man", "a small boat")
+    reply = tok.encode("a small boat", add_special_tokens=False)
+    assert [i for i, t in zip(ids, trained) if t] == [*reply, tok.eos_token_id]
+    specials = set(tok.all_special_ids)
+    assert tok.convert_ids_to_tokens([i for i in ids if i in specials]) == ["<s>", "<|user|>", "<|assistant|>", "</s>"]
+    asked = theirs.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert asked.endswith("<|assistant|>\n") and tokenizer.prompt_ids(tok, "Hi") == tok.encode(
+        asked, add_special_tokens=False
+    )
+    assert tokenizer.decode_response(tok, [*reply, tok.eos_token_id]) == tok.decode(reply)
+    # bar's own format for a base without a template: ChatML, a turn ends with <|im_end|>.
+    plain = tokenizer.adapt(make_base(tmp_path / "llama", layers=1, hidden=16, heads=2, kv_heads=1, ffn=32))
+    assert plain.chat_template == tokenizer.CHAT_TEMPLATE and tokenizer.turn_end(plain) == "<|im_end|>"
+
+
+@pytest.mark.parametrize(
+    "template,expected",
+    [
+        (
+            "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n\\n' }}{% endfor %}"
+            "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+            "ends an assistant turn with '\\n\\n', no special token",
+        ),
+        (
+            "{% for m in messages %}{{ '<s>' + m['content'] }}{% endfor %}"
+            "{% if add_generation_prompt %}{{ '<s>Answer: ' }}{% endif %}",
+            "does not continue its generation prompt",
+        ),
+    ],
+)
+def test_a_chat_template_bar_cannot_train_through_is_refused_saying_why(tmp_path, template, expected):
+    from bar import tokenizer
+    from conftest import make_base
+
+    folder = make_base(tmp_path / "base", layers=1, hidden=16, heads=2, kv_heads=1, ffn=32)
+    tok = tokenizer.load(folder)
+    tok.chat_template = template
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tokenizer.chat_ids(tok, "Hi", "Hello")

@@ -9,6 +9,8 @@ Architecture only: how it is parallelised lives in `bar.parallel`, how it trains
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -107,9 +109,11 @@ def build(
     z_loss: float = 0.0,
     load_balancing: float = 0.0,
     device=None,
+    initialize: bool = True,
 ):
     """A GPTModel on this rank's device (call `bar.parallel.init` first), its parameters in the
-    spec's precision.
+    spec's precision; `initialize=False` leaves the weights unset, for a caller that loads every
+    one (an import: initialising a 7B model's weights would take minutes).
 
     Weights are initialised on the CPU in float32 and then cast (`use_cpu_initialization`), so a
     seed gives the same model at every precision and tensor-parallel size. Megatron-Core's own
@@ -121,6 +125,7 @@ def build(
     from bar import parallel
 
     config = transformer_config(arch, tp_size, num_experts, topk, z_loss, load_balancing)
+    config.perform_initialization = initialize
     device = torch.device(device) if device is not None else parallel.device()
     if device.type == "meta":  # initialising on meta computes nothing, and sets the tensor-parallel attributes
         with device:
@@ -172,11 +177,18 @@ def init_added_tokens(state: dict[str, torch.Tensor], added: list[int], vocab: i
     input vector and the same output row, so a model whose embeddings and LM head stay
     frozen can neither tell them apart nor emit one rather than another.
     """
-    out = dict(state)
+    return dict(with_added_tokens(state.items(), added, vocab))
+
+
+_TOKEN_ROWS = ("embedding.word_embeddings.weight", "output_layer.weight")
+
+
+def with_added_tokens(tensors: Iterable[tuple[str, torch.Tensor]], added: list[int], vocab: int):
+    """`init_added_tokens` over (name, tensor) pairs as they come (an import streams them)."""
     keep = torch.ones(vocab, dtype=torch.bool)
     keep[list(added)] = False
-    for name in ("embedding.word_embeddings.weight", "output_layer.weight"):
-        w = state[name].clone()
-        w[list(added)] = w[:vocab][keep].mean(0)
-        out[name] = w
-    return out
+    for name, w in tensors:
+        if name in _TOKEN_ROWS:
+            w = w.clone()
+            w[list(added)] = w[:vocab][keep].mean(0)
+        yield name, w

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -97,44 +98,67 @@ def join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: ModelSpec)
     return torch.cat([q, k, v], dim=1).reshape(-1, arch.hidden_size)
 
 
-def from_hf(state: dict[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.Tensor]:
-    """Dense tensors of the family's `transformers` class -> Megatron GPT tensors (in `arch.precision`), the vocabulary zero-padded
-    to `arch.vocab_size` rows. Tied embeddings: the LM head starts as a copy of them."""
+def from_hf(state: Mapping[str, torch.Tensor], arch: ModelSpec) -> dict[str, torch.Tensor]:
+    """Dense tensors of the family's `transformers` class -> Megatron GPT tensors (`hf_tensors`)."""
+    return dict(hf_tensors(state, arch))
+
+
+def hf_tensors(state: Mapping[str, torch.Tensor], arch: ModelSpec) -> Iterator[tuple[str, torch.Tensor]]:
+    """Dense tensors of the family's `transformers` class -> Megatron GPT tensors (in
+    `arch.precision`), one at a time, reading only the ones each needs (with `read_hf`, an import
+    holds about one layer besides the model); the vocabulary zero-padded to `arch.vocab_size` rows.
+    Tied embeddings: the LM head starts as a copy of them."""
 
     def rows(w: torch.Tensor) -> torch.Tensor:
-        out = w.new_zeros(arch.vocab_size, w.shape[1])
+        out = w.new_zeros(arch.vocab_size, w.shape[1], dtype=arch.dtype)
         out[: len(w)] = w
         return out
 
-    embed = state["model.embed_tokens.weight"]
-    out = {
-        "embedding.word_embeddings.weight": rows(embed),
-        "decoder.final_layernorm.weight": state["model.norm.weight"],
-        "output_layer.weight": rows(state.get("lm_head.weight", embed)),
-    }
+    yield "embedding.word_embeddings.weight", rows(state["model.embed_tokens.weight"])
+    yield "decoder.final_layernorm.weight", state["model.norm.weight"].to(arch.dtype)
+    head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
+    yield "output_layer.weight", rows(state[head])
     for i in range(arch.num_layers):
         src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
         attn, mlp = src + "self_attn.", src + "mlp."
-        out |= {
-            dst + "self_attention.linear_qkv.weight": join_qkv(
-                state[attn + "q_proj.weight"], state[attn + "k_proj.weight"], state[attn + "v_proj.weight"], arch
-            ),
-            dst + "self_attention.linear_proj.weight": state[attn + "o_proj.weight"],
-            dst + "mlp.linear_fc1.weight": torch.cat([state[mlp + "gate_proj.weight"], state[mlp + "up_proj.weight"]]),
-            dst + "mlp.linear_fc2.weight": state[mlp + "down_proj.weight"],
-        }
-        out |= {f"{dst}{ours}.weight": state[f"{src}{hf}.weight"] for ours, hf in LAYER_NORMS[arch.family].items()}
-    return {k: v.to(arch.dtype).contiguous() for k, v in out.items()}
+        qkv = [state[attn + f"{x}_proj.weight"] for x in "qkv"]
+        yield dst + "self_attention.linear_qkv.weight", join_qkv(*qkv, arch).to(arch.dtype)
+        yield dst + "self_attention.linear_proj.weight", state[attn + "o_proj.weight"].to(arch.dtype)
+        fc1 = torch.cat([state[mlp + "gate_proj.weight"], state[mlp + "up_proj.weight"]])
+        yield dst + "mlp.linear_fc1.weight", fc1.to(arch.dtype)
+        yield dst + "mlp.linear_fc2.weight", state[mlp + "down_proj.weight"].to(arch.dtype)
+        for ours, hf in LAYER_NORMS[arch.family].items():
+            yield f"{dst}{ours}.weight", state[f"{src}{hf}.weight"].to(arch.dtype)
 
 
-def read_hf(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a saved `transformers` model (one or several *.safetensors files)."""
-    from safetensors.torch import load_file
+class SafetensorsFolder(Mapping):
+    """The tensors of a saved `transformers` model (one or several *.safetensors files), each read
+    from its file when asked for: nothing is held, and each file is mapped only while one is read."""
 
-    state = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        state |= load_file(f)
-    return state
+    def __init__(self, folder: Path):
+        from safetensors import safe_open
+
+        self.files = {}
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(f, framework="pt") as handle:
+                self.files |= dict.fromkeys(handle.keys(), f)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(self.files[name], framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def read_hf(folder: Path) -> SafetensorsFolder:
+    """Every tensor of a saved `transformers` model, read when asked for (`SafetensorsFolder`)."""
+    return SafetensorsFolder(folder)
 
 
 def rope_parameters(arch: ModelSpec) -> dict:
@@ -233,7 +257,7 @@ def export(
     its weights in the spec's precision (`config.json: dtype`), sharded beyond `max_shard_size`."""
     from transformers import GenerationConfig
 
-    from bar.tokenizer import keep_in_decode
+    from bar.tokenizer import keep_in_decode, stop_tokens
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +272,7 @@ def export(
         {k: v.to(arch.dtype) for k, v in to_hf(state, arch, len(tok), num_experts).items()}, out, max_shard_size
     )
     tok.save_pretrained(out)
-    keep_in_decode(out)
+    keep_in_decode(out, stop_tokens(tok))
     # Generation continues each row from its last token: a batch of prompts pads on the left.
     config_path = out / "tokenizer_config.json"
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "padding_side": "left"}, indent=2))

@@ -79,3 +79,30 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         "rope_scaling_factor": float(rope["factor"]) if rope_type == "llama3" else None,
         "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
     }
+
+
+def check_anchor(root: Path, anchor: str, base: str, arch: dict[str, Any]) -> None:
+    """A user's anchor (a folder under `root`) is a post-trained copy of the base (`arch`, its
+    `base_architecture`): the same architecture, embedding rows and tokenizer."""
+    from bar.tokenizer import saved_vocab
+
+    theirs = base_architecture(root / anchor)
+    rows = [json.loads((root / f / "config.json").read_text())["vocab_size"] for f in (anchor, base)]
+    for key, (mine, its) in {
+        "config.json vocab_size": tuple(rows),
+        **{k: (theirs[k], v) for k, v in arch.items()},
+    }.items():
+        if mine != its:
+            raise InputError(
+                f"its {key} is {json.dumps(mine)} and the base's ({base}) {json.dumps(its)}: an anchor is the "
+                f"base post-trained, with the same architecture and tokenizer"
+            )
+    mine, its = saved_vocab(root / anchor), saved_vocab(root / base)
+    if mine != its:
+        token = min(
+            (t for t in mine.keys() | its.keys() if mine.get(t) != its.get(t)), key=lambda t: (its.get(t, 1 << 62), t)
+        )
+        raise InputError(
+            f"its tokenizer differs from the base's ({base}): token {token!r} is id {mine.get(token)} in the "
+            f"anchor's and {its.get(token)} in the base's; an anchor keeps the base's tokenizer"
+        )

@@ -39,6 +39,11 @@ class ModelSpec(Spec):
         description="a local transformers Llama, Mistral, OLMo 2 or Qwen3 directory under data/base/ that "
         "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
     )
+    anchor: str | None = Field(
+        None,
+        description="a post-trained model of yours under data/anchor/ (the base's architecture and tokenizer) "
+        "that train_anchor imports and scores instead of training; needs `base`",
+    )
     family: Literal["llama", "olmo2", "qwen3"] = Field(
         "llama",
         description="where the norms go: llama (and Mistral without a sliding window): RMSNorm before the "

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bar.specs import checks
-from bar.specs.base_model import base_architecture
+from bar.specs.base_model import base_architecture, check_anchor
 from bar.specs.declarations import (
     PRESET_SECTIONS,
     SPEC_FILES,
@@ -218,7 +218,12 @@ class Specs:
 
     def _with_base(self, data: Any, path: Path, over: dict) -> Any:
         """`data` with the architecture of the user's base model (`base`), which the spec may
-        repeat but not contradict."""
+        repeat but not contradict; the user's anchor (`anchor`) must be that base post-trained."""
+        if isinstance(data, dict) and data.get("anchor") is not None and data.get("base") is None:
+            raise SpecError(
+                f"{path}: anchor = {json.dumps(data['anchor'])}: an anchor of yours is a base post-trained: "
+                f"name that base too (base: data/base/<name>), whose tokenizer and architecture it shares"
+            )
         if not isinstance(data, dict) or data.get("base") is None:
             return data
         base = data["base"]
@@ -235,6 +240,8 @@ class Specs:
             except InputError as e:
                 raise SpecError(f"{path}: base = {json.dumps(base)}: {e}") from None
         arch = self._cache[key]
+        if (anchor := data.get("anchor")) is not None:
+            self._check_anchor(anchor, base, arch, path)
         for key, value in arch.items():
             if key in data and data[key] != value:
                 where, name = (self.preset_path, f"model.{key}") if key in over else (path, key)
@@ -243,6 +250,21 @@ class Specs:
                     f"remove the key (the base sets it) or set it to {value}"
                 )
         return data | arch
+
+    def _check_anchor(self, anchor: Any, base: str, arch: dict, path: Path) -> None:
+        where = f"{path}: anchor = {json.dumps(anchor)}"
+        if not isinstance(anchor, str) or not checks.inside(anchor, "data", "anchor"):
+            raise SpecError(
+                f"{where}: the anchor must be a folder under data/anchor/ in the repository (DVC re-runs "
+                f"train_anchor when it changes); copy or `dvc add` it there and write data/anchor/<name>"
+            )
+        key = f"anchor:{anchor}"
+        if key not in self._cache:
+            try:
+                check_anchor(self.root, anchor, base, arch)
+            except InputError as e:
+                raise SpecError(f"{where}: {e}") from None
+            self._cache[key] = True
 
     @property
     def model(self) -> ModelSpec:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bar.files import CHECKPOINTS, output, read_jsonl
+from bar.files import output, read_jsonl
 from bar.specs import Specs, spec_hash
 from bar.stages import entry
 
@@ -60,26 +60,20 @@ def worker(specs: Specs) -> None:
 
 
 def import_worker(specs: Specs) -> None:
-    """The user's base converted to Megatron-Core (`bar.model.hf.from_hf`), the special tokens
-    bar added to its tokenizer at the mean row, scored like a pre-trained base; no training."""
-    from bar import parallel, tokenizer
-    from bar.model import build, init_added_tokens
-    from bar.model.hf import from_hf, read_hf
-    from bar.scoring import score_all
-    from bar.train.checkpoint import Resumable, fingerprint, load_state
+    """The user's base imported and scored like a pre-trained base; no training."""
+    from bar.runner import run_import_worker
+    from bar.train.checkpoint import fingerprint
 
-    arch, tp_size = specs.model, specs.train.pretrain.tp_size
-    parallel.init(tp_size, specs.params.seed, specs.train.pretrain.dp_size)
-    ckpt = Resumable(CHECKPOINTS / STAGE, fingerprint(resolved(specs), inputs(specs)))
-    if not ckpt.finished():
-        tok = tokenizer.load(output("tokenizer"))
-        added = tok.convert_tokens_to_ids(tokenizer.missing_specials(tokenizer.saved_tokens(Path(arch.base))[0]))
-        model = build(arch, tp_size)
-        load_state(model, init_added_tokens(from_hf(read_hf(Path(arch.base)), arch), added, len(tok)))
-        scores = score_all(model, tok, ["general"], specs.eval)
-        config = {"kind": "dense", "arch": arch.model_dump(), "vocab": len(tok)}
-        ckpt.finish(model, {"logs": {}, "eval": scores, "config": config})
-    parallel.shutdown()
+    run_import_worker(
+        STAGE,
+        arch=specs.model,
+        train=specs.train.pretrain,
+        seed=specs.params.seed,
+        folder=Path(specs.model.base),
+        eval_domains=["general"],
+        eval_spec=specs.eval,
+        fingerprint=fingerprint(resolved(specs), inputs(specs)),
+    )
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Stage train_anchor: supervised fine-tuning of the base on general chat and each domain's
-`anchor` split, the skills a general instruction mix carries a little of (assistant tokens only)."""
+`anchor` split, the skills a general instruction mix carries a little of (assistant tokens only);
+or, with an anchor of the user's (`specs/model.yaml: anchor`), that model imported and scored."""
 
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ def train_inputs() -> list:
     return [*sft_files(), output("tokenizer"), output("pretrain_base", "model.safetensors")]
 
 
+def import_worker(specs: Specs) -> None:
+    """The user's anchor imported and scored on every domain; no training."""
+    from pathlib import Path
+
+    from bar.runner import run_import_worker
+    from bar.scoring import eval_files
+    from bar.train.checkpoint import fingerprint
+
+    anchor = Path(specs.model.anchor)
+    run_import_worker(
+        STAGE,
+        arch=specs.model,
+        train=specs.train.anchor,
+        seed=specs.params.seed,
+        folder=anchor,
+        eval_domains=sorted(specs.data.domains),
+        eval_spec=specs.eval,
+        fingerprint=fingerprint(resolved(specs), [output("tokenizer"), anchor, *eval_files()]),
+    )
+
+
 def worker(specs: Specs) -> None:
     from bar import tokenizer
     from bar.data.example import read_examples
@@ -55,24 +77,33 @@ def worker(specs: Specs) -> None:
 
 
 def main() -> None:
+    from pathlib import Path
+
     from bar import tracking
     from bar.runner import DENSE_PHASE, run_parent
+    from bar.train.checkpoint import file_digest
 
     specs = Specs()
     spec = resolved(specs)
+    anchor = specs.model.anchor
     run_parent(
         STAGE,
         __spec__.name,
         nproc=specs.train.anchor.tp_size * specs.train.anchor.dp_size,
         resolved=spec,
-        phases=[DENSE_PHASE],
+        phases=None if anchor else [DENSE_PHASE],  # an imported anchor trains nothing
         tags={
             "spec_hash": spec_hash(spec),
             "data_hash": tracking.dvc_md5("outputs/prepare_data"),
             "base_hash": tracking.dvc_md5("outputs/pretrain_base"),
+            **({"anchor_data_hash": file_digest(Path(anchor))} if anchor else {}),
         },
     )
 
 
+def work(specs: Specs) -> None:
+    (import_worker if specs.model.anchor else worker)(specs)
+
+
 if __name__ == "__main__":
-    entry(lambda: worker(Specs()) if "--worker" in sys.argv else main())
+    entry(lambda: work(Specs()) if "--worker" in sys.argv else main())

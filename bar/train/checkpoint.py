@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -71,22 +72,27 @@ def full_state(model) -> dict[str, torch.Tensor]:
     return {name: parallel.full_tensor(p).contiguous().cpu() for name, p in model.named_parameters()}
 
 
-def load_state(model, state: dict[str, torch.Tensor], strict: bool = True) -> None:
-    """Copy full tensors into this rank's shards of the model's parameters."""
+def load_state(
+    model, state: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]], strict: bool = True
+) -> None:
+    """Copy full tensors (a mapping, or (name, tensor) pairs as they come) into this rank's shards
+    of the model's parameters; `strict`: every parameter must get one."""
     params = dict(model.named_parameters())
-    missing = sorted(set(params) - set(state))
+    loaded = set()
+    with torch.no_grad():
+        for name, full in state.items() if isinstance(state, Mapping) else state:
+            if (p := params.get(name)) is None:
+                continue
+            shard = parallel.local_shard(p, full)
+            if shard.shape != p.shape:
+                raise ValueError(
+                    f"{name}: checkpoint shape {tuple(full.shape)} does not fit {tuple(p.shape)} at this tensor-parallel size"
+                )
+            p.copy_(shard)
+            loaded.add(name)
+    missing = sorted(set(params) - loaded)
     if strict and missing:
         raise KeyError(f"checkpoint lacks {len(missing)} parameters, e.g. {missing[:3]}")
-    with torch.no_grad():
-        for name, p in params.items():
-            if name in state:
-                shard = parallel.local_shard(p, state[name])
-                if shard.shape != p.shape:
-                    raise ValueError(
-                        f"{name}: checkpoint shape {tuple(state[name].shape)} does not fit "
-                        f"{tuple(p.shape)} at this tensor-parallel size"
-                    )
-                p.copy_(shard)
 
 
 def write(path: Path, tensors: dict[str, dict[str, torch.Tensor]], meta: dict) -> None:

@@ -65,7 +65,7 @@ def test_an_imported_base_gives_the_logits_transformers_gives(
 
     assert rope_parameters(arch) == hf.config.rope_parameters  # what bar's exports write
     back = to_hf(state, arch, vocab)  # the export maps it back tensor for tensor
-    expected = hf_state | {"lm_head.weight": hf.lm_head.weight.detach()}
+    expected = dict(hf_state) | {"lm_head.weight": hf.lm_head.weight.detach()}
     assert back.keys() == expected.keys()
     assert all(torch.equal(back[k], expected[k]) for k in back)
 

@@ -1,7 +1,8 @@
 """A base model of the user's (`specs/model.yaml: base`: a Llama, an OLMo 2) instead of pre-training
-one: real DVC runs the pipeline from it."""
+one, and an anchor of the user's instead of training one: real DVC runs the pipeline from them."""
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -16,7 +17,7 @@ def test_the_pipeline_starts_from_the_users_base(tmp_path):
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     project = make_project(tmp_path / "project")
-    user = make_base(project / "data" / "base" / "llama")
+    user = make_base(project / "data" / "base" / "llama", chat_template=True)  # OLMo 2's chat format
     model_yaml = project / "specs" / "model.yaml"
     edit_yaml(model_yaml, "base", "data/base/llama")
     bar = [sys.executable, "-m", "bar.cli"]
@@ -42,6 +43,8 @@ def test_the_pipeline_starts_from_the_users_base(tmp_path):
         ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
     )
     assert added == list(range(len(theirs), len(theirs) + 6))
+    # Its own chat format is kept: the pipeline's examples are rendered through it, a reply ends with </s>.
+    assert tok.chat_template == theirs.chat_template and tok.eos_token == "</s>"
 
     base = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()
     original = AutoModelForCausalLM.from_pretrained(user).eval()
@@ -77,8 +80,9 @@ def test_the_pipeline_starts_from_the_users_base(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_routed_model_from_an_olmo2_base_serves_per_token_as_flexolmo(tmp_path):
-    """The whole tiny pipeline from an OLMo 2 base, the router serving every expert per token
+def test_the_routed_model_from_an_olmo2_base_and_anchor_serves_per_token_as_flexolmo(tmp_path):
+    """The whole tiny pipeline from an OLMo 2 base and an anchor of the user's (the base
+    post-trained: imported, not trained), the router serving every expert per token
     (`sequence_topk: null`): its export loads as FlexOlmoForCausalLM without trust_remote_code
     and gives the routed model's logits."""
     from safetensors.torch import load_file
@@ -91,8 +95,18 @@ def test_the_routed_model_from_an_olmo2_base_serves_per_token_as_flexolmo(tmp_pa
 
     project = make_project(tmp_path / "project")
     user = make_base(project / "data" / "base" / "olmo", model_type="olmo2")
+    chat = project / "data" / "anchor" / "olmo-chat"  # the user's post-training: every weight moved
+    post_trained = AutoModelForCausalLM.from_pretrained(user)
+    with torch.no_grad():
+        for p in post_trained.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    post_trained.save_pretrained(chat)
+    for f in user.glob("tokenizer*"):
+        shutil.copy(f, chat)
     (project / "specs" / "model.yaml").write_text(
-        yaml.safe_dump({"base": "data/base/olmo", "seq_length": 256, "init_std": 0.02})
+        yaml.safe_dump(
+            {"base": "data/base/olmo", "anchor": "data/anchor/olmo-chat", "seq_length": 256, "init_std": 0.02}
+        )
     )
     quick(project)  # what runs is the point, not the scores
     set_params(project, experts=["code", "safety"])
@@ -107,6 +121,12 @@ def test_the_routed_model_from_an_olmo2_base_serves_per_token_as_flexolmo(tmp_pa
     x = torch.randint(0, original.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(base(x).logits[..., : original.config.vocab_size], original(x).logits)
+    # The anchor is the user's, imported: its logits, and no training.
+    anchor = AutoModelForCausalLM.from_pretrained(project / "outputs" / "train_anchor" / "hf").eval()
+    with torch.no_grad():
+        assert torch.equal(anchor(x).logits[..., : original.config.vocab_size], post_trained.eval()(x).logits)
+    metrics = json.loads((project / "metrics" / "train_anchor.json").read_text())
+    assert metrics["cost/tokens"] == 0 and "eval/code" in metrics
 
     out = project / "outputs" / "fit_router"
     config = json.loads((out / "config.json").read_text())
