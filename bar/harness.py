@@ -94,7 +94,8 @@ def is_bar(task: str) -> bool:
 
 def write_tasks(folder: Path, domains: list[str], spec: EvalSpec, tok) -> int:
     """Write the tasks of `domains` into `folder` (replaced); return the context length they need:
-    the longest prompt under the chat template plus `spec.max_new_tokens`."""
+    the longest prompt under the chat template plus `spec.max_new_tokens`. A domain whose held-out
+    examples are conversations (several turns, tools) is left out: a task's row is one user turn."""
     from bar.data.domains import MODULES
     from bar.data.verify import VERIFIER
     from bar.files import output, write_jsonl
@@ -104,9 +105,12 @@ def write_tasks(folder: Path, domains: list[str], spec: EvalSpec, tok) -> int:
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    longest = 0
+    longest, written = 0, []
     for d in domains:
         examples = eval_examples(d, spec)
+        if any(e.conversation or e.tools for e in examples):
+            continue  # a task's row is one user turn: a domain with conversations is scored by bar alone
+        written.append(d)
         # The check as a JSON string: one column type for every row (datasets infers a schema).
         write_jsonl(
             folder / f"{d}.jsonl", [{"domain": d, "prompt": e.prompt, "check": json.dumps(e.check)} for e in examples]
@@ -119,12 +123,14 @@ def write_tasks(folder: Path, domains: list[str], spec: EvalSpec, tok) -> int:
             TASK.format(domain=d, task=task_name(d), stops=stops, max_new_tokens=spec.max_new_tokens)
         )
     (folder / f"{GROUP}.yaml").write_text(
-        GROUP_YAML.format(group=GROUP, tasks=json.dumps([task_name(d) for d in domains]))
+        GROUP_YAML.format(group=GROUP, tasks=json.dumps([task_name(d) for d in written]))
     )
     (folder / "utils.py").write_text(UTILS)
     max_length = longest + spec.max_new_tokens
+    skipped = [d for d in domains if d not in written]
+    note = f"\nNot written: {', '.join(skipped)} (held-out conversations, which a task's one user turn cannot hold).\n"
     (folder / "README.md").write_text(
-        README.format(install=INSTALL, max_length=max_length, group=GROUP, longest=longest)
+        README.format(install=INSTALL, max_length=max_length, group=GROUP, longest=longest) + (note if skipped else "")
     )
     return max_length
 

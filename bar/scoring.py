@@ -17,16 +17,19 @@ from bar.specs import EvalSpec
 def responses(
     model,
     tok,
-    prompts: list[str],
+    prompts: list[str | list[dict]],
     *,
     max_new_tokens: int,
+    tools: list[list[dict]] | None = None,
     batch_size: int = 32,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     sequence_topk: int | None = None,
 ) -> list[str]:
-    """The model's reply to each prompt (greedy by default), batched by prompt length."""
-    encoded = [tokenizer.prompt_ids(tok, p) for p in prompts]
+    """The model's reply to each prompt (a user turn, or a conversation with `tools` shown; greedy
+    by default), batched by prompt length."""
+    tools = tools or [[]] * len(prompts)
+    encoded = [tokenizer.prompt_ids(tok, p, t) for p, t in zip(prompts, tools)]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
@@ -64,7 +67,8 @@ def score(
     replies = responses(
         model,
         tok,
-        [e.prompt for e in examples],
+        [e.asked for e in examples],
+        tools=[e.tools for e in examples],
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         sequence_topk=sequence_topk,

@@ -18,9 +18,16 @@ PAD = "<|pad|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
 
+# ChatML; tool definitions in a system turn of their own, an assistant's tool calls as
+# <tool_call>{"name":...,"arguments":...}</tool_call>, compact JSON as the tool-use domain writes them.
 CHAT_TEMPLATE = (
+    "{% if tools %}{{ '<|im_start|>system\n# Tools\n' }}{% for tool in tools %}{{ tool | tojson(separators=(',', ':')) }}{{ '\n' }}"
+    "{% endfor %}{{ '<|im_end|>\n' }}{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + (message['content'] or '') }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{{ '<tool_call>' + ({'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson(separators=(',', ':'))) + '</tool_call>' }}"
+    "{% endfor %}{{ '<|im_end|>\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
@@ -120,26 +127,54 @@ def load(path: str | Path):
     return PreTrainedTokenizerFast.from_pretrained(str(path))
 
 
-def prompt_ids(tok, prompt: str) -> list[int]:
-    """Token ids of a user turn followed by the assistant header: what the model continues."""
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    return tok.encode(text, add_special_tokens=False)
+def _messages(prompt: str | list[dict]) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
-def chat_ids(tok, prompt: str, response: str) -> tuple[list[int], list[bool]]:
-    """A supervised chat example: ids and which of them are trained (the assistant's reply and
-    the token that ends its turn; what the template writes after that is left out)."""
-    head = prompt_ids(tok, prompt)
-    tail = tok.encode(_reply(tok, prompt, response), add_special_tokens=False)
-    tail = tail[: tail.index(tok.convert_tokens_to_ids(turn_end(tok))) + 1]
-    return head + tail, [False] * len(head) + [True] * len(tail)
+def _render(tok, messages: list[dict], tools: list[dict] | None, asking: bool = False) -> str:
+    return tok.apply_chat_template(messages, tools=tools or None, tokenize=False, add_generation_prompt=asking)
 
 
-def _reply(tok, prompt: str, response: str) -> str:
-    """What the chat template writes for the assistant's `response` after the generation prompt."""
-    user = [{"role": "user", "content": prompt}]
-    asked = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    whole = tok.apply_chat_template([*user, {"role": "assistant", "content": response}], tokenize=False)
+def prompt_ids(tok, prompt: str | list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of a user turn (or of a conversation: messages, `tools` shown) followed by the
+    assistant header: what the model continues."""
+    return tok.encode(_render(tok, _messages(prompt), tools, asking=True), add_special_tokens=False)
+
+
+def chat_ids(
+    tok, prompt: str | list[dict], response: str, tools: list[dict] | None = None
+) -> tuple[list[int], list[bool]]:
+    """A supervised chat example (a user turn, or a conversation, and the assistant's `response`):
+    ids and which of them are trained: every assistant turn, each up to the token that ends it
+    (what the template writes after the last one is left out). Each turn is told apart by
+    rendering the conversation up to it with and without the generation prompt."""
+    messages = [*_messages(prompt), {"role": "assistant", "content": response}]
+    end = tok.convert_tokens_to_ids(turn_end(tok))
+    turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+    ids, trained, done = [], [], ""
+    for j in turns:
+        asked, whole = _render(tok, messages[:j], tools, asking=True), _render(tok, messages[: j + 1], tools)
+        if not asked.startswith(done):
+            raise ValueError(
+                "the tokenizer's chat template renders a conversation's earlier turns differently once it goes "
+                f"on ({done[-40:]!r} is not how {asked[len(done) - 40 : len(done) + 20]!r} goes on), so its "
+                "assistant tokens cannot be told apart; bar needs a template whose turns extend the conversation"
+            )
+        head = tok.encode(asked[len(done) :], add_special_tokens=False)
+        reply = tok.encode(_continued(asked, whole), add_special_tokens=False)
+        if end not in reply:
+            raise ValueError(f"the chat template writes assistant turn {j} without its turn end {turn_end(tok)!r}")
+        cut = reply.index(end) + 1
+        kept = reply if j != turns[-1] else reply[:cut]
+        ids += head + kept
+        trained += [False] * len(head) + [True] * cut + [False] * (len(kept) - cut)
+        done = whole
+    return ids, trained
+
+
+def _continued(asked: str, whole: str) -> str:
+    """What `whole` (a conversation rendered with the assistant's turn) writes after `asked` (the
+    same up to that turn, with the generation prompt)."""
     if not whole.startswith(asked):
         raise ValueError(
             "the tokenizer's chat template writes an assistant turn that does not continue its generation "
@@ -147,6 +182,14 @@ def _reply(tok, prompt: str, response: str) -> str:
             "its reply tokens cannot be told apart; bar needs a template whose turns extend the prompt"
         )
     return whole[len(asked) :]
+
+
+def _reply(tok, prompt: str, response: str) -> str:
+    """What the chat template writes for the assistant's `response` after the generation prompt."""
+    user = [{"role": "user", "content": prompt}]
+    return _continued(
+        _render(tok, user, None, asking=True), _render(tok, [*user, {"role": "assistant", "content": response}], None)
+    )
 
 
 def turn_end(tok) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DOMAINS = ("general", "math", "code", "tool_use", "safety")
@@ -23,20 +23,35 @@ _EVAL_BYTE_THRESHOLD = 26
 
 @dataclass(frozen=True)
 class Example:
-    """One chat turn with everything a verifier needs to score an answer to it."""
+    """One assistant reply, the conversation it answers, and what a verifier needs to score it."""
 
     domain: str
-    prompt: str  # the user message (tool_use: includes the tool schemas as JSON text)
+    prompt: str  # the (last) user message (tool_use: includes the tool schemas as JSON text)
     response: str  # the reference assistant message (SFT target)
     check: dict  # JSON-serialisable input of the domain's verifier
+    # The messages the reply answers when they are more than one user turn (transformers' format:
+    # system, user, assistant with `tool_calls`, tool), ending with the last user or tool message;
+    # empty: the one user turn `prompt`.
+    conversation: list = field(default_factory=list)
+    tools: list = field(default_factory=list)  # tool definitions (JSON schemas) the chat template shows
+
+    @property
+    def asked(self) -> list[dict]:
+        """The messages the reply answers."""
+        return self.conversation or [{"role": "user", "content": self.prompt}]
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "domain": self.domain,
             "prompt": self.prompt,
             "response": self.response,
             "check": copy.deepcopy(self.check),
         }
+        if self.conversation:
+            out["conversation"] = copy.deepcopy(self.conversation)
+        if self.tools:
+            out["tools"] = copy.deepcopy(self.tools)
+        return out
 
     @classmethod
     def from_json(cls, obj: dict) -> Example:
@@ -48,7 +63,8 @@ class Example:
                 raise ValueError(
                     f"Example.from_json: key {key!r} must be a {kind.__name__}, got {type(obj.get(key)).__name__}"
                 )
-        return cls(obj["domain"], obj["prompt"], obj["response"], copy.deepcopy(obj["check"]))
+        optional = {k: copy.deepcopy(obj[k]) for k in ("conversation", "tools") if obj.get(k)}
+        return cls(obj["domain"], obj["prompt"], obj["response"], copy.deepcopy(obj["check"]), **optional)
 
 
 def is_eval_prompt(prompt: str) -> bool:

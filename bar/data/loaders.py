@@ -4,8 +4,13 @@
 Both sources go through one function per kind of row (row_to_example). Example rows:
 
     {"prompt": str, "response": str, "check": {...}}          # check optional
-    {"messages": [{"role": "user", "content": str},
-                  {"role": "assistant", "content": str}], "check": {...}}
+    {"messages": [...], "tools": [...], "check": {...}}       # tools and check optional
+
+"messages" is a conversation in transformers' format: an optional first "system" message, then
+"user", "assistant" and "tool" messages; an assistant message may carry "tool_calls" ([{"type":
+"function", "function": {"name": str, "arguments": {...}}}]) and each "tool" message answers a
+call. The last message is the assistant's reply the example trains on and is scored against;
+earlier assistant turns train too. "tools" are the tool definitions the chat template shows.
 
 Without "check", the check is {"response": <response>}: an exact match (up to whitespace).
 A null value counts as a missing key (a saved dataset stores absent columns as None).
@@ -28,9 +33,10 @@ from bar.specs import InputError
 TEXT_SCHEMA = 'each row must be {"text": "..."}'
 ROW_SCHEMA = (
     'each row must be {"prompt": "...", "response": "...", "check": {...}} or '
-    '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
-    ' ("check" is optional)'
+    '{"messages": [{"role": "user", "content": "..."}, ..., {"role": "assistant", "content": "..."}], '
+    '"tools": [...]} ("check" and "tools" are optional)'
 )
+ROLES = ("system", "user", "assistant", "tool")
 
 T = TypeVar("T")
 
@@ -93,14 +99,17 @@ def row_to_example(row: object, domain: str, where: str) -> Example:
     has_prompt, has_messages = row.get("prompt") is not None, row.get("messages") is not None
     if has_prompt and has_messages:
         _fail(where, 'the row has both "prompt" and "messages"; keep one')
+    conversation, tools = [], row.get("tools") or []
     if has_messages:
-        prompt, response = _from_messages(row["messages"], where)
+        prompt, response, conversation = _from_messages(row["messages"], where)
     elif has_prompt:
         prompt, response = _text(row, "prompt", where), _text(row, "response", where)
     else:
         _fail(where, f'missing key "prompt" (or "messages"); the row has keys {sorted(row)}')
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        _fail(where, f'"tools" must be a list of tool definitions (objects), got {_show(tools)}')
     check = _check(row.get("check"), response, domain, where)
-    return Example(domain, prompt, response, check)
+    return Example(domain, prompt, response, check, conversation, tools)
 
 
 # --- sources --------------------------------------------------------------------------
@@ -158,17 +167,58 @@ def _text(row: dict, key: str, where: str, schema: str = ROW_SCHEMA) -> str:
     return value
 
 
-def _from_messages(messages: object, where: str) -> tuple[str, str]:
-    one_turn = '"messages" must be exactly [{"role": "user", ...}, {"role": "assistant", ...}]'
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        _fail(where, f'"messages" must be a list of objects, got {_show(messages)}', one_turn)
-    roles = [m.get("role") for m in messages]
-    if roles != ["user", "assistant"]:
-        problem = f'"messages" has roles {roles}; only one user turn and its answer are supported'
-        _fail(where, problem, one_turn)
-    user, assistant = messages
-    prompt = _text(user, "content", f"{where} messages[0]")
-    return prompt, _text(assistant, "content", f"{where} messages[1]")
+def _from_messages(messages: object, where: str) -> tuple[str, str, list[dict]]:
+    """(the last user message, the reply, the messages before the reply; [] for one user turn)."""
+    shape = '"messages" must be a list of {"role": ..., "content": ...} ending with the assistant\'s reply'
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages) or not messages:
+        _fail(where, f'"messages" must be a non-empty list of objects, got {_show(messages)}', shape)
+    calls = 0  # tool calls not yet answered
+    for i, m in enumerate(messages):
+        at, role = f"{where} messages[{i}]", m.get("role")
+        if role not in ROLES:
+            _fail(at, f"unknown role {_show(role)}", f"a role is one of {', '.join(ROLES)}")
+        if role == "system" and i:
+            _fail(at, "a system message after the first", "put the system message first, once")
+        if role == "tool":
+            if not calls:
+                _fail(at, "a tool result without a tool call before it", "answer an assistant message's tool_calls")
+            calls -= 1
+        elif calls:
+            _fail(
+                at,
+                f"{calls} tool call(s) still wait for a result at this {role} message",
+                "add a tool message per call",
+            )
+        if role == "assistant" and m.get("tool_calls"):
+            calls = _tool_calls(m["tool_calls"], at)
+            if m.get("content") is not None and not isinstance(m.get("content"), str):
+                _fail(at, f'"content" must be a string, got {_show(m.get("content"))}')
+        elif role != "tool" or not isinstance(m.get("content"), str):
+            _text(m, "content", at)
+    *asked, reply = messages
+    if reply.get("role") != "assistant" or reply.get("tool_calls"):
+        _fail(where, "the last message must be the assistant's reply (text, no tool calls)", shape)
+    users = [m for m in asked if m["role"] == "user"]
+    if not users:
+        _fail(where, "no user message", shape)
+    response = _text(reply, "content", f"{where} messages[{len(messages) - 1}]")
+    conversation = [] if [m["role"] for m in asked] == ["user"] and set(asked[0]) <= {"role", "content"} else asked
+    return users[-1]["content"], response, conversation
+
+
+def _tool_calls(calls: object, where: str) -> int:
+    fix = '"tool_calls": [{"type": "function", "function": {"name": "...", "arguments": {...}}}]'
+    if not isinstance(calls, list):
+        _fail(where, f'"tool_calls" must be a list, got {_show(calls)}', fix)
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(fn, dict)
+            or not isinstance(fn.get("name"), str)
+            or not isinstance(fn.get("arguments"), (dict, str))
+        ):
+            _fail(where, f"a tool call must name a function and its arguments, got {_show(call)}", fix)
+    return len(calls)
 
 
 def _check(value: object, response: str, domain: str, where: str) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -55,38 +55,40 @@ LAYER_NORMS = {
 
 
 def to_hf(
-    state: dict[str, torch.Tensor], arch: ModelSpec, vocab: int, num_experts: int | None = None
+    state: Mapping[str, torch.Tensor], arch: ModelSpec, vocab: int, num_experts: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """Megatron GPT tensors -> the family's `transformers` tensors (dense or MoE: the three MoE classes
-    name theirs alike), vocabulary padding sliced off."""
-    out = {
-        "model.embed_tokens.weight": state["embedding.word_embeddings.weight"][:vocab],
-        "model.norm.weight": state["decoder.final_layernorm.weight"],
-        "lm_head.weight": state["output_layer.weight"][:vocab],
-    }
+    """Megatron GPT tensors -> the family's `transformers` tensors (`hf_export_tensors`)."""
+    return dict(hf_export_tensors(state, arch, vocab, num_experts))
+
+
+def hf_export_tensors(
+    state: Mapping[str, torch.Tensor], arch: ModelSpec, vocab: int, num_experts: int | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Megatron GPT tensors -> the family's `transformers` tensors (dense or MoE: the three MoE
+    classes name theirs alike), one at a time, vocabulary padding sliced off."""
+    yield "model.embed_tokens.weight", state["embedding.word_embeddings.weight"][:vocab].contiguous()
+    yield "model.norm.weight", state["decoder.final_layernorm.weight"]
+    yield "lm_head.weight", state["output_layer.weight"][:vocab].contiguous()
     for i in range(arch.num_layers):
-        src = f"decoder.layers.{i}."
+        src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
         q, k, v = split_qkv(state[src + "self_attention.linear_qkv.weight"], arch)
-        dst = f"model.layers.{i}."
-        out |= {
-            dst + "self_attn.q_proj.weight": q,
-            dst + "self_attn.k_proj.weight": k,
-            dst + "self_attn.v_proj.weight": v,
-            dst + "self_attn.o_proj.weight": state[src + "self_attention.linear_proj.weight"],
-        }
-        out |= {f"{dst}{hf}.weight": state[f"{src}{ours}.weight"] for ours, hf in LAYER_NORMS[arch.family].items()}
+        yield dst + "self_attn.q_proj.weight", q.contiguous()
+        yield dst + "self_attn.k_proj.weight", k.contiguous()
+        yield dst + "self_attn.v_proj.weight", v.contiguous()
+        yield dst + "self_attn.o_proj.weight", state[src + "self_attention.linear_proj.weight"]
+        for ours, hf in LAYER_NORMS[arch.family].items():
+            yield f"{dst}{hf}.weight", state[f"{src}{ours}.weight"]
         if num_experts:
             experts = [src + f"mlp.experts.local_experts.{e}." for e in range(num_experts)]
-            out[dst + "mlp.gate.weight"] = state[src + "mlp.router.weight"]
+            yield dst + "mlp.gate.weight", state[src + "mlp.router.weight"]
             # Megatron's fc1 is [gate; up], as Mixtral's fused gate_up_proj.
-            out[dst + "mlp.experts.gate_up_proj"] = torch.stack([state[e + "linear_fc1.weight"] for e in experts])
-            out[dst + "mlp.experts.down_proj"] = torch.stack([state[e + "linear_fc2.weight"] for e in experts])
+            yield dst + "mlp.experts.gate_up_proj", torch.stack([state[e + "linear_fc1.weight"] for e in experts])
+            yield dst + "mlp.experts.down_proj", torch.stack([state[e + "linear_fc2.weight"] for e in experts])
         else:
             gate, up = state[src + "mlp.linear_fc1.weight"].chunk(2, dim=0)
-            out[dst + "mlp.gate_proj.weight"] = gate
-            out[dst + "mlp.up_proj.weight"] = up
-            out[dst + "mlp.down_proj.weight"] = state[src + "mlp.linear_fc2.weight"]
-    return {k: v.contiguous() for k, v in out.items()}
+            yield dst + "mlp.gate_proj.weight", gate.contiguous()
+            yield dst + "mlp.up_proj.weight", up.contiguous()
+            yield dst + "mlp.down_proj.weight", state[src + "mlp.linear_fc2.weight"]
 
 
 def join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch: ModelSpec) -> torch.Tensor:
@@ -228,18 +230,56 @@ def hf_config(
     return config
 
 
-def save_weights(state: dict[str, torch.Tensor], out: Path, max_shard_size: int | str = "5GB") -> None:
-    """`state` as `save_pretrained` writes weights: `model.safetensors`, or shards of at most
-    `max_shard_size` (`model-00001-of-00003.safetensors`, ...) with `model.safetensors.index.json`."""
-    from huggingface_hub import split_torch_state_dict_into_shards
+def save_weights(
+    tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+    out: Path,
+    max_shard_size: int | str = "5GB",
+) -> None:
+    """Weights as `save_pretrained` writes them: `model.safetensors`, or shards of at most
+    `max_shard_size` (`model-00001-of-00003.safetensors`, ...) with `model.safetensors.index.json`.
+    Tensors (a mapping, or (name, tensor) pairs as they come) are written a shard at a time: an
+    export holds one shard besides what it reads from."""
     from safetensors.torch import save_file
 
-    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
-    for filename, names in split.filename_to_tensors.items():
-        save_file({n: state[n] for n in names}, out / filename, metadata={"format": "pt"})
-    if split.is_sharded:
-        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+    limit = _bytes(max_shard_size)
+    shards: list[list[str]] = []
+    shard: dict[str, torch.Tensor] = {}
+    size = total = 0
+
+    def flush() -> None:
+        save_file(shard, out / f".shard-{len(shards)}.tmp", metadata={"format": "pt"})
+        shards.append(list(shard))
+        shard.clear()
+
+    for name, t in tensors.items() if isinstance(tensors, Mapping) else tensors:
+        n = t.numel() * t.element_size()
+        if shard and size + n > limit:
+            flush()
+            size = 0
+        shard[name] = t.contiguous()
+        size, total = size + n, total + n
+    flush()
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    for i, name in enumerate(names):
+        (out / f".shard-{i}.tmp").replace(out / name)
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": total},
+            "weight_map": {t: name for name, shard_names in zip(names, shards) for t in shard_names},
+        }
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+
+
+def _bytes(size: int | str) -> int:
+    """`save_pretrained`'s sizes: bytes, or a number with KB, MB, GB or TB (powers of 1000)."""
+    if isinstance(size, int):
+        return size
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    return int(float(size[:-2]) * units[size[-2:].upper()])
 
 
 def export(
@@ -268,9 +308,8 @@ def export(
     GenerationConfig(
         eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, do_sample=False
     ).save_pretrained(out)
-    save_weights(
-        {k: v.to(arch.dtype) for k, v in to_hf(state, arch, len(tok), num_experts).items()}, out, max_shard_size
-    )
+    tensors = hf_export_tensors(state, arch, len(tok), num_experts)
+    save_weights(((k, v.to(arch.dtype)) for k, v in tensors), out, max_shard_size)
     tok.save_pretrained(out)
     keep_in_decode(out, stop_tokens(tok))
     # Generation continues each row from its last token: a batch of prompts pads on the left.

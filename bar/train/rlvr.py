@@ -130,7 +130,7 @@ def train(
         set_lr(opt, lr)
         picked = drawn[step * spec.prompts_per_step : (step + 1) * spec.prompts_per_step]
         examples = [e for e in picked for _ in range(spec.group_size)][first : first + rows]
-        prompts = [encoded.setdefault(e.prompt, tokenizer.prompt_ids(tok, e.prompt)) for e in examples]
+        prompts = [encoded.setdefault(id(e), tokenizer.prompt_ids(tok, e.asked, e.tools)) for e in examples]
         completions = []
         for c in chunks:
             # The same generator state on every tensor-parallel rank gives the same samples.

@@ -47,7 +47,32 @@ def test_jsonl_rows_become_examples(tmp_path):
         ({"prompt": "x", "response": "y", "check": [1]}, '"check" must be an object'),
         ({"prompt": "x", "response": "y", "check": {"answer": "5"}}, 'bad "check"'),
         ({"prompt": "x", "messages": []}, 'both "prompt" and "messages"'),
-        ({"messages": [{"role": "user", "content": "hi"}]}, "has roles ['user']"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "the last message must be the assistant's reply"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, 'messages[0]: unknown role "robot"'),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
+            "messages[1]: a system message after the first",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "21"}]},
+            "messages[1]: a tool result without a tool call before it",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]},
+                    {"role": "assistant", "content": "b"},
+                ]
+            },
+            "messages[2]: 1 tool call(s) still wait for a result at this assistant message",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [{"name": "f"}]}]},
+            "a tool call must name a function and its arguments",
+        ),
+        ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "b"}]}, "no user message"),
+        ({"prompt": "x", "response": "y", "tools": {"name": "f"}}, '"tools" must be a list of tool definitions'),
         (
             {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
             'messages[1]: missing key "content"',
@@ -162,3 +187,38 @@ def test_load_documents_from_jsonl_and_dataset(tmp_path):
     directory = tmp_path / "saved_text"
     datasets.Dataset.from_list([{"text": "one"}, {"text": "two"}]).save_to_disk(str(directory))
     assert load_documents(directory) == ["one", "two"]
+
+
+CONVERSATION = {
+    "messages": [
+        {"role": "system", "content": "You answer with the weather tool."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": '{"temp": 21}'},
+        {"role": "assistant", "content": "It is 21 degrees."},
+        {"role": "user", "content": "And in Rome?"},
+        {"role": "assistant", "content": "Let me check."},
+    ],
+    "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+}
+
+
+def test_a_conversation_with_a_system_prompt_tool_calls_and_results_becomes_one_example(tmp_path):
+    single_turn = {"messages": GOOD_ROWS[2]["messages"]}
+    path = _write_jsonl(tmp_path / "chat.jsonl", [CONVERSATION, single_turn])
+    multi, single = load_examples(path, "tool_use")
+    assert (multi.prompt, multi.response, multi.check) == (
+        "And in Rome?",
+        "Let me check.",
+        {"response": "Let me check."},
+    )
+    assert multi.conversation == CONVERSATION["messages"][:-1] and multi.tools == CONVERSATION["tools"]
+    assert multi.asked == multi.conversation
+    assert Example.from_json(multi.to_json()) == multi
+    # One user turn stays the plain example it always was (the same JSON, so the same data hashes).
+    assert single.conversation == [] and single.asked == [{"role": "user", "content": "What is 4 * 2?"}]
+    assert set(single.to_json()) == {"domain", "prompt", "response", "check"}

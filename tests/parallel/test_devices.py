@@ -36,7 +36,7 @@ CONSTRUCTORS = {
 }
 HOST_SIDE = {
     ("bar/train/batches.py", "get"): "a batch is built on the host; the training loop moves it to the device",
-    ("bar/model/__init__.py", "init_added_tokens"): "works on a state dict (host tensors) before it is loaded",
+    ("bar/model/__init__.py", "with_added_tokens"): "works on a state dict (host tensors) before it is loaded",
     ("bar/model/moe.py", "upcycle"): "works on state dicts (host tensors) before they are loaded",
 }
 

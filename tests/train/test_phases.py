@@ -42,3 +42,75 @@ def test_a_phase_trains_each_group_at_its_lr_scale(tiny_project, megatron, monke
     ffn = max(v for k, v in moved.items() if "local_experts.1." in k)
     assert ffn > 1e-5
     assert (embeddings < 1e-7) if scaled else (embeddings > 1e-5)
+
+
+def test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_only(
+    tiny_project, megatron, monkeypatch
+):
+    """A user's SFT file of conversations (a system prompt, three user turns, tool calls and their
+    results): every assistant turn is trained, up to its <|im_end|>, nothing else; an expert's SFT
+    phase learns it."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from bar import tokenizer
+    from bar.data import load_examples
+    from bar.files import output, write_jsonl
+    from bar.model import build
+    from bar.specs import Specs
+    from bar.train.checkpoint import full_state
+    from bar.train.phases import Phase, adapt, branch
+
+    monkeypatch.chdir(tiny_project)
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Quito", "Dakar", "Hanoi"]
+    rows = []
+    for i, city in enumerate(cities * 4):
+        other = cities[(i + 3) % len(cities)]
+        call = {"type": "function", "function": {"name": "weather", "arguments": {"city": city}}}
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "You answer with the weather tool."},
+                    {"role": "user", "content": f"Weather in {city}?"},
+                    {"role": "assistant", "content": "", "tool_calls": [call]},
+                    {"role": "tool", "content": json.dumps({"temp": 10 + i % 20})},
+                    {"role": "assistant", "content": f"It is {10 + i % 20} degrees in {city}."},
+                    {"role": "user", "content": f"And in {other}?"},
+                    {"role": "assistant", "content": f"Ask me with the tool for {other}."},
+                ],
+                "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+            }
+        )
+    path = tiny_project / "data" / "weather_sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = load_examples(path, "tool_use")
+    tok = tokenizer.load(output("tokenizer"))
+
+    e = examples[0]
+    ids, trained = tokenizer.chat_ids(tok, e.asked, e.response, e.tools)
+    whole = tok.apply_chat_template(
+        [*e.asked, {"role": "assistant", "content": e.response}], tools=e.tools, tokenize=False
+    )
+    assert tok.decode(ids) == whole.removesuffix("\n")
+    assert tok.decode([i for i, t in zip(ids, trained) if t]) == (
+        '<tool_call>{"name":"weather","arguments":{"city":"Paris"}}</tool_call><|im_end|>'
+        "It is 10 degrees in Paris.<|im_end|>Ask me with the tool for Lima.<|im_end|>"
+    )
+
+    specs = Specs(tiny_project)
+    torch.manual_seed(0)
+    anchor = full_state(build(specs.model, 1))
+    for stage in ("pretrain_base", "train_anchor"):
+        output(stage).mkdir(parents=True, exist_ok=True)
+        save_file(anchor, output(stage, "model.safetensors"))
+    data = tiny_project / "weather"
+    data.mkdir()
+    write_jsonl(data / "sft.jsonl", [x.to_json() for x in examples])
+    sft = specs.expert("tool_use").phases.sft.model_copy(update={"steps": 30, "batch_size": 4, "lr_scale": {}})
+    model = branch(specs, 1, anchor)
+    logs, _ = adapt(model, [Phase("sft", "sft", sft, [data])], tiny_project / "ckpt", "run", specs, tok, 1, "test")
+    losses = [r["loss"] for r in logs["sft"]]
+    print(f"SFT on conversations with tools: loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+    assert losses[-1] < losses[0] - 1.0
