@@ -110,6 +110,48 @@ def _report(args) -> int:
     return 0
 
 
+def _humaneval(args) -> int:
+    """HumanEval pass@1 of a published model (bar.humaneval), decoded as evaluate decodes it."""
+    import json
+    import os
+    from pathlib import Path
+
+    from bar import humaneval, parallel, tokenizer
+    from bar.evaluation import load_moe
+    from bar.specs import Specs
+
+    os.chdir(args.root)
+    folder = Path("outputs") / args.model
+    if not (folder / "config.json").is_file():
+        print(f"error: {folder}: no published model (config.json); run `dvc repro` first", file=sys.stderr)
+        return 2
+    problems = humaneval.problems(args.limit)
+    specs = Specs()
+    config = json.loads((folder / "config.json").read_text())
+    parallel.init(1, specs.params.seed)
+    try:
+        if config["kind"] == "moe":
+            model = load_moe(specs.model, folder)[0]
+        else:
+            from safetensors.torch import load_file
+
+            from bar.model import build
+            from bar.train.checkpoint import load_state
+
+            model = build(specs.model, 1)
+            load_state(model, load_file(folder / "model.safetensors"))
+        tok = tokenizer.load(Path("outputs") / "tokenizer")
+        result = humaneval.score(model, tok, problems, args.max_new_tokens, config.get("sequence_topk"))
+    finally:
+        parallel.shutdown()
+    print(
+        f"humaneval {args.model}: pass@1 {result['pass@1']:.1f}% ({len(result['passed'])} of {result['num_problems']})"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
 def _plan(args) -> int:
     """Memory per rank of each training stage (bar.plan), for the specs or a bigger model."""
     from bar import parallel, plan
@@ -199,6 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", action="store_true", help="also rewrite the table in README.md (default preset only)")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_report)
+    p = sub.add_parser(
+        "humaneval", help="HumanEval pass@1 of a published model, offline, its code run in bar's sandbox"
+    )
+    p.add_argument(
+        "--model",
+        default="fit_router",
+        help="an outputs/ folder: fit_router (default), train_anchor, train_expert/<expert>, ...",
+    )
+    p.add_argument("--limit", type=int, help="the first N of the 164 problems")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="reply length (default 256)")
+    p.add_argument("--json", help="also write the result (pass@1, the problems passed, samples) to this file")
+    p.add_argument("--root", default=".", help="repository root (default: .)")
+    p.set_defaults(func=_humaneval)
     p = sub.add_parser(
         "plan",
         help="memory per rank of each training stage (weights, gradients, optimizer, "

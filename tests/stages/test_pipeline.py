@@ -146,6 +146,17 @@ def test_the_same_specs_from_scratch_give_the_same_metrics_and_models(first, twi
     assert lock(twin.project) == first.lock
 
 
+def test_humaneval_scores_the_routed_model_offline_in_the_sandbox(project, tmp_path):
+    """`bar humaneval`: the plumbing a user with a real base runs (a tiny model scores about 0)."""
+    cmd = [sys.executable, "-m", "bar.cli", "humaneval", "--limit", "4", "--max-new-tokens", "24"]
+    out = run([*cmd, "--json", str(tmp_path / "humaneval.json")], project).stdout
+    result = json.loads((tmp_path / "humaneval.json").read_text())
+    assert f"humaneval fit_router: pass@1 {result['pass@1']:.1f}% ({len(result['passed'])} of 4)" in out
+    assert result["num_problems"] == 4 and [s["task_id"] for s in result["samples"]] == [
+        f"HumanEval/{i}" for i in range(3)
+    ]
+
+
 def test_every_stage_published_outputs_and_metrics(project):
     assert sorted(lock(project)) == sorted(STAGES)
     for name in STAGES:
