@@ -261,7 +261,7 @@ MUTATIONS = [
     Mutation(
         "sequence-parallel weights keep each rank's share of their gradient",
         "bar/train/optimizer.py",
-        "            parallel.sum_over_tp([m.grad for m in self._sequence_parallel])",
+        "            self._summed(self._sequence_parallel, parallel.sum_over_tp)",
         "            pass",
         [T + "train/test_moe_parallel.py"],
         slow=True,
@@ -288,6 +288,20 @@ MUTATIONS = [
         "        model.embedding.register_forward_hook(_needs_grad)",
         "        pass",
         [T + "train/test_loop.py::test_recomputed_activations_give_the_same_gradients"],
+    ),
+    Mutation(
+        "a conversation trains its last assistant turn only",
+        "bar/tokenizer.py",
+        "trained += [False] * len(head) + [True] * cut + [False] * (len(kept) - cut)",
+        "trained += [False] * len(head) + [j == turns[-1]] * cut + [False] * (len(kept) - cut)",
+        [T + "train/test_phases.py::test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_only"],
+    ),
+    Mutation(
+        "an anchor with another tokenizer is taken",
+        "bar/specs/base_model.py",
+        "    if mine != its:\n        token = min(",
+        "    if False:\n        token = min(",
+        [T + "test_specs.py::test_a_bad_anchor_is_one_clear_line"],
     ),
 ]
 
