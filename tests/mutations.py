@@ -303,6 +303,13 @@ MUTATIONS = [
         "    if False:\n        token = min(",
         [T + "test_specs.py::test_a_bad_anchor_is_one_clear_line"],
     ),
+    Mutation(
+        "stages logging one dataset at once do not retry",
+        "bar/tracking/runs.py",
+        "def log_input(mlflow, dataset, context: str, attempts: int = 5)",
+        "def log_input(mlflow, dataset, context: str, attempts: int = 1)",
+        [T + "test_tracking.py::test_stages_logging_one_dataset_at_once_all_succeed"],
+    ),
 ]
 
 

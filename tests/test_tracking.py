@@ -212,3 +212,44 @@ def test_messages_show_the_tracking_uri_without_its_password(monkeypatch):
     assert tracking.shown_uri() == "https://mlflow.example.org:8443/base"
     monkeypatch.setenv("BAR_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.shown_uri() == "http://127.0.0.1:5000"
+
+
+def _log_same_datasets(uri, barrier, rounds, errors):
+    import mlflow
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from bar.tracking.runs import log_input
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("race")
+    with mlflow.start_run():
+        for r in range(rounds):
+            barrier.wait()
+            try:
+                log_input(mlflow, MetaDataset(HTTPDatasetSource(f"http://data/{r}"), name=f"d{r}", digest=f"m{r}"), "training")
+            except Exception as e:  # noqa: BLE001 - counted, then asserted on
+                errors.put(repr(e))
+
+
+def test_stages_logging_one_dataset_at_once_all_succeed(tmp_path):
+    """Experts run in parallel log the same anchor as their input; MLflow's store looks a dataset
+    up, then inserts it, so without a retry some of them fail (a CI run lost one this way)."""
+    import multiprocessing
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("race")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, errors, rounds = ctx.Barrier(4), ctx.Queue(), 12
+    procs = [ctx.Process(target=_log_same_datasets, args=(uri, barrier, rounds, errors)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert errors.empty(), errors.get()
+    runs = mlflow.search_runs(experiment_names=["race"], output_format="list")
+    assert [len(r.inputs.dataset_inputs) for r in runs] == [rounds] * 4

@@ -109,7 +109,22 @@ def _log_inputs(mlflow, stage: str, cwd: Path | str) -> None:
         with warnings.catch_warnings():  # a file URI matches two equivalent local source types
             warnings.simplefilter("ignore")
             source = resolve_dataset_source((repo_root(cwd) / path).as_uri())
-        mlflow.log_input(MetaDataset(source, name=path, digest=md5), context=context)
+        log_input(mlflow, MetaDataset(source, name=path, digest=md5), context)
+
+
+def log_input(mlflow, dataset, context: str, attempts: int = 5) -> None:
+    """`mlflow.log_input`, safe when several stages log the same dataset at once: MLflow's SQL
+    store looks a dataset up, then inserts it, so a process that loses the race gets a unique
+    constraint error (from the store, or from a tracking server's); the retry finds the winner's row."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return mlflow.log_input(dataset, context=context)
+        except MlflowException as e:
+            lost_race = any(s in str(e) for s in ("UNIQUE constraint failed: datasets", "duplicate key value"))
+            if not lost_race or attempt == attempts - 1:
+                raise
 
 
 def _parent_expert(mlflow, expert: str) -> dict[str, str]:
