@@ -227,7 +227,9 @@ def _log_same_datasets(uri, barrier, rounds, errors):
         for r in range(rounds):
             barrier.wait()
             try:
-                log_input(mlflow, MetaDataset(HTTPDatasetSource(f"http://data/{r}"), name=f"d{r}", digest=f"m{r}"), "training")
+                log_input(
+                    mlflow, MetaDataset(HTTPDatasetSource(f"http://data/{r}"), name=f"d{r}", digest=f"m{r}"), "training"
+                )
             except Exception as e:  # noqa: BLE001 - counted, then asserted on
                 errors.put(repr(e))
 
