@@ -52,6 +52,29 @@ PROJECT_FILES = [
 ]
 
 
+# The slowest modules, slowest first: the two pytest-xdist workers take whole modules in collection
+# order, so these start first and the many quick ones fill in around them.
+SLOWEST = [
+    "stages/test_pipeline.py",
+    "stages/test_remote.py",
+    "stages/test_base_model.py",
+    "train/test_moe_parallel.py",
+    "train/test_tp_and_resume.py",
+    "model/test_base_import.py",
+    "stages/test_prepare_data.py",
+    "test_flows.py",
+    "test_tracking.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = Path(str(item.path)).relative_to(ROOT / "tests").as_posix()
+        return SLOWEST.index(path) if path in SLOWEST else len(SLOWEST)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kw)
     if check and result.returncode:
