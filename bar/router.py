@@ -119,7 +119,7 @@ def routing_shares(model, tok, examples: list[data.Example], batch_size: int = 1
         r.register_forward_hook(lambda m, args, out, i=i: captured.__setitem__(i, out[0].float()))
         for i, r in enumerate(routers)
     ]
-    items = [tokenizer.chat_ids(tok, e.asked, e.response, e.tools) for e in examples]
+    items = [tokenizer.example_ids(tok, e) for e in examples]
     rows = pack(items, max(len(ids) for ids, _ in items) - 1, tok.pad_token_id)
     sums, count = torch.zeros(len(routers), model.config.num_moe_experts, device=device), 0
     try:

@@ -141,13 +141,18 @@ def prompt_ids(tok, prompt: str | list[dict], tools: list[dict] | None = None) -
     return tok.encode(_render(tok, _messages(prompt), tools, asking=True), add_special_tokens=False)
 
 
+def example_ids(tok, e) -> tuple[list[int], list[bool]]:
+    """`chat_ids` of a `bar.data.Example`."""
+    return chat_ids(tok, e.asked, e.response, e.tools, last_turn_only=e.last_turn_only)
+
+
 def chat_ids(
-    tok, prompt: str | list[dict], response: str, tools: list[dict] | None = None
+    tok, prompt: str | list[dict], response: str, tools: list[dict] | None = None, last_turn_only: bool = False
 ) -> tuple[list[int], list[bool]]:
     """A supervised chat example (a user turn, or a conversation, and the assistant's `response`):
-    ids and which of them are trained: every assistant turn, each up to the token that ends it
-    (what the template writes after the last one is left out). Each turn is told apart by
-    rendering the conversation up to it with and without the generation prompt."""
+    ids and which of them are trained: every assistant turn (or the last only), each up to the
+    token that ends it (what the template writes after the last one is left out). Each turn is
+    told apart by rendering the conversation up to it with and without the generation prompt."""
     messages = [*_messages(prompt), {"role": "assistant", "content": response}]
     end = tok.convert_tokens_to_ids(turn_end(tok))
     turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
@@ -167,7 +172,8 @@ def chat_ids(
         cut = reply.index(end) + 1
         kept = reply if j != turns[-1] else reply[:cut]
         ids += head + kept
-        trained += [False] * len(head) + [True] * cut + [False] * (len(kept) - cut)
+        train = not last_turn_only or j == turns[-1]
+        trained += [False] * len(head) + [train] * cut + [False] * (len(kept) - cut)
         done = whole
     return ids, trained
 

@@ -34,6 +34,7 @@ class Example:
     # empty: the one user turn `prompt`.
     conversation: list = field(default_factory=list)
     tools: list = field(default_factory=list)  # tool definitions (JSON schemas) the chat template shows
+    last_turn_only: bool = False  # SFT loss on the reply only, not on the conversation's earlier assistant turns
 
     @property
     def asked(self) -> list[dict]:
@@ -51,6 +52,8 @@ class Example:
             out["conversation"] = copy.deepcopy(self.conversation)
         if self.tools:
             out["tools"] = copy.deepcopy(self.tools)
+        if self.last_turn_only:
+            out["last_turn_only"] = True
         return out
 
     @classmethod
@@ -63,7 +66,7 @@ class Example:
                 raise ValueError(
                     f"Example.from_json: key {key!r} must be a {kind.__name__}, got {type(obj.get(key)).__name__}"
                 )
-        optional = {k: copy.deepcopy(obj[k]) for k in ("conversation", "tools") if obj.get(k)}
+        optional = {k: copy.deepcopy(obj[k]) for k in ("conversation", "tools", "last_turn_only") if obj.get(k)}
         return cls(obj["domain"], obj["prompt"], obj["response"], copy.deepcopy(obj["check"]), **optional)
 
 

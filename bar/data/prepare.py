@@ -3,6 +3,7 @@ user's files (prepare_data writes them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 from pathlib import Path
@@ -20,7 +21,9 @@ def split_rows(domain: str, split: str, spec, seed: int) -> list[dict]:
     if split in spec.files:
         if split == "midtrain":
             return [{"text": t} for t in load_documents(spec.files[split], skip_bad_rows=spec.skip_bad_rows)]
-        return [e.to_json() for e in load_examples(spec.files[split], domain, skip_bad_rows=spec.skip_bad_rows)]
+        loaded = load_examples(spec.files[split], domain, skip_bad_rows=spec.skip_bad_rows)
+        last = spec.train_turns == "last"
+        return [dataclasses.replace(e, last_turn_only=last).to_json() for e in loaded]
     if n == 0:
         return []
     if split == "midtrain":

@@ -132,6 +132,9 @@ class DomainDataSpec(Spec):
         default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split"
     )
     skip_bad_rows: bool = False
+    train_turns: Literal["all", "last"] = Field(
+        "all", description="which assistant turns of a conversation in files.sft/anchor the SFT loss covers"
+    )
     verifier: str | None = Field(
         None,
         description="a domain of yours: data/<file>.py defining verify(response, "

@@ -76,7 +76,7 @@ def worker(specs: Specs) -> None:
     def fit(ckpt) -> list:
         load_state(model, merged)
         set_trainable(model, ["router"], freeze_anchor_row=False)
-        items = [tokenizer.chat_ids(tok, e.asked, e.response, e.tools) for _, e in picked]
+        items = [tokenizer.example_ids(tok, e) for _, e in picked]
         batching = dict(batch_size=spec.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed)
         batches = Batches(items, **batching)
         if spec.domain_loss:

@@ -61,7 +61,7 @@ def worker(specs: Specs) -> None:
     from bar.train.checkpoint import fingerprint, without_eval
 
     tok = tokenizer.load(output("tokenizer"))
-    items = [tokenizer.chat_ids(tok, e.asked, e.response, e.tools) for path in sft_files() for e in read_examples(path)]
+    items = [tokenizer.example_ids(tok, e) for path in sft_files() for e in read_examples(path)]
     run_dense_worker(
         STAGE,
         arch=specs.model,

@@ -88,7 +88,7 @@ def phase_items(tok, data: Path, phase: str) -> list:
         return [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(data / "midtrain.jsonl")]
     examples = read_examples(data / f"{'rl' if phase == 'rlvr' else phase}.jsonl")
     if phase == "sft":
-        return [tokenizer.chat_ids(tok, e.asked, e.response, e.tools) for e in examples]
+        return [tokenizer.example_ids(tok, e) for e in examples]
     return examples
 
 

@@ -98,6 +98,17 @@ def test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_o
         '<tool_call>{"name":"weather","arguments":{"city":"Paris"}}</tool_call><|im_end|>'
         "It is 10 degrees in Paris.<|im_end|>Ask me with the tool for Lima.<|im_end|>"
     )
+    # `train_turns: last` (specs/data.yaml) trains the reply only; prepare_data carries it with the row.
+    from bar.data import Example
+    from bar.data.prepare import split_rows
+    from bar.specs.declarations import DomainDataSpec
+
+    spec = DomainDataSpec(files={"sft": str(path)}, train_turns="last")
+    last = Example.from_json(split_rows("tool_use", "sft", spec, 0)[0])
+    ids_last, trained_last = tokenizer.example_ids(tok, last)
+    assert ids_last == ids and tok.decode([i for i, t in zip(ids_last, trained_last) if t]) == (
+        "Ask me with the tool for Lima.<|im_end|>"
+    )
 
     specs = Specs(tiny_project)
     torch.manual_seed(0)
