@@ -292,8 +292,8 @@ MUTATIONS = [
     Mutation(
         "a conversation trains its last assistant turn only",
         "bar/tokenizer.py",
-        "trained += [False] * len(head) + [True] * cut + [False] * (len(kept) - cut)",
-        "trained += [False] * len(head) + [j == turns[-1]] * cut + [False] * (len(kept) - cut)",
+        "train = not last_turn_only or j == turns[-1]",
+        "train = j == turns[-1]",
         [T + "train/test_phases.py::test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_only"],
     ),
     Mutation(
@@ -309,6 +309,13 @@ MUTATIONS = [
         "def log_input(mlflow, dataset, context: str, attempts: int = 5)",
         "def log_input(mlflow, dataset, context: str, attempts: int = 1)",
         [T + "test_tracking.py::test_stages_logging_one_dataset_at_once_all_succeed"],
+    ),
+    Mutation(
+        "train_turns: last is ignored",
+        "bar/data/prepare.py",
+        'last = spec.train_turns == "last"',
+        "last = False",
+        [T + "train/test_phases.py::test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_only"],
     ),
 ]
 
@@ -350,7 +357,7 @@ def main() -> None:
             path.write_text(original.replace(m.old, m.new))
             start = time.perf_counter()
             run = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", *m.tests],
+                [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:randomly", *m.tests],
                 cwd=copy,
                 env=env,
                 capture_output=True,
