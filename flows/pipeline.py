@@ -1,7 +1,8 @@
 """The `bar-pipeline` flow: the DVC pipeline as Prefect tasks, one per stage, in DAG order.
 
 DVC stays in charge of caching: the flow asks `dvc status` what changed, runs each stage
-that changed or depends on a changed one, and shows the others as `Skipped`. Each stage task
+that changed or depends on a changed one, and shows the others as `Skipped` (a run with
+nothing to do starts no task and no MLflow run). Each stage task
 retries on failure (training stages resume from their checkpoints). The flow opens one MLflow
 run, `pipeline`, that every stage run nests under. Results are read from `dvc.lock` and
 `metrics/`, never parsed from logs.
@@ -20,9 +21,9 @@ next run has only the rest to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -59,20 +60,15 @@ class Plan:
 
 def plan(root: Path, targets: list[str]) -> Plan:
     """Every stage the targets need, in DAG order, and those that must run: the ones DVC
-    reports as changed and everything downstream of them."""
-    dag = dvc(["dag", "--dot", *targets], root)
-    if dag.returncode:
-        raise RuntimeError(f"dvc dag failed in {root}: {dag.stderr.strip()}")
-    nodes = re.findall(r'^"([^"]+)";$', dag.stdout, re.M)
-    edges = re.findall(r'^"([^"]+)" -> "([^"]+)";$', dag.stdout, re.M)
-    graph = {n: set() for n in nodes}
-    for upstream, downstream in edges:
-        graph[downstream].add(upstream)
+    reports as changed (`dvc status --with-deps`) and everything downstream of them."""
+    from dvc.repo import Repo
+
+    # In the repository, as `dvc dag` and `dvc status` run: DVC names stages relative to it.
+    with contextlib.chdir(root), Repo(".") as repo:
+        stages = {s: s.addressing for t in targets for s in repo.stage.collect(t, with_deps=True)}
+        graph = {name: {stages[u] for u in repo.index.graph.successors(s) if u in stages} for s, name in stages.items()}
+        changed = set(repo.status(targets=targets, with_deps=True))
     order = list(TopologicalSorter(graph).static_order())
-    status = dvc(["status", "--json", *targets], root)
-    if status.returncode:
-        raise RuntimeError(f"dvc status failed in {root}: {status.stderr.strip()}")
-    changed = set(json.loads(status.stdout or "{}"))
     run = set()
     for stage in order:  # upstream first, so one pass propagates
         if stage in changed or graph[stage] & run:
@@ -159,6 +155,8 @@ def bar_pipeline(targets: list[str] | None = None, root: str = ".", max_parallel
         max_parallel,
         ", ".join(s for s in todo.order if s in todo.needed) or "none (everything is up to date)",
     )
+    if not todo.needed:  # a no-op run: no tasks, no MLflow run (Prefect's flow run records it)
+        return {"stages": dict.fromkeys(todo.order, "Skipped"), "routed": routed_scores(root), "mlflow_run_id": None}
     with tracking.pipeline_run(
         "pipeline", {"prefect_flow_run_id": str(flow_run.id), "targets": ",".join(targets)}, root
     ) as run:
@@ -169,12 +167,16 @@ def bar_pipeline(targets: list[str] | None = None, root: str = ".", max_parallel
         )
         if failed is not None:
             failed.result()  # raises: the flow fails, and so does its MLflow run
-        metrics = root / "metrics" / "evaluate.json"
-        routed = json.loads(metrics.read_text()).get("routed", {}) if metrics.exists() else {}
+        routed = routed_scores(root)
         if routed:
             run.log_metrics({f"routed/{d}": v for d, v in routed.items()})
         run.set_tags({"ran": ",".join(s for s, n in states.items() if n != "Skipped") or "none"})
     return {"stages": states, "routed": routed, "mlflow_run_id": run.run_id}
+
+
+def routed_scores(root: Path) -> dict[str, float]:
+    metrics = root / "metrics" / "evaluate.json"
+    return json.loads(metrics.read_text()).get("routed", {}) if metrics.exists() else {}
 
 
 def schedule(todo: Plan, max_parallel: int, submit) -> tuple[dict[str, str], object]:

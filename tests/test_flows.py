@@ -3,6 +3,7 @@ bar-pipeline flow's scheduling on a pipeline of quick stages."""
 
 import os
 import shutil
+import signal
 import sys
 
 import pytest
@@ -59,7 +60,7 @@ item = sys.argv[1]
 if Path(f"fail_{item}").exists():
     sys.exit(f"{item} fails")
 start = time.time()
-time.sleep({"a": 4, "b": 2}[item])  # b, second in DAG order, finishes first
+time.sleep(float(os.environ.get(f"TOY_SLEEP_{item}", {"a": 4, "b": 2}[item])))  # b, second in DAG order, finishes first
 os.makedirs(f"out/{item}")
 Path(f"out/{item}/x").write_text(item * 3)
 with open(os.environ["TOY_TIMES"], "a") as f:
@@ -134,4 +135,76 @@ def test_two_stages_whose_inputs_are_ready_run_at_the_same_time(tmp_path, monkey
     )
     assert a_start < b_end and b_start < a_end, "the two branches overlapped"
     assert (toy / "out" / ".gitignore").read_text() != (serial / "out" / ".gitignore").read_text()
+    assert yaml.safe_load((toy / "dvc.lock").read_text()) == yaml.safe_load((serial / "dvc.lock").read_text())
+
+
+def test_killing_the_flow_loses_no_finished_stage(tmp_path, monkeypatch, harness):
+    """The flow's process group is killed (as a lost machine would be) after b finished, while a
+    still runs: the next run keeps b and runs only a and what follows."""
+    import subprocess
+    import time
+
+    import yaml
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.pipeline import bar_pipeline
+
+    monkeypatch.setenv("TOY_TIMES", str(tmp_path / "times.txt"))
+    toy = toy_repo(tmp_path / "toy")
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "TOY_SLEEP_a": "600"}
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "flows.pipeline", "--root", str(toy), "--max-parallel", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 180
+    lock = toy / "dvc.lock"
+    while not (lock.exists() and "branch@b" in yaml.safe_load(lock.read_text())["stages"]):
+        assert flow.poll() is None and time.time() < deadline, "the flow never committed branch@b"
+        time.sleep(0.2)
+    os.killpg(flow.pid, signal.SIGKILL)
+    flow.wait()
+    assert set(yaml.safe_load(lock.read_text())["stages"]) == {"prep", "branch@b"}
+    result = bar_pipeline(root=str(toy), max_parallel=2)
+    assert result["stages"] == {"prep": "Skipped", "branch@a": "Completed", "branch@b": "Skipped", "join": "Completed"}
+    assert (toy / "join.txt").read_text() == "aaabbb"
+
+
+def test_a_worker_runs_the_deployed_pipeline_from_its_work_pool(tmp_path, monkeypatch):
+    """`python -m flows.serve --pool` registers the deployments with a process work pool of a
+    running Prefect server; `prefect worker start` picks the run up and runs it as a subprocess."""
+    import subprocess
+
+    import yaml
+
+    from benchmarks.common import prefect_server
+    from conftest import dvc, run
+
+    monkeypatch.setenv("TOY_TIMES", str(tmp_path / "times.txt"))
+    serial, toy = toy_repo(tmp_path / "serial"), toy_repo(tmp_path / "toy")
+    dvc(serial, "repro")
+    with prefect_server() as (api, env):
+        env = env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
+        registered = run([sys.executable, "-m", "flows.serve", "--root", str(toy), "--pool", "bar"], ROOT, env=env)
+        assert "work pool 'bar'" in registered.stdout
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "bar"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            ran = run(
+                [sys.executable, "-m", "prefect", "deployment", "run", "bar-pipeline/nightly"]
+                + ["-p", "max_parallel=2", "--watch", "--watch-timeout", "300"],
+                tmp_path,
+                env=env,
+            )
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+    assert "Completed" in ran.stdout, ran.stdout
     assert yaml.safe_load((toy / "dvc.lock").read_text()) == yaml.safe_load((serial / "dvc.lock").read_text())
