@@ -317,6 +317,20 @@ MUTATIONS = [
         "last = False",
         [T + "train/test_phases.py::test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_only"],
     ),
+    Mutation(
+        "a mixture's shares drop their remainders",
+        "bar/data/mixture.py",
+        "[: total - sum(counts.values())]",
+        "[:0]",
+        [T + "data/test_mixture.py"],
+    ),
+    Mutation(
+        "every expert draws the same rows",
+        "bar/data/mixture.py",
+        "random.Random(derived_seed(seed, name, domain, split)).sample(pool, n)",
+        "random.Random(derived_seed(seed, domain, split)).sample(pool, n)",
+        [T + "data/test_mixture.py"],
+    ),
 ]
 
 
