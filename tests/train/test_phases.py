@@ -3,28 +3,38 @@
 import pytest
 
 
+def random_anchor(specs) -> dict:
+    """A randomly initialised model (seed 0), saved as the base and the anchor an expert branches from."""
+    import torch
+    from safetensors.torch import save_file
+
+    from bar.files import output
+    from bar.model import build
+    from bar.train.checkpoint import full_state
+
+    torch.manual_seed(0)
+    anchor = full_state(build(specs.model, 1))
+    for stage in ("pretrain_base", "train_anchor"):
+        output(stage).mkdir(parents=True, exist_ok=True)
+        save_file(anchor, output(stage, "model.safetensors"))
+    return anchor
+
+
 @pytest.mark.parametrize("scaled", [True, False])
 def test_a_phase_trains_each_group_at_its_lr_scale(tiny_project, megatron, monkeypatch, scaled):
     """One SFT step of a branched expert with the embeddings at 1e-9 of the FFN's rate leaves
     them where they were while the FFN moves; without the scale they move as the FFN does (the
     merge of the redesign once dropped the argument that carries it)."""
-    import torch
-    from safetensors.torch import save_file
 
     from bar import tokenizer
     from bar.files import output
-    from bar.model import build
     from bar.specs import Specs
     from bar.train.checkpoint import full_state
     from bar.train.phases import Phase, adapt, branch
 
     monkeypatch.chdir(tiny_project)
     specs = Specs(tiny_project)
-    torch.manual_seed(0)
-    anchor = full_state(build(specs.model, 1))
-    for stage in ("pretrain_base", "train_anchor"):
-        output(stage).mkdir(parents=True, exist_ok=True)
-        save_file(anchor, output(stage, "model.safetensors"))
+    anchor = random_anchor(specs)
     sft = specs.expert("math").phases.sft
     spec = sft.model_copy(
         update={
@@ -52,15 +62,10 @@ def test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_o
     phase learns it."""
     import json
 
-    import torch
-    from safetensors.torch import save_file
-
     from bar import tokenizer
     from bar.data import load_examples
     from bar.files import output, write_jsonl
-    from bar.model import build
     from bar.specs import Specs
-    from bar.train.checkpoint import full_state
     from bar.train.phases import Phase, adapt, branch
 
     monkeypatch.chdir(tiny_project)
@@ -111,11 +116,7 @@ def test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_o
     )
 
     specs = Specs(tiny_project)
-    torch.manual_seed(0)
-    anchor = full_state(build(specs.model, 1))
-    for stage in ("pretrain_base", "train_anchor"):
-        output(stage).mkdir(parents=True, exist_ok=True)
-        save_file(anchor, output(stage, "model.safetensors"))
+    anchor = random_anchor(specs)
     data = tiny_project / "weather"
     data.mkdir()
     write_jsonl(data / "sft.jsonl", [x.to_json() for x in examples])
