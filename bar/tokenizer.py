@@ -146,6 +146,30 @@ def example_ids(tok, e) -> tuple[list[int], list[bool]]:
     return chat_ids(tok, e.asked, e.response, e.tools, last_turn_only=e.last_turn_only)
 
 
+def example_items(tok, examples: list, seq_length: int) -> list[tuple[int, tuple[list[int], list[bool]]]]:
+    """(index, `example_ids`) of each example whose conversation fits a packed row (seq_length + 1
+    tokens); one longer is left out with a warning naming its row, never cut: a cut reply would
+    train without its turn end. The tokenizer stage refuses them unless their domain skips bad
+    rows (`bar.data.prepare.check_lengths`)."""
+    import warnings
+
+    kept = []
+    for i, e in enumerate(examples):
+        ids = example_ids(tok, e)
+        if len(ids[0]) > seq_length + 1:
+            warnings.warn(f"{too_long(e, len(ids[0]), seq_length)}: left out", stacklevel=2)
+        else:
+            kept.append((i, ids))
+    return kept
+
+
+def too_long(e, n: int, seq_length: int, where: str = "") -> str:
+    return (
+        f"{e.source or where or e.domain}: the conversation with its reply is {n} tokens, more than the "
+        f"{seq_length + 1} a training row holds (model.seq_length + 1)"
+    )
+
+
 def chat_ids(
     tok, prompt: str | list[dict], response: str, tools: list[dict] | None = None, last_turn_only: bool = False
 ) -> tuple[list[int], list[bool]]:

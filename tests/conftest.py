@@ -111,10 +111,10 @@ def quick(project: Path) -> None:
     """The tiny preset with fewer steps and examples, for tests where what runs is the point, not the scores."""
     preset = project / "specs" / "presets" / "tiny.yaml"
     for keys, value in {
-        "train.pretrain": {"steps": 40, "batch_size": 8, "checkpoint_every": 20},
-        "train.anchor": {"steps": 20, "batch_size": 8, "checkpoint_every": 10},
-        "experts.phases.midtrain": {"steps": 4, "batch_size": 8, "checkpoint_every": 2},
-        "experts.phases.sft": {"steps": 8, "batch_size": 8, "checkpoint_every": 4},
+        "train.pretrain": {"steps": 40, "batch_size": 4, "checkpoint_every": 20},
+        "train.anchor": {"steps": 20, "batch_size": 4, "checkpoint_every": 10},
+        "experts.phases.midtrain": {"steps": 4, "batch_size": 4, "checkpoint_every": 2},
+        "experts.phases.sft": {"steps": 8, "batch_size": 4, "checkpoint_every": 4},
         "experts.phases.rlvr": {
             "steps": 2,
             "prompts_per_step": 2,

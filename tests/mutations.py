@@ -331,6 +331,34 @@ MUTATIONS = [
         "random.Random(derived_seed(seed, domain, split)).sample(pool, n)",
         [T + "data/test_mixture.py"],
     ),
+    Mutation(
+        "publishing a stage removes its phases' finals too",
+        "bar/runner.py",
+        'if p.name != "final":',
+        "if True:",
+        [T + "test_runner.py"],
+    ),
+    Mutation(
+        "a long document is cut to one row",
+        "bar/train/batches.py",
+        "for s in range(0, len(i), width))",
+        "for s in range(0, min(len(i), 1)))",
+        [T + "train/test_batches.py"],
+    ),
+    Mutation(
+        "a conversation longer than a row is kept (and cut when packed)",
+        "bar/tokenizer.py",
+        "if len(ids[0]) > seq_length + 1:",
+        "if False:",
+        [T + "test_tokenizer.py"],
+    ),
+    Mutation(
+        "the tokenizer stage lets a too-long conversation through",
+        "bar/data/prepare.py",
+        "                if not skip[domain]:",
+        "                if False:",
+        [T + "test_tokenizer.py"],
+    ),
 ]
 
 

@@ -73,3 +73,37 @@ def test_a_chat_template_bar_cannot_train_through_is_refused_saying_why(tmp_path
     tok.chat_template = template
     with pytest.raises(ValueError, match=re.escape(expected)):
         tokenizer.chat_ids(tok, "Hi", "Hello")
+
+
+def test_a_conversation_longer_than_a_training_row_is_refused_naming_its_row_or_left_out_whole(tmp_path):
+    """Never cut: a cut reply would train without its turn end. The user's file:line travels with
+    the row through prepare_data; the tokenizer stage refuses it before any training, or, with the
+    domain's skip_bad_rows, the training stages leave it out whole."""
+    from bar import tokenizer
+    from bar.data import DataError, Example
+    from bar.data.prepare import check_lengths, split_rows
+    from bar.files import write_jsonl
+    from bar.specs.declarations import DomainDataSpec
+
+    tok = tokenizer.train(["the cat sat on the mat"] * 20, 300, 1, 0)
+    user = tmp_path / "chat.jsonl"
+    replies = ["the cat", "the cat sat on the mat " * 20, "the mat"]
+    user.write_text("".join(json.dumps({"prompt": "where?", "response": r}) + "\n" for r in replies))
+    rows = split_rows("safety", "sft", DomainDataSpec(files={"sft": str(user)}), 0)
+    assert [r["source"] for r in rows] == [f"{user}:{n}" for n in (1, 2, 3)]
+    examples = [Example.from_json(r) for r in rows]
+    lengths = [len(tokenizer.example_ids(tok, e)[0]) for e in examples]
+    seq_length = lengths[0] + 10  # rows 1 and 3 fit, row 2 does not
+    assert lengths[1] > seq_length + 1 >= max(lengths[0], lengths[2])
+    (tmp_path / "data" / "safety").mkdir(parents=True)
+    write_jsonl(tmp_path / "data" / "safety" / "sft.jsonl", rows)
+
+    message = f"{user}:2: the conversation with its reply is {lengths[1]} tokens, more than the {seq_length + 1}"
+    with pytest.raises(DataError, match=re.escape(message) + r".*domains\.safety\.skip_bad_rows: true"):
+        check_lengths(tok, tmp_path / "data", {"safety": False}, seq_length)
+    assert check_lengths(tok, tmp_path / "data", {"safety": True}, seq_length) == 1
+    with pytest.warns(UserWarning, match=re.escape(message)):
+        kept = tokenizer.example_items(tok, examples, seq_length)
+    assert kept == [(0, tokenizer.example_ids(tok, examples[0])), (2, tokenizer.example_ids(tok, examples[2]))]
+    # Exactly a row's worth fits.
+    assert [i for i, _ in tokenizer.example_items(tok, examples[:1], lengths[0] - 1)] == [0]

@@ -35,6 +35,7 @@ class Example:
     conversation: list = field(default_factory=list)
     tools: list = field(default_factory=list)  # tool definitions (JSON schemas) the chat template shows
     last_turn_only: bool = False  # SFT loss on the reply only, not on the conversation's earlier assistant turns
+    source: str = field(default="", compare=False)  # the user's row it came from ("file:line"); "" if generated
 
     @property
     def asked(self) -> list[dict]:
@@ -54,6 +55,8 @@ class Example:
             out["tools"] = copy.deepcopy(self.tools)
         if self.last_turn_only:
             out["last_turn_only"] = True
+        if self.source:
+            out["source"] = self.source
         return out
 
     @classmethod
@@ -66,7 +69,9 @@ class Example:
                 raise ValueError(
                     f"Example.from_json: key {key!r} must be a {kind.__name__}, got {type(obj.get(key)).__name__}"
                 )
-        optional = {k: copy.deepcopy(obj[k]) for k in ("conversation", "tools", "last_turn_only") if obj.get(k)}
+        optional = {
+            k: copy.deepcopy(obj[k]) for k in ("conversation", "tools", "last_turn_only", "source") if obj.get(k)
+        }
         return cls(obj["domain"], obj["prompt"], obj["response"], copy.deepcopy(obj["check"]), **optional)
 
 

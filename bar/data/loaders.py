@@ -109,7 +109,7 @@ def row_to_example(row: object, domain: str, where: str) -> Example:
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         _fail(where, f'"tools" must be a list of tool definitions (objects), got {_show(tools)}')
     check = _check(row.get("check"), response, domain, where)
-    return Example(domain, prompt, response, check, conversation, tools)
+    return Example(domain, prompt, response, check, conversation, tools, source=where)
 
 
 # --- sources --------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import random
 import shutil
 from pathlib import Path
 
-from bar.data.example import derived_seed
-from bar.data.loaders import load_documents, load_examples
+from bar.data.example import derived_seed, read_examples
+from bar.data.loaders import DataError, load_documents, load_examples
 from bar.data.synth import documents, examples
 from bar.data.verify import VERIFIER, use_verifier
 from bar.files import write_json, write_jsonl
@@ -57,3 +57,27 @@ def prepare(spec: DataSpec, out: Path) -> dict:
             counts[f"{domain}/{split}"] = len(rows)
     write_json(out / "manifest.json", {"counts": counts, "spec": spec.model_dump(mode="json")})
     return counts
+
+
+def check_lengths(tok, data_dir: Path, skip: dict[str, bool], seq_length: int) -> int:
+    """Refuse a training conversation (anchor, sft) longer than seq_length + 1 tokens before any
+    training, naming its row (DataError); in a domain with skip_bad_rows (`skip`) it is counted
+    and later left out (`bar.tokenizer.example_items`). Returns how many were."""
+    from bar.tokenizer import example_ids, too_long
+
+    left_out = 0
+    for domain in sorted(skip):
+        for split in ("anchor", "sft"):
+            path = data_dir / domain / f"{split}.jsonl"
+            for line, e in enumerate(read_examples(path) if path.exists() else [], start=1):
+                n = len(example_ids(tok, e)[0])
+                if n <= seq_length + 1:
+                    continue
+                if not skip[domain]:
+                    raise DataError(
+                        f"{too_long(e, n, seq_length, f'{path}:{line}')}. Fix: shorten it, raise specs/model.yaml: "
+                        f"seq_length, or set specs/data.yaml: domains.{domain}.skip_bad_rows: true to leave such "
+                        "rows out"
+                    )
+                left_out += 1
+    return left_out

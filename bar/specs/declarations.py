@@ -131,7 +131,9 @@ class DomainDataSpec(Spec):
     files: dict[Literal["midtrain", "sft", "rl", "anchor", "eval"], str] = Field(
         default_factory=dict, description="user data (JSONL file or saved `datasets` dir) per split"
     )
-    skip_bad_rows: bool = False
+    skip_bad_rows: bool = Field(
+        False, description="leave out bad rows with a warning (a training conversation longer than a row too)"
+    )
     train_turns: Literal["all", "last"] = Field(
         "all", description="which assistant turns of a conversation in files.sft/anchor the SFT loss covers"
     )

@@ -76,11 +76,12 @@ def worker(specs: Specs) -> None:
     def fit(ckpt) -> list:
         load_state(model, merged)
         set_trainable(model, ["router"], freeze_anchor_row=False)
-        items = [tokenizer.example_ids(tok, e) for _, e in picked]
+        kept = tokenizer.example_items(tok, [e for _, e in picked], arch.seq_length)
+        items, slots = [ids for _, ids in kept], [picked[i][0] for i, _ in kept]
         batching = dict(batch_size=spec.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed)
         batches = Batches(items, **batching)
         if spec.domain_loss:
-            batches = DomainRouting(model, items, [slot for slot, _ in picked], spec.domain_loss, **batching)
+            batches = DomainRouting(model, items, slots, spec.domain_loss, **batching)
         log = train_loop(model, batches, spec, ckpt, desc=STAGE, micro_batch_size=spec.micro_batch_size)
         after = full_state(model)
         changed = [k for k in after if ".mlp.router." not in k and not torch.equal(after[k], merged[k])]

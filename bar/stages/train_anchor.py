@@ -61,7 +61,8 @@ def worker(specs: Specs) -> None:
     from bar.train.checkpoint import fingerprint, without_eval
 
     tok = tokenizer.load(output("tokenizer"))
-    items = [tokenizer.example_ids(tok, e) for path in sft_files() for e in read_examples(path)]
+    examples = [e for path in sft_files() for e in read_examples(path)]
+    items = [ids for _, ids in tokenizer.example_items(tok, examples, specs.model.seq_length)]
     run_dense_worker(
         STAGE,
         arch=specs.model,

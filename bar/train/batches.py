@@ -1,7 +1,7 @@
 """Packed training batches, a pure function of (items, seed, step).
 
 Items (token ids + which tokens are trained) are packed whole into rows of seq_length + 1
-tokens, in an order shuffled per epoch. Each row carries segment ids (`documents`, passed to
+tokens (one longer goes on in the next rows), in an order shuffled per epoch. Each row carries segment ids (`documents`, passed to
 the model as its attention mask: `bar.model.attention`) so attention never crosses from one
 item into another: a packed row trains exactly like its items would separately. Because a
 batch depends only on the step, a resumed run sees the same data.
@@ -26,8 +26,10 @@ def pack(items: list[Item], seq_length: int, pad_id: int) -> list[tuple[list[int
             n = width - len(cur[0])
             rows.append((cur[0] + [pad_id] * n, cur[1] + [False] * n, cur[2] + [0] * n))
 
-    for ids, trained in items:
-        ids, trained = ids[:width], trained[:width]
+    # An item longer than a row (a long document) goes on in the next rows, as a new segment each:
+    # never cut. Chat examples that long are left out before (`tokenizer.example_items`).
+    pieces = ((i[s : s + width], t[s : s + width]) for i, t in items for s in range(0, len(i), width))
+    for ids, trained in pieces:
         if len(cur[0]) + len(ids) > width:
             flush()
             cur = ([], [], [])

@@ -81,14 +81,14 @@ def rewards(phases: list[Phase]) -> list[Path]:
     return [f for f in verifier_files() if f.parent.name in domains]
 
 
-def phase_items(tok, data: Path, phase: str) -> list:
+def phase_items(tok, data: Path, phase: str, seq_length: int) -> list:
     from bar import tokenizer
 
     if phase == "midtrain":
         return [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(data / "midtrain.jsonl")]
     examples = read_examples(data / f"{'rl' if phase == 'rlvr' else phase}.jsonl")
     if phase == "sft":
-        return [tokenizer.example_ids(tok, e) for e in examples]
+        return [ids for _, ids in tokenizer.example_items(tok, examples, seq_length)]
     return examples
 
 
@@ -100,7 +100,7 @@ def replayed(tok, ph: Phase, seq_length: int) -> list:
 
     out = []
     for data, (spec, seed) in zip(ph.data, ph.replay):
-        items = phase_items(tok, data, ph.phase)
+        items = phase_items(tok, data, ph.phase, seq_length)
         if ph.phase == "rlvr":
             out += rlvr.draws(items, spec, seed)
         else:
@@ -143,7 +143,7 @@ def adapt(
         if ph.replay:
             items = replayed(tok, ph, specs.model.seq_length)
         else:
-            items = [item for data in ph.data for item in phase_items(tok, data, ph.phase)]
+            items = [item for data in ph.data for item in phase_items(tok, data, ph.phase, specs.model.seq_length)]
         if ph.phase == "rlvr":
             reference = None
             if ph.spec.kl_coef > 0:  # the policy as RLVR starts (a copy: Megatron modules hold process groups)

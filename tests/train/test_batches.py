@@ -30,3 +30,17 @@ def test_rlvr_draws_every_prompt_once_before_any_twice():
     drawn = rlvr.draws(list(range(7)), spec, seed=0)
     assert len(drawn) == 20 and sorted(drawn[:7]) == list(range(7)) and sorted(drawn[7:14]) == list(range(7))
     assert drawn == rlvr.draws(list(range(7)), spec, seed=0) != rlvr.draws(list(range(7)), spec, seed=1)
+
+
+def test_an_item_longer_than_a_row_goes_on_in_the_next_rows_never_cut():
+    """A long document is split over rows, each piece a segment of its own: every token is kept,
+    and none is predicted across a piece boundary."""
+    from bar.train.batches import pack
+
+    long = list(range(1, 21))
+    rows = pack([([7, 7], [True] * 2), (long, [True] * 20)], seq_length=7, pad_id=0)
+    tokens = [t for r in rows for t, s in zip(r[0], r[2]) if s]
+    assert tokens == [7, 7, *long]
+    assert all(len(r[0]) == 8 for r in rows)
+    batch = Batches([(long, [True] * 20)], batch_size=3, seq_length=7, pad_id=0, seed=0).get(0)
+    assert batch["loss_mask"].sum() == 20 - 3  # the first token of each of the three pieces has no context
