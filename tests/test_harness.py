@@ -48,8 +48,9 @@ def routed(project, megatron, tmp_path_factory):
     from bar.train.checkpoint import full_state
 
     # fp32: transformers and bar's decoder then agree token for token (in bf16 their kernels round
-    # differently, and a near tie in a random model can go either way).
-    arch = Specs(project).model.model_copy(update={"precision": "fp32"})
+    # differently, and a near tie in a random model can go either way). Rows of 128 tokens: the
+    # longest prompts with their replies outgrow them, so lm-eval needs bar's max_length.
+    arch = Specs(project).model.model_copy(update={"precision": "fp32", "seq_length": 128})
     tok = tokenizer.load(project / "outputs" / "tokenizer")
     torch.manual_seed(0)
     model = build(arch, 1, num_experts=4).eval()

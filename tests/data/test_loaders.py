@@ -219,6 +219,8 @@ def test_a_conversation_with_a_system_prompt_tool_calls_and_results_becomes_one_
     assert multi.conversation == CONVERSATION["messages"][:-1] and multi.tools == CONVERSATION["tools"]
     assert multi.asked == multi.conversation
     assert Example.from_json(multi.to_json()) == multi
-    # One user turn stays the plain example it always was (the same JSON, so the same data hashes).
+    # Each example names the row it came from, so a later stage can name it too.
+    assert (multi.source, Example.from_json(single.to_json()).source) == (f"{path}:1", f"{path}:2")
+    # One user turn stays the plain example it always was (the same JSON but for its row).
     assert single.conversation == [] and single.asked == [{"role": "user", "content": "What is 4 * 2?"}]
-    assert set(single.to_json()) == {"domain", "prompt", "response", "check"}
+    assert set(single.to_json()) == {"domain", "prompt", "response", "check", "source"}
