@@ -2,7 +2,7 @@
 
 Forward FLOPs per token = 2 x (multiply-accumulates of every weight matrix the token passes
 through) + attention, 2 x 2 x seq_length x (heads x head_dim) per layer (scores and weighted
-values; the causal mask is not discounted). The FFN is SwiGLU (three matrices); an MoE with
+values; the causal mask is not discounted; a sliding-window layer's window if it is shorter). The FFN is SwiGLU (three matrices); an MoE with
 every expert active (the BAR default) runs all `num_experts` FFNs on every token, plus the
 router. Training a token costs the forward pass, the backward pass through the activations
 (about one more forward: 2 x 2 x multiply-accumulates and twice the attention) and the weight
@@ -29,8 +29,9 @@ def forward_flops_per_token(arch: ModelSpec, num_experts: int | None = None) -> 
     kv = 2 * arch.num_query_groups * head_dim
     attention_weights = h * (q + kv) + q * h
     ffn = 3 * h * arch.ffn_hidden_size * (num_experts or 1) + (h * num_experts if num_experts else 0)
-    attention_scores = 2 * arch.seq_length * q
-    return 2 * (layers * (attention_weights + ffn + attention_scores) + h * arch.vocab_size)
+    # A sliding-window layer scores at most its window of keys.
+    keys = sum(min(arch.seq_length, arch.window(i) or arch.seq_length) for i in range(layers))
+    return 2 * (layers * (attention_weights + ffn) + 2 * keys * q + h * arch.vocab_size)
 
 
 def frozen_matmuls(arch: ModelSpec, num_experts: int | None, trainable: list[str] | None) -> int:

@@ -7,7 +7,8 @@ relative positions, so a left-padded row decodes as it would alone. The prompt i
 Without tensor parallelism (every expert, the routed model, evaluation) a small decoder runs
 the Megatron-Core model's own parameters in plain PyTorch: per layer one fused QKV matmul,
 the layer's own norm modules (where its family puts them), RoPE on the new keys only, a
-preallocated cache, attention (SDPA for the prompt, two batched matmuls for one new query),
+preallocated cache, attention (SDPA for the prompt, two batched matmuls for one new query; a
+sliding-window layer masks the keys its window leaves out),
 and the MoE as Megatron-Core routes it (softmax over the top-k router logits, every expert's
 FFN weighted by its probability). On this CPU it decodes 1.3-1.6x as fast as Megatron-Core's
 modules, whose per-layer framework overhead it skips
@@ -182,6 +183,7 @@ class _Decoder:
         self.embedding = model.embedding.word_embeddings.weight
         self.final_norm, self.output = model.decoder.final_layernorm.weight, model.output_layer.weight
         self.layers = model.decoder.layers
+        self.windows = [layer.self_attention.core_attention.window for layer in self.layers]  # sliding or None
         dtype, device = self.embedding.dtype, self.embedding.device
         inv_freq = model.rotary_pos_emb.inv_freq.float().to(device)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device=device), inv_freq)
@@ -252,7 +254,10 @@ class _Decoder:
         b, t = tokens.shape
         start, end = self.offset, self.offset + t
         x = F.embedding(tokens, self.embedding)
+        from bar.model.attention import sliding_band
+
         attend = ~mask  # SDPA: True = attend
+        bands = {w: attend & sliding_band(t, end, w, x.device) for w in set(self.windows) if w and end > w}
         per_group = self.heads // self.groups
         for i, layer in enumerate(self.layers):
             attn = layer.self_attention
@@ -264,7 +269,8 @@ class _Decoder:
             v = qkv[:, :, :, per_group + 1].transpose(1, 2)
             self.keys[i, :, :, start:end] = self._rotate(k, start)
             self.values[i, :, :, start:end] = v
-            o = self._attention(self._rotate(q, start), self.keys[i, :, :, :end], self.values[i, :, :, :end], attend)
+            keys, values = self.keys[i, :, :, :end], self.values[i, :, :, :end]
+            o = self._attention(self._rotate(q, start), keys, values, bands.get(self.windows[i], attend))
             o = F.linear(o.transpose(1, 2).reshape(b, t, -1), attn.linear_proj.weight)
             post = isinstance(layer, PostNormLayer)
             x = x + (layer.post_self_attn_layernorm(o) if post else o)

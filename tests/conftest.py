@@ -290,9 +290,10 @@ def make_base(
     model_type: str = "llama",
     head_dim: int | None = None,
     chat_template: bool = False,
+    window: int | None = None,
 ) -> Path:
-    """A user's base model as `transformers` saves one: a random Llama (or Mistral, without a
-    sliding window, OLMo 2, Qwen3) and its own tokenizer (a sentencepiece-style BPE with <s>, </s>,
+    """A user's base model as `transformers` saves one: a random Llama (or Mistral, OLMo 2, Olmo 3,
+    Qwen3; Mistral's `window` in every layer, Olmo 3's in every other) and its own tokenizer (a sentencepiece-style BPE with <s>, </s>,
     <unk>, none of bar's special tokens; with `chat_template`, OLMO_CHAT and its <|user|>,
     <|assistant|> tokens)."""
     import torch
@@ -304,6 +305,8 @@ def make_base(
         MistralForCausalLM,
         Olmo2Config,
         Olmo2ForCausalLM,
+        Olmo3Config,
+        Olmo3ForCausalLM,
         PreTrainedTokenizerFast,
         Qwen3Config,
         Qwen3ForCausalLM,
@@ -326,10 +329,16 @@ def make_base(
     torch.manual_seed(seed)
     config_class, model_class, extra = {
         "llama": (LlamaConfig, LlamaForCausalLM, {}),
-        "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
+        "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": window}),
         "olmo2": (Olmo2Config, Olmo2ForCausalLM, {}),
+        "olmo3": (
+            Olmo3Config,
+            Olmo3ForCausalLM,
+            {"sliding_window": window, "layer_types": ["sliding_attention", "full_attention"] * (layers // 2)},
+        ),
         "qwen3": (Qwen3Config, Qwen3ForCausalLM, {}),
     }[model_type]
+    rope_parameters = rope or {"rope_type": "default", "rope_theta": 10000.0}
     config = config_class(
         **extra,
         head_dim=head_dim or hidden // heads,
@@ -344,7 +353,11 @@ def make_base(
         tie_word_embeddings=tied,
         bos_token_id=1,
         eos_token_id=2,
-        rope_parameters=rope or {"rope_type": "default", "rope_theta": 10000.0},
+        rope_parameters=(
+            dict.fromkeys(("full_attention", "sliding_attention"), rope_parameters)
+            if model_type == "olmo3"
+            else rope_parameters
+        ),
         initializer_range=0.1,
     )  # logits far enough apart that a wrong mapping shows
     model = model_class(config)

@@ -359,6 +359,27 @@ MUTATIONS = [
         "                if False:",
         [T + "test_tokenizer.py"],
     ),
+    Mutation(
+        "a sliding-window layer attends to every token",
+        "bar/model/attention.py",
+        "attend, is_causal = band if attend is None else attend & band, False",
+        "attend, is_causal = attend, is_causal",
+        [T + "model/test_attention.py", T + "model/test_base_import.py", T + "model/test_hf.py"],
+    ),
+    Mutation(
+        "a packed document longer than the window attends to all of itself",
+        "bar/model/attention.py",
+        "attn_mask=self._band(b - a, b - a, q.device) if self._slides(b - a) else None,",
+        "attn_mask=None,",
+        [T + "model/test_attention.py"],
+    ),
+    Mutation(
+        "bar's decoder ignores sliding windows",
+        "bar/decode.py",
+        "for w in set(self.windows) if w and end > w}",
+        "for w in set(self.windows) if False}",
+        [T + "model/test_hf.py"],
+    ),
 ]
 
 

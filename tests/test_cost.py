@@ -27,6 +27,15 @@ def test_matmul_flops_are_twice_the_matrix_parameters(megatron, num_experts):
     assert forward_flops_per_token(ARCH, num_experts) == 2 * matrices + attention
 
 
+def test_a_sliding_window_layer_scores_its_window_of_keys():
+    """Olmo 3's layout: layer 0 slides over 32 of the 128 tokens, layer 1 attends to them all."""
+    olmo3 = ARCH.model_copy(update={"sliding_window": 32, "layer_types": ["sliding_attention", "full_attention"]})
+    per_key = 2 * 2 * ARCH.num_attention_heads * ARCH.head_dim
+    assert forward_flops_per_token(ARCH) - forward_flops_per_token(olmo3) == per_key * (128 - 32)
+    wide = ARCH.model_copy(update={"sliding_window": 4096})  # a window longer than the rows changes nothing
+    assert forward_flops_per_token(wide) == forward_flops_per_token(ARCH)
+
+
 def test_training_is_three_forward_passes_and_rlvr_five():
     per_token = forward_flops_per_token(ARCH)
     assert training_flops(ARCH, {"sft": 10}) == 30 * per_token

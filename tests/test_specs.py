@@ -350,15 +350,27 @@ def fake_base(folder: Path, **config) -> Path:
     [
         ({}, "llama", None),
         ({"model_type": "olmo2"}, "olmo2", None),
+        # Olmo 3 slides in the layers its layer_types say, Mistral in every layer.
+        (
+            {"model_type": "olmo3", "sliding_window": 64, "layer_types": ["sliding_attention", "full_attention"]},
+            "olmo2",
+            None,
+        ),
+        ({"model_type": "mistral", "sliding_window": 64}, "llama", None),
         # Qwen3's saved configs keep a sliding_window that use_sliding_window turns off; heads of 128.
         ({"model_type": "qwen3", "use_sliding_window": False, "sliding_window": 4096, "head_dim": 128}, "qwen3", 128),
     ],
 )
 def test_a_base_model_sets_its_family(specs_copy, config, family, kv_channels):
-    fake_base(specs_copy / "data" / "base" / "llama", layer_types=["full_attention"] * 2, **config)
+    fake_base(specs_copy / "data" / "base" / "llama", **({"layer_types": ["full_attention"] * 2} | config))
     (specs_copy / "specs" / "model.yaml").write_text("base: data/base/llama\nseq_length: 256\n")
     model = Specs(specs_copy).model
     assert (model.family, model.kv_channels) == (family, kv_channels)
+    sliding = config["model_type"] in ("olmo3", "mistral") if config else False
+    assert model.sliding_window == (64 if sliding else None)
+    assert [model.window(i) for i in range(2)] == {"olmo3": [64, None], "mistral": [64, 64]}.get(
+        config.get("model_type"), [None, None]
+    )
 
 
 def test_a_base_model_sets_the_architecture(specs_copy):
@@ -380,16 +392,31 @@ def test_a_base_model_sets_the_architecture(specs_copy):
         (
             "data/base/llama",
             {"model_type": "qwen2"},
-            ['model_type = "qwen2"', 'must be "llama" or "mistral" or "olmo2" or "qwen3"'],
+            ['model_type = "qwen2"', 'must be "llama" or "mistral" or "olmo2" or "olmo3" or "qwen3"'],
         ),
         (
             "data/base/llama",
-            {"model_type": "mistral", "sliding_window": 4096},
-            ["sliding_window = 4096", "full attention", "must be null"],
+            {"model_type": "llama", "sliding_window": 4096},
+            ["sliding_window = 4096", "sliding-window attention", "must be null"],
         ),
         ("data/base/llama", {"attention_bias": True}, ["attention_bias = true", "must be false"]),
         ("data/base/llama", {"model_type": "qwen3_moe"}, ['model_type = "qwen3_moe"', '"qwen3"']),
-        ("data/base/llama", {"model_type": "olmo3"}, ['model_type = "olmo3"', '"olmo2"']),
+        (
+            "data/base/llama",
+            {"model_type": "olmo3", "layer_types": ["sliding_attention", "chunked_attention"]},
+            ['layer types = ["chunked_attention", "sliding_attention"]', 'or ["full_attention", "sliding_attention"]'],
+        ),
+        (
+            "data/base/llama",
+            {
+                "model_type": "olmo3",
+                "rope_parameters": {
+                    "full_attention": {"rope_type": "yarn", "rope_theta": 1.0, "factor": 8.0},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 1.0},
+                },
+            },
+            ["rope_parameters differ between full_attention and sliding_attention", "one RoPE for every layer"],
+        ),
         (
             "data/base/llama",
             {"model_type": "olmo2", "layer_types": ["sliding_attention", "full_attention"]},

@@ -3,7 +3,8 @@
 RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings; parameters in
 the spec's precision (float32 or bfloat16). The norms go where the spec's `family` puts them:
 before the attention and the MLP (llama), with QK-norm per head (qwen3), or after them with QK-norm
-over the whole projections (olmo2): `bar.model.norms`.
+over the whole projections (olmo2): `bar.model.norms`. Layers may attend over a sliding window
+(Mistral, Olmo 3: `ModelSpec.window`).
 Architecture only: how it is parallelised lives in `bar.parallel`, how it trains in `bar.train`.
 """
 
@@ -79,8 +80,9 @@ def transformer_config(
     )
 
 
-def layer_spec(family: str, num_experts: int | None = None):
-    """Megatron-Core's local layer spec with bar's attention modules, its norms where `family` puts them."""
+def layer_spec(family: str, num_experts: int | None = None, window: int | None = None):
+    """Megatron-Core's local layer spec with bar's attention modules, its norms where `family` puts
+    them; `window`: a sliding-window layer's (`bar.model.attention.SDPAttention`)."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer.spec_utils import ModuleSpec
 
@@ -91,7 +93,7 @@ def layer_spec(family: str, num_experts: int | None = None):
     spec.submodules.input_layernorm = spec.submodules.pre_mlp_layernorm = RMSNorm
     attention = spec.submodules.self_attention
     attention.module = CachedRopeSelfAttention
-    attention.submodules.core_attention = SDPAttention
+    attention.submodules.core_attention = ModuleSpec(module=SDPAttention, params={"window": window})
     if family == "olmo2":
         attention.submodules.q_layernorm = ModuleSpec(module=ProjectionRMSNorm, params={"projection": "query"})
         attention.submodules.k_layernorm = ModuleSpec(module=ProjectionRMSNorm, params={"projection": "key"})
@@ -131,6 +133,8 @@ def build(
         with device:
             return _gpt(config, arch, num_experts).to(dtype=arch.dtype)
     model = _gpt(config, arch, num_experts).to(device=device, dtype=arch.dtype)
+    if not initialize:
+        _take_parallel_attributes(model, config, arch, num_experts)
     if arch.recompute:
         # Megatron-Core recomputes each layer inside an autograd function, which passes gradients only
         # to inputs that need them: with the embeddings frozen (an expert's midtrain, the router)
@@ -138,6 +142,25 @@ def build(
         # transformers' `enable_input_require_grads` does the same for its gradient checkpointing.
         model.embedding.register_forward_hook(_needs_grad)
     return model
+
+
+_PARALLEL_ATTRIBUTES = ("tensor_model_parallel", "partition_dim", "partition_stride")
+
+
+def _take_parallel_attributes(model, config, arch: ModelSpec, num_experts: int | None) -> None:
+    """Megatron-Core tags a parameter as a tensor-parallel shard (`_PARALLEL_ATTRIBUTES`) while it
+    initialises it: a model built without initialising takes the tags of one initialised on the
+    meta device (no memory, no compute), so its shards load and gather (`bar.parallel.local_shard`)."""
+    import copy
+
+    config = copy.copy(config)
+    config.perform_initialization = True
+    with torch.device("meta"):
+        tagged = dict(_gpt(config, arch, num_experts).named_parameters())
+    for name, p in model.named_parameters():
+        for attr in _PARALLEL_ATTRIBUTES:
+            if hasattr(tagged[name], attr):
+                setattr(p, attr, getattr(tagged[name], attr))
 
 
 def _needs_grad(module, args, out: torch.Tensor) -> None:
@@ -151,7 +174,8 @@ def _gpt(config, arch: ModelSpec, num_experts: int | None):
 
     from bar.model.norms import RMSNorm
 
-    block = TransformerBlockSubmodules([layer_spec(arch.family, num_experts)] * arch.num_layers, layer_norm=RMSNorm)
+    layers = [layer_spec(arch.family, num_experts, arch.window(i)) for i in range(arch.num_layers)]
+    block = TransformerBlockSubmodules(layers, layer_norm=RMSNorm)
     return GPTModel(
         config=config,
         transformer_layer_spec=block,

@@ -16,7 +16,8 @@ and keys cover the same positions, and unmasked when a single new query attends 
 key/value cache. Packed training rows pass their document ids instead ([batch, seq] integers,
 `bar.train.batches`): each document attends causally to itself only, one SDPA call per
 document, so memory grows with the sequence length, not with its square as a [batch, 1, seq,
-seq] mask does.
+seq] mask does. A sliding-window layer (`window`) also masks keys more than `window` - 1 positions
+back (a document longer than the window gets a band mask of its own).
 """
 
 import torch
@@ -39,8 +40,10 @@ class SDPAttention(MegatronModule):
         softmax_scale=None,
         cp_comm_type=None,
         pg_collection=None,
+        window=None,
     ):
         super().__init__(config=config)
+        self.window = window  # a sliding-window layer: each query sees this many keys, itself included
         tp_size = (
             pg_collection.tp.size()
             if pg_collection is not None
@@ -63,11 +66,15 @@ class SDPAttention(MegatronModule):
             return out.permute(2, 0, 1, 3).reshape(s, b, -1)
         mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
         is_causal = attention_mask is None and mask_type == AttnMaskType.causal and q.size(2) == k.size(2)
+        attend = None if attention_mask is None else ~attention_mask
+        if self._slides(k.size(2)):
+            band = self._band(q.size(2), k.size(2), q.device)
+            attend, is_causal = band if attend is None else attend & band, False
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=None if attention_mask is None else ~attention_mask,
+            attn_mask=attend,
             is_causal=is_causal,
             scale=self.softmax_scale,
             enable_gqa=self.num_heads != self.num_groups,
@@ -88,7 +95,8 @@ class SDPAttention(MegatronModule):
                             q[i : i + 1, :, a:b],
                             k[i : i + 1, :, a:b],
                             v[i : i + 1, :, a:b],
-                            is_causal=True,
+                            attn_mask=self._band(b - a, b - a, q.device) if self._slides(b - a) else None,
+                            is_causal=not self._slides(b - a),
                             scale=self.softmax_scale,
                             enable_gqa=self.num_heads != self.num_groups,
                         )
@@ -98,6 +106,24 @@ class SDPAttention(MegatronModule):
                 )
             )
         return torch.cat(rows)
+
+    def _slides(self, keys: int) -> bool:
+        """Whether the window leaves out some of `keys` keys (the first, for the last query)."""
+        return self.window is not None and keys > self.window
+
+    def _band(self, queries: int, keys: int, device) -> torch.Tensor:
+        """[queries, keys], True = attend: the queries are the last of the keys' positions, each
+        sees itself and the window - 1 keys before it."""
+        return sliding_band(queries, keys, self.window, device)
+
+
+def sliding_band(queries: int, keys: int, window: int, device) -> torch.Tensor:
+    """Causal sliding-window attention, True = attend, the queries at the last positions of the
+    keys': key j is seen by the query at position i if i - window < j <= i (as transformers'
+    sliding-window masks)."""
+    q = torch.arange(keys - queries, keys, device=device)[:, None]
+    k = torch.arange(keys, device=device)[None, :]
+    return (k <= q) & (k > q - window)
 
 
 class CachedRopeSelfAttention(SelfAttention):

@@ -1,6 +1,6 @@
-"""Export to the `transformers` classes of the model's family (`EXPORTS`): Llama, OLMo 2 or
-Qwen3 for dense models, Mixtral, FlexOlmo or Qwen3-MoE for MoE models; and import a user's dense
-model of a family (`from_hf`, the inverse of `to_hf`).
+"""Export to the `transformers` classes of the model's family (`EXPORTS`): Llama, Mistral, OLMo 2,
+Olmo 3 or Qwen3 for dense models, Mixtral, FlexOlmo, bar's Olmo 3 MoE or Qwen3-MoE for MoE models;
+and import a user's dense model of a family (`from_hf`, the inverse of `to_hf`).
 
 The three MoE classes route like our Megatron-Core MoE when their config says so
 (`norm_topk_prob`; Mixtral always does): softmax over the router logits, top-k, and the kept
@@ -169,13 +169,32 @@ def rope_parameters(arch: ModelSpec) -> dict:
     return {"rope_type": "llama3", "rope_theta": arch.rope_base, "factor": arch.rope_scaling_factor, **LLAMA3_ROPE}
 
 
-# Each family's `transformers` model types: dense, MoE with experts chosen per token; and bar's
-# class (modeling_bar.py) over that MoE for experts chosen per sequence.
+# Each family's `transformers` model types (`exported_as`): dense, MoE with experts chosen per
+# token; and bar's class (modeling_bar.py) over that MoE for experts chosen per sequence. Olmo 3
+# has no MoE class in transformers: its MoE is bar's class, per token too (trust_remote_code).
 EXPORTS = {
     "llama": ("llama", "mixtral", "BarMoeForCausalLM"),
+    "mistral": ("mistral", "mixtral", "BarMoeForCausalLM"),
     "olmo2": ("olmo2", "flex_olmo", "BarFlexOlmoForCausalLM"),
+    "olmo3": ("olmo3", None, "BarOlmo3MoeForCausalLM"),
     "qwen3": ("qwen3", "qwen3_moe", "BarQwen3MoeForCausalLM"),
 }
+
+
+def exported_as(arch: ModelSpec) -> str:
+    """The `EXPORTS` entry of `arch`: its family, as Mistral or Olmo 3 when it has sliding windows."""
+    if arch.sliding_window is None:
+        return arch.family
+    return {"llama": "mistral", "olmo2": "olmo3"}[arch.family]
+
+
+def _windows(arch: ModelSpec, model_type: str) -> dict:
+    if arch.sliding_window is None:
+        return {}
+    if model_type == "olmo3":
+        kinds = ["full_attention" if arch.window(i) is None else "sliding_attention" for i in range(arch.num_layers)]
+        return {"sliding_window": arch.sliding_window, "layer_types": kinds}
+    return {"sliding_window": arch.sliding_window}
 
 
 def hf_config(
@@ -186,12 +205,16 @@ def hf_config(
 
     from bar.tokenizer import stop_ids
 
-    dense, moe_type, per_sequence = EXPORTS[arch.family]
-    model_type, moe = (moe_type, dict(num_experts_per_tok=topk or num_experts)) if num_experts else (dense, {})
+    dense, moe_type, per_sequence = EXPORTS[exported_as(arch)]
+    model_type, moe = (moe_type or dense, dict(num_experts_per_tok=topk or num_experts)) if num_experts else (dense, {})
     # Every family's router: softmax over the logits, top-k, the kept weights renormalised.
     moe |= {
         "mixtral": dict(num_local_experts=num_experts, router_jitter_noise=0.0, output_router_logits=False),
         "flex_olmo": dict(num_experts=num_experts, norm_topk_prob=True, output_router_logits=False),
+        # bar's Olmo 3 MoE: FlexOlmo's MoE block, which reads both names of the expert count.
+        "olmo3": dict(num_experts=num_experts, num_local_experts=num_experts, norm_topk_prob=True)
+        if num_experts
+        else {},
         "qwen3_moe": dict(
             num_experts=num_experts,
             norm_topk_prob=True,
@@ -211,7 +234,12 @@ def hf_config(
         head_dim=arch.head_dim,
         max_position_embeddings=arch.seq_length,
         rms_norm_eps=arch.norm_eps,
-        rope_parameters=rope_parameters(arch),
+        rope_parameters=(
+            {kind: rope_parameters(arch) for kind in ("full_attention", "sliding_attention")}
+            if model_type == "olmo3"
+            else rope_parameters(arch)
+        ),
+        **_windows(arch, model_type),
         attention_bias=False,
         mlp_bias=False,
         tie_word_embeddings=False,
@@ -223,8 +251,9 @@ def hf_config(
         **moe,
     )
     config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]]
-    if num_experts and sequence_topk:  # experts chosen per sequence: bar's class (modeling_bar.py)
-        config.sequence_topk = sequence_topk
+    if num_experts and (sequence_topk or moe_type is None):  # bar's class (modeling_bar.py)
+        if sequence_topk:  # experts chosen per sequence
+            config.sequence_topk = sequence_topk
         config.architectures = [per_sequence]
         config.auto_map = {"AutoModelForCausalLM": f"modeling_bar.{per_sequence}"}
     return config
@@ -293,8 +322,9 @@ def export(
     max_shard_size: int | str = "5GB",
 ) -> None:
     """Write a directory `AutoModelForCausalLM.from_pretrained(out)` loads offline (with
-    `trust_remote_code=True` for an MoE that chooses its experts per sequence: modeling_bar.py),
-    its weights in the spec's precision (`config.json: dtype`), sharded beyond `max_shard_size`."""
+    `trust_remote_code=True` for an MoE that chooses its experts per sequence, and for an Olmo 3
+    MoE: modeling_bar.py), its weights in the spec's precision (`config.json: dtype`), sharded
+    beyond `max_shard_size`."""
     from transformers import GenerationConfig
 
     from bar.tokenizer import keep_in_decode, stop_tokens

@@ -1,6 +1,7 @@
 """bar's routed model for `transformers`, shipped beside an export whose config sets
 `sequence_topk` (`specs/router.yaml`): the family's MoE class (Mixtral: `BarMoeForCausalLM`,
-FlexOlmo: `BarFlexOlmoForCausalLM`, Qwen3-MoE: `BarQwen3MoeForCausalLM`) whose every sequence is served by the anchor
+FlexOlmo: `BarFlexOlmoForCausalLM`, Qwen3-MoE: `BarQwen3MoeForCausalLM`; Olmo 3, which transformers
+has no MoE class for: `BarOlmo3MoeForCausalLM`, per token too) whose every sequence is served by the anchor
 (expert 0) and the `sequence_topk` experts its router favours over the prompt (the mean router
 probability over the prompt's tokens and the layers, every expert active), each token routed
 over those only, as `bar.generate` decodes. Load it with
@@ -20,8 +21,9 @@ import warnings
 import torch
 import transformers
 from packaging.version import Version
-from transformers import FlexOlmoForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM
+from transformers import FlexOlmoForCausalLM, MixtralForCausalLM, Olmo3ForCausalLM, Qwen3MoeForCausalLM
 from transformers.cache_utils import Cache
+from transformers.models.flex_olmo.modeling_flex_olmo import FlexOlmoSparseMoeBlock
 
 TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")  # the oldest and the newest release this file is tested with
 
@@ -101,4 +103,20 @@ class BarFlexOlmoForCausalLM(SequenceRouting, FlexOlmoForCausalLM):
 
 
 class BarQwen3MoeForCausalLM(SequenceRouting, Qwen3MoeForCausalLM):
+    pass
+
+
+class Olmo3MoeForCausalLM(Olmo3ForCausalLM):
+    """Olmo 3 (its sliding-window layers) with FlexOlmo's MoE block as every layer's FFN: an Olmo 3
+    expert or routed model, which transformers has no class for (FlexOlmo has no sliding window).
+    The tensors are named as FlexOlmo's."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        for layer in self.model.layers:
+            layer.mlp = FlexOlmoSparseMoeBlock(config)
+        self.post_init()
+
+
+class BarOlmo3MoeForCausalLM(SequenceRouting, Olmo3MoeForCausalLM):
     pass

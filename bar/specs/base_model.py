@@ -14,7 +14,10 @@ from bar.specs.errors import InputError
 # Llama 3.x's RoPE scaling as Megatron-Core applies it (only `factor` varies).
 LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 # The `ModelSpec.family` of each model_type bar imports.
-FAMILIES = {"llama": "llama", "mistral": "llama", "olmo2": "olmo2", "qwen3": "qwen3"}
+FAMILIES = {"llama": "llama", "mistral": "llama", "olmo2": "olmo2", "olmo3": "olmo2", "qwen3": "qwen3"}
+# Who may have sliding-window layers: Mistral's slide all, Olmo 3's as its layer_types say.
+# (Qwen3's, with use_sliding_window, slide from max_window_layers on: not built.)
+SLIDING = ("mistral", "olmo3")
 
 
 def base_architecture(folder: Path) -> dict[str, Any]:
@@ -39,13 +42,21 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         )
     config = json.loads((folder / "config.json").read_text())
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    # What each key may be. Mistral without a sliding window is a Llama: the same tensors and maths.
-    # Qwen3's sliding window applies only with use_sliding_window (as its transformers config reads it).
+    if isinstance(rope.get("full_attention"), dict):  # Olmo 3: RoPE per layer type (what it reads), the same for both
+        if rope["full_attention"] != rope.get("sliding_attention", rope["full_attention"]):
+            raise InputError(
+                f"{folder / 'config.json'}: rope_parameters differ between full_attention and sliding_attention "
+                f"layers ({json.dumps(rope)}): bar builds one RoPE for every layer"
+            )
+        rope = rope["full_attention"]
+    # What each key may be. Mistral is a Llama with a sliding window, Olmo 3 an OLMo 2 with sliding
+    # layers. Qwen3's sliding window applies only with use_sliding_window (as its transformers config reads it).
     window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
+    olmo3 = config.get("model_type") == "olmo3"
+    kinds = sorted(set(config.get("layer_types") or ["full_attention"]))
     problems = {
         "model_type": (config.get("model_type"), list(FAMILIES)),
-        "sliding_window": (window, [None]),
-        "layer types": (sorted(set(config.get("layer_types") or ["full_attention"])), [["full_attention"]]),
+        "layer types": (kinds, [["full_attention"], *([["full_attention", "sliding_attention"]] if olmo3 else [])]),
         "hidden_act": (config.get("hidden_act", "silu"), ["silu"]),
         "attention_bias": (config.get("attention_bias", False), [False]),
         "mlp_bias": (config.get("mlp_bias", False), [False]),
@@ -55,11 +66,14 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         problems |= {f"rope {k}": (rope.get(k), [v]) for k, v in LLAMA3_ROPE.items()}
     else:
         problems["rope type"] = (rope_type, ["default", "llama3"])
+    if config.get("model_type") not in SLIDING:
+        problems["sliding_window"] = (window, [None])
     for key, (value, allowed) in problems.items():
         if value not in allowed:
             raise InputError(
-                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama, Mistral, OLMo 2 and Qwen3 "
-                f"models (RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full attention, no biases): {key} "
+                f"{folder / 'config.json'}: {key} = {json.dumps(value)}: bar imports Llama, Mistral, OLMo 2, Olmo 3 "
+                f"and Qwen3 models (RMSNorm, SwiGLU, RoPE or Llama 3's scaled RoPE, full or Mistral's and Olmo 3's "
+                f"sliding-window attention, no biases): {key} "
                 f"must be {' or '.join(json.dumps(a) for a in allowed)}"
             )
     heads = config["num_attention_heads"]
@@ -78,6 +92,8 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
         "rope_scaling_factor": float(rope["factor"]) if rope_type == "llama3" else None,
         "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
+        "sliding_window": window if config["model_type"] in SLIDING else None,
+        "layer_types": config.get("layer_types") if olmo3 and window else None,
     }
 
 

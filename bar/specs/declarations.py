@@ -36,7 +36,7 @@ class ModelSpec(Spec):
 
     base: str | None = Field(
         None,
-        description="a local transformers Llama, Mistral, OLMo 2 or Qwen3 directory under data/base/ that "
+        description="a local transformers Llama, Mistral, OLMo 2, Olmo 3 or Qwen3 directory under data/base/ that "
         "pretrain_base imports instead of pre-training (its config.json sets the architecture)",
     )
     anchor: str | None = Field(
@@ -46,9 +46,9 @@ class ModelSpec(Spec):
     )
     family: Literal["llama", "olmo2", "qwen3"] = Field(
         "llama",
-        description="where the norms go: llama (and Mistral without a sliding window): RMSNorm before the "
+        description="where the norms go: llama (and Mistral): RMSNorm before the "
         "attention and the MLP; qwen3: also over each query and key head; olmo2: after the attention and "
-        "the MLP, and over the whole query and key projections",
+        "the MLP, and over the whole query and key projections (and Olmo 3)",
     )
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
@@ -67,6 +67,12 @@ class ModelSpec(Spec):
         description="Llama 3.x RoPE scaling (its `factor`; low/high frequency factors 1 and 4, original context 8192)",
     )
     norm_eps: float = Field(1e-5, gt=0)
+    sliding_window: int | None = Field(
+        None, gt=0, description="tokens a query of a sliding-window layer sees, itself included (Mistral, Olmo 3)"
+    )
+    layer_types: list[Literal["full_attention", "sliding_attention"]] | None = Field(
+        None, description="each layer's attention, as transformers names it (Olmo 3); none: every layer slides"
+    )
     init_std: float = Field(0.02, gt=0)
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
@@ -91,7 +97,24 @@ class ModelSpec(Spec):
             raise ValueError(
                 f"num_query_groups={self.num_query_groups} must divide num_attention_heads={self.num_attention_heads}"
             )
+        if self.layer_types is not None and len(self.layer_types) != self.num_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for num_layers={self.num_layers}")
+        if self.layer_types and "sliding_attention" in self.layer_types and self.sliding_window is None:
+            raise ValueError("layer_types has sliding_attention layers: set sliding_window")
+        # What exports can say: Mistral (llama) slides in every layer, Olmo 3 (olmo2) per layer_types.
+        if self.sliding_window is not None and self.family == "qwen3":
+            raise ValueError(
+                "sliding_window: the qwen3 family has none in bar (llama slides as Mistral, olmo2 as Olmo 3)"
+            )
+        if self.family == "llama" and self.layer_types and set(self.layer_types) != {"sliding_attention"}:
+            raise ValueError("layer_types: the llama family slides in every layer (Mistral) or none; leave it out")
         return self
+
+    def window(self, layer: int) -> int | None:
+        """The sliding window of layer `layer` (0-based); None: full attention."""
+        if self.layer_types is None or self.layer_types[layer] == "sliding_attention":
+            return self.sliding_window
+        return None
 
     @property
     def head_dim(self) -> int:

@@ -1,18 +1,19 @@
-"""Packed rows: each document attends to itself only (bar.model.attention, document ids)."""
+"""Packed rows: each document attends to itself only (bar.model.attention, document ids), within
+its sliding window if the layer has one."""
 
+import pytest
 import torch
 
 from conftest import small_arch
 
-ARCH = small_arch(seq_length=64)
 
-
-def test_a_packed_row_gives_each_document_the_losses_it_has_alone(megatron):
+@pytest.mark.parametrize("window", [None, 12], ids=["full", "sliding"])  # documents of 20 and 31 outgrow 12
+def test_a_packed_row_gives_each_document_the_losses_it_has_alone(megatron, window):
     from bar.model import build
     from bar.train.batches import Batches
 
     torch.manual_seed(0)
-    model = build(ARCH, 1, num_experts=2).eval()
+    model = build(small_arch(seq_length=64, sliding_window=window), 1, num_experts=2).eval()
     g = torch.Generator().manual_seed(0)
     items = [(torch.randint(1, 320, (n,), generator=g).tolist(), [True] * n) for n in (20, 9, 31)]
     batch = Batches(items, batch_size=1, seq_length=64, pad_id=0, seed=0).get(0)

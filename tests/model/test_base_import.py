@@ -1,4 +1,4 @@
-"""A user's model (Llama, Mistral, OLMo 2, Qwen3) imported as the pipeline's base: `bar.model.hf.from_hf`, the inverse of `to_hf`."""
+"""A user's model (Llama, Mistral, OLMo 2, Olmo 3, Qwen3) imported as the pipeline's base: `bar.model.hf.from_hf`, the inverse of `to_hf`."""
 
 import pytest
 import torch
@@ -18,19 +18,21 @@ LLAMA3 = {
 
 
 @pytest.mark.parametrize(
-    "tied,rope,model_type,family,head_dim",
+    "tied,rope,model_type,family,head_dim,window",
     [
-        (False, None, "llama", "llama", None),
-        (True, None, "llama", "llama", None),
-        (False, LLAMA3, "llama", "llama", None),
-        (False, None, "mistral", "llama", None),
-        (False, None, "olmo2", "olmo2", None),
-        (True, None, "qwen3", "qwen3", 24),  # as Qwen3's small models: tied, heads wider than hidden / heads
+        (False, None, "llama", "llama", None, None),
+        (True, None, "llama", "llama", None, None),
+        (False, LLAMA3, "llama", "llama", None, None),
+        (False, None, "mistral", "llama", None, None),
+        (False, None, "mistral", "llama", None, 16),  # every layer slides: a query sees 16 of the 40 tokens
+        (False, None, "olmo2", "olmo2", None, None),
+        (False, None, "olmo3", "olmo2", None, 16),  # layer 0 slides, layer 1 attends to everything
+        (True, None, "qwen3", "qwen3", 24, None),  # as Qwen3's small models: tied, heads wider than hidden / heads
     ],
-    ids=["untied", "tied", "llama3", "mistral", "olmo2", "qwen3"],
+    ids=["untied", "tied", "llama3", "mistral", "mistral-sliding", "olmo2", "olmo3", "qwen3"],
 )
 def test_an_imported_base_gives_the_logits_transformers_gives(
-    tmp_path, megatron, tied, rope, model_type, family, head_dim
+    tmp_path, megatron, tied, rope, model_type, family, head_dim, window
 ):
     from transformers import AutoModelForCausalLM
 
@@ -39,9 +41,12 @@ def test_an_imported_base_gives_the_logits_transformers_gives(
     from bar.specs import ModelSpec, base_architecture
     from bar.train.checkpoint import load_state
 
-    folder = make_base(tmp_path / "base", tied=tied, rope=rope, model_type=model_type, head_dim=head_dim)
+    folder = make_base(tmp_path / "base", tied=tied, rope=rope, model_type=model_type, head_dim=head_dim, window=window)
     arch = ModelSpec(seq_length=64, **base_architecture(folder))
     assert arch.family == family and arch.rope_scaling_factor == (rope and rope["factor"])
+    assert [arch.window(i) for i in range(2)] == {"mistral": [window] * 2, "olmo3": [window, None]}.get(
+        model_type, [None, None]
+    )
     assert arch.kv_channels == head_dim
     hf_state = read_hf(folder)
     state = from_hf(hf_state, arch)
@@ -62,8 +67,17 @@ def test_an_imported_base_gives_the_logits_transformers_gives(
     )
     assert theirs.std() > 0.5 and diff < 1e-4
     assert torch.equal(ours[..., vocab:], torch.zeros_like(ours[..., vocab:]))
+    if window:  # the window binds: attending to every token gives other logits past it
+        full = build(arch.model_copy(update={"sliding_window": None, "layer_types": None}), 1)
+        load_state(full, state)
+        with torch.no_grad():
+            unwindowed = full.eval()(x, None, None, runtime_gather_output=True)[..., :vocab]
+        assert torch.allclose(unwindowed[:, :window], theirs[:, :window], atol=1e-4)
+        assert (unwindowed[:, window:] - theirs[:, window:]).abs().max() > 0.1
 
-    assert rope_parameters(arch) == hf.config.rope_parameters  # what bar's exports write
+    rope = rope_parameters(arch)
+    layer_kinds = ("full_attention", "sliding_attention")
+    assert (dict.fromkeys(layer_kinds, rope) if model_type == "olmo3" else rope) == hf.config.rope_parameters
     back = to_hf(state, arch, vocab)  # the export maps it back tensor for tensor
     expected = dict(hf_state) | {"lm_head.weight": hf.lm_head.weight.detach()}
     assert back.keys() == expected.keys()
@@ -98,14 +112,17 @@ parallel.shutdown()
 """
 
 
-@pytest.mark.parametrize("model_type,head_dim", [("olmo2", None), ("qwen3", 24)])
-def test_an_imported_base_at_tp_2_gives_the_logits_and_gradients_it_gives_at_tp_1(tmp_path, model_type, head_dim):
-    """QK-norm at tp 2, each rank holding half the heads: OLMo 2's over the whole projection sums
-    the mean of squares (and its gradient) over both; Qwen3's per-head weight sums its gradient."""
+@pytest.mark.parametrize("model_type,head_dim,window", [("olmo3", None, 16), ("qwen3", 24, None)])
+def test_an_imported_base_at_tp_2_gives_the_logits_and_gradients_it_gives_at_tp_1(
+    tmp_path, model_type, head_dim, window
+):
+    """QK-norm at tp 2, each rank holding half the heads: OLMo 2's (and Olmo 3's, with its sliding
+    layer) over the whole projection sums the mean of squares (and its gradient) over both;
+    Qwen3's per-head weight sums its gradient."""
     import subprocess
     import sys
 
-    folder = make_base(tmp_path / "base", model_type=model_type, head_dim=head_dim)
+    folder = make_base(tmp_path / "base", model_type=model_type, head_dim=head_dim, window=window)
     (tmp_path / "worker.py").write_text(WORKER)
     results = {}
     for tp_size in (1, 2):

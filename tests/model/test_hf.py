@@ -46,12 +46,23 @@ def test_a_bf16_moe_exports_in_bf16_shards_with_an_index_that_transformers_loads
     assert (theirs - mine).abs().max().item() < 1e-4
 
 
-FAMILIES = {"llama": {}, "olmo2": {"family": "olmo2"}, "qwen3": {"family": "qwen3", "kv_channels": 12}}
+# Sliding windows of 6 tokens: the 12-token inputs and the decoded sequences (up to 21) outgrow them.
+FAMILIES = {
+    "llama": {},
+    "mistral": {"sliding_window": 6},
+    "olmo2": {"family": "olmo2"},
+    "olmo3": {"family": "olmo2", "sliding_window": 6, "layer_types": ["sliding_attention", "full_attention"]},
+    "qwen3": {"family": "qwen3", "kv_channels": 12},
+}
 CLASSES = {
     ("llama", None): "LlamaForCausalLM",
     ("llama", 3): "MixtralForCausalLM",
+    ("mistral", None): "MistralForCausalLM",
+    ("mistral", 3): "MixtralForCausalLM",
     ("olmo2", None): "Olmo2ForCausalLM",
     ("olmo2", 3): "FlexOlmoForCausalLM",
+    ("olmo3", None): "Olmo3ForCausalLM",
+    ("olmo3", 3): "BarOlmo3MoeForCausalLM",  # transformers has no Olmo 3 MoE: bar's (trust_remote_code)
     ("qwen3", None): "Qwen3ForCausalLM",
     ("qwen3", 3): "Qwen3MoeForCausalLM",
 }
@@ -82,7 +93,8 @@ def test_an_export_loads_as_its_familys_class_and_gives_bars_logits_and_tokens(t
                 p.normal_(0, 1.0)
     tok = train_tokenizer(["hello world 123"] * 20, 300, 1, 2)
     export(full_state(model), arch, tok, tmp_path, num_experts=num_experts, topk=topk)
-    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    remote = CLASSES[family, num_experts].startswith("Bar")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=remote).eval()
     assert type(hf).__name__ == CLASSES[family, num_experts]
 
     x = torch.randint(0, len(tok), (2, 12), generator=torch.Generator().manual_seed(1))

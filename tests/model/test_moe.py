@@ -112,9 +112,18 @@ def test_added_tokens_get_the_mean_row_of_the_others(dense_states):
         assert not torch.equal(w[4], w[5])  # they differed before
 
 
+OLMO3 = {"family": "olmo2", "sliding_window": 6, "layer_types": ["sliding_attention", "full_attention"]}
+
+
 @pytest.mark.parametrize(
     "family,cls",
-    [("llama", "BarMoeForCausalLM"), ("olmo2", "BarFlexOlmoForCausalLM"), ("qwen3", "BarQwen3MoeForCausalLM")],
+    [
+        ({"family": "llama"}, "BarMoeForCausalLM"),
+        ({"family": "olmo2"}, "BarFlexOlmoForCausalLM"),
+        (OLMO3, "BarOlmo3MoeForCausalLM"),
+        ({"family": "qwen3"}, "BarQwen3MoeForCausalLM"),
+    ],
+    ids=["llama", "olmo2", "olmo3", "qwen3"],
 )
 def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, megatron, family, cls):
     """`sequence_topk`: the export carries modeling_bar.py; `transformers`' greedy generate, prompt
@@ -129,7 +138,7 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
     from bar.tokenizer import train as train_tokenizer
     from bar.train.checkpoint import full_state
 
-    arch = ARCH.model_copy(update={"family": family, "init_std": 0.5})  # outputs far apart: routing shows
+    arch = ARCH.model_copy(update={**family, "init_std": 0.5})  # outputs far apart: routing shows
     torch.manual_seed(0)
     model = build(arch, 1, num_experts=4).eval()
     with torch.no_grad():

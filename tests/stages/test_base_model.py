@@ -1,4 +1,4 @@
-"""A base model of the user's (`specs/model.yaml: base`: a Llama, an OLMo 2) instead of pre-training
+"""A base model of the user's (`specs/model.yaml: base`: a Llama, an OLMo 2, an Olmo 3) instead of pre-training
 one, and an anchor of the user's instead of training one: real DVC runs the pipeline from them."""
 
 import json
@@ -78,6 +78,37 @@ def test_the_pipeline_starts_from_the_users_base(tmp_path):
     assert "reverse" in json.loads((anchor / "eval.json").read_text())
     metrics = json.loads((project / "metrics" / "train_anchor.json").read_text())
     assert metrics["cost/tokens"] == 0 and "eval/reverse" in metrics  # it reused its trained weights
+
+
+@pytest.mark.slow
+def test_an_olmo3_base_imports_through_pretrain_base_at_tp_2(tmp_path):
+    """Olmo 3: OLMo 2's layers, every other one attending over a sliding window (16 tokens here).
+    pretrain_base imports it over two tensor-parallel ranks and scores it (decoding through
+    Megatron-Core's inference path); its export is an Olmo3ForCausalLM with the original's logits."""
+    from transformers import AutoModelForCausalLM
+
+    project = make_project(tmp_path / "project")
+    user = make_base(project / "data" / "base" / "olmo3", model_type="olmo3", window=16)
+    # Rows of 512: the small base's tokenizer writes a tool-use conversation in up to 327 tokens.
+    model = {"base": "data/base/olmo3", "seq_length": 512, "init_std": 0.02}
+    (project / "specs" / "model.yaml").write_text(yaml.safe_dump(model))
+    preset = project / "specs" / "presets" / "tiny.yaml"
+    edit_yaml(preset, "model", {"seq_length": 512})
+    edit_yaml(preset, "train.pretrain.tp_size", 2)
+    edit_yaml(preset, "eval.num_examples", 4)
+    dvc(project, "repro", "pretrain_base")
+
+    base = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()
+    original = AutoModelForCausalLM.from_pretrained(user).eval()
+    assert type(base).__name__ == type(original).__name__ == "Olmo3ForCausalLM"
+    assert base.config.layer_types == original.config.layer_types == ["sliding_attention", "full_attention"]
+    assert base.config.sliding_window == 16
+    vocab = original.config.vocab_size
+    x = torch.randint(0, vocab, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(base(x).logits[..., :vocab], original(x).logits)
+    metrics = json.loads((project / "metrics" / "pretrain_base.json").read_text())
+    assert metrics["cost/tokens"] == 0 and "eval/general" in metrics
 
 
 @pytest.mark.slow
