@@ -249,13 +249,12 @@ class _Decoder:
         return out
 
     def __call__(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from bar.model.attention import sliding_band
         from bar.model.norms import PostNormLayer
 
         b, t = tokens.shape
         start, end = self.offset, self.offset + t
         x = F.embedding(tokens, self.embedding)
-        from bar.model.attention import sliding_band
-
         attend = ~mask  # SDPA: True = attend
         bands = {w: attend & sliding_band(t, end, w, x.device) for w in set(self.windows) if w and end > w}
         per_group = self.heads // self.groups

@@ -174,8 +174,8 @@ def run(
 ) -> dict:
     """lm-eval's `simple_evaluate` of `tasks` on an exported model (transformers backend, its chat
     template, greedy): {"<task>/<metric>": value}, and with `log_samples` also {"samples": {task:
-    [reply, ...] in the docs' order}}. Exports pad on the left, so the scores do not depend on
-    `batch_size`."""
+    [reply, ...] in the docs' order}, "outcomes": {task: [pass_rate of each reply, 0 or 100]}} for
+    bar's tasks. Exports pad on the left, so the scores do not depend on `batch_size`."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -199,9 +199,9 @@ def run(
             if key not in ("alias", "sample_len") and isinstance(value, int | float):
                 scores[f"{task}/{metric}" + (f"_{filtered}" if filtered not in ("", "none") else "")] = value
     if log_samples:
-        scores["samples"] = {
-            t: [s["resps"][0][0] for s in sorted(rows, key=lambda s: s["doc_id"])] for t, rows in out["samples"].items()
-        }
+        ordered = {t: sorted(rows, key=lambda s: s["doc_id"]) for t, rows in out["samples"].items()}
+        scores["samples"] = {t: [s["resps"][0][0] for s in rows] for t, rows in ordered.items()}
+        scores["outcomes"] = {t: [s["pass_rate"] for s in rows] for t, rows in ordered.items() if is_bar(t)}
     return scores
 
 

@@ -6,8 +6,14 @@ import torch
 from conftest import small_arch
 
 ARCH = small_arch(seq_length=64, init_std=0.5)  # large weights: attention far from uniform, so positions matter
-# Each family's layer (norms, QK-norm), and heads wider than hidden / heads.
-FAMILIES = {"llama": {}, "olmo2": {"family": "olmo2"}, "qwen3": {"family": "qwen3", "kv_channels": 12}}
+# Each family's layer (norms, QK-norm), heads wider than hidden / heads, and Olmo 3's sliding
+# window in every other layer (6 tokens: the decoded sequences outgrow it).
+FAMILIES = {
+    "llama": {},
+    "olmo2": {"family": "olmo2"},
+    "olmo3": {"family": "olmo2", "sliding_window": 6, "layer_types": ["sliding_attention", "full_attention"]},
+    "qwen3": {"family": "qwen3", "kv_channels": 12},
+}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

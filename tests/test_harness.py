@@ -78,12 +78,13 @@ def test_lm_eval_on_the_exported_tasks_gives_bars_replies_and_scores(project, ro
     spec = EvalSpec(max_new_tokens=8, num_examples=NUM_PROMPTS, batch_size=NUM_PROMPTS)
     domains = [*sorted(Specs(project).data.domains), "parity"]
     monkeypatch.chdir(project)
-    bar_replies, bar_scores = {}, {}
+    bar_replies, bar_scores, bar_outcomes = {}, {}, {}
     for d in domains:
         examples = eval_examples(d, spec)
         prompts = [e.prompt for e in examples]
         bar_replies[d] = responses(model, tok, prompts, max_new_tokens=spec.max_new_tokens, sequence_topk=1)
-        bar_scores[d] = score(model, tok, examples, max_new_tokens=spec.max_new_tokens, sequence_topk=1)["pass_rate"]
+        scored = score(model, tok, examples, max_new_tokens=spec.max_new_tokens, sequence_topk=1)
+        bar_scores[d], bar_outcomes[d] = scored["pass_rate"], [100.0 * c for c in scored["correct"]]
     max_length = harness.write_tasks(tmp_path / "harness", domains, spec, tok)
     assert max_length > arch.seq_length  # prompts lm-eval would cut without it
 
@@ -97,6 +98,7 @@ def test_lm_eval_on_the_exported_tasks_gives_bars_replies_and_scores(project, ro
     for d in domains:
         assert out["samples"][harness.task_name(d)] == bar_replies[d], d
         assert out[f"{harness.task_name(d)}/pass_rate"] == pytest.approx(bar_scores[d]), d
+        assert out["outcomes"][harness.task_name(d)] == bar_outcomes[d], d  # prompt by prompt
     assert out[f"{harness.GROUP}/pass_rate"] == pytest.approx(sum(bar_scores.values()) / len(domains))
     # lm-eval batches prompts of different lengths: the export pads them on the left.
     batched = harness.run(folder, [harness.GROUP], [tmp_path / "harness"], max_length, log_samples=True, batch_size=8)

@@ -81,32 +81,40 @@ def test_the_pipeline_starts_from_the_users_base(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_olmo3_base_imports_through_pretrain_base_at_tp_2(tmp_path):
-    """Olmo 3: OLMo 2's layers, every other one attending over a sliding window (16 tokens here).
-    pretrain_base imports it over two tensor-parallel ranks and scores it (decoding through
-    Megatron-Core's inference path); its export is an Olmo3ForCausalLM with the original's logits."""
+@pytest.mark.parametrize(
+    "model_type,base,tp_size",
+    [
+        ("olmo3", {"window": 16}, 2),  # OLMo 2's layers, every other one over a sliding window of 16 tokens
+        ("qwen3", {"tied": True, "head_dim": 24}, 2),  # tied embeddings, heads wider than hidden / heads
+        ("mistral", {"window": 16}, 1),  # every layer over a sliding window
+    ],
+)
+def test_a_base_of_each_family_imports_through_pretrain_base(tmp_path, model_type, base, tp_size):
+    """pretrain_base imports the base over `tp_size` tensor-parallel ranks and scores it (at tp 2,
+    decoding through Megatron-Core's inference path); its export is the family's class with the
+    original's logits (the Llama and OLMo 2 pipelines above and below check theirs)."""
     from transformers import AutoModelForCausalLM
 
     project = make_project(tmp_path / "project")
-    user = make_base(project / "data" / "base" / "olmo3", model_type="olmo3", window=16)
+    user = make_base(project / "data" / "base" / model_type, model_type=model_type, **base)
     # Rows of 512: the small base's tokenizer writes a tool-use conversation in up to 327 tokens.
-    model = {"base": "data/base/olmo3", "seq_length": 512, "init_std": 0.02}
+    model = {"base": f"data/base/{model_type}", "seq_length": 512, "init_std": 0.02}
     (project / "specs" / "model.yaml").write_text(yaml.safe_dump(model))
     preset = project / "specs" / "presets" / "tiny.yaml"
     edit_yaml(preset, "model", {"seq_length": 512})
-    edit_yaml(preset, "train.pretrain.tp_size", 2)
+    edit_yaml(preset, "train.pretrain.tp_size", tp_size)
     edit_yaml(preset, "eval.num_examples", 4)
     dvc(project, "repro", "pretrain_base")
 
-    base = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()
+    ours = AutoModelForCausalLM.from_pretrained(project / "outputs" / "pretrain_base" / "hf").eval()
     original = AutoModelForCausalLM.from_pretrained(user).eval()
-    assert type(base).__name__ == type(original).__name__ == "Olmo3ForCausalLM"
-    assert base.config.layer_types == original.config.layer_types == ["sliding_attention", "full_attention"]
-    assert base.config.sliding_window == 16
+    assert type(ours) is type(original)
+    assert getattr(ours.config, "layer_types", None) == getattr(original.config, "layer_types", None)
+    assert getattr(ours.config, "sliding_window", None) == base.get("window")
     vocab = original.config.vocab_size
     x = torch.randint(0, vocab, (2, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(base(x).logits[..., :vocab], original(x).logits)
+        assert torch.equal(ours(x).logits[..., :vocab], original(x).logits)
     metrics = json.loads((project / "metrics" / "pretrain_base.json").read_text())
     assert metrics["cost/tokens"] == 0 and "eval/general" in metrics
 
