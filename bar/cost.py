@@ -2,15 +2,15 @@
 
 Forward FLOPs per token = 2 x (multiply-accumulates of every weight matrix the token passes
 through) + attention, 2 x 2 x seq_length x (heads x head_dim) per layer (scores and weighted
-values; the causal mask is not discounted; a sliding-window layer's window if it is shorter). The FFN is SwiGLU (three matrices); an MoE with
-every expert active (the BAR default) runs all `num_experts` FFNs on every token, plus the
-router. Training a token costs the forward pass, the backward pass through the activations
-(about one more forward: 2 x 2 x multiply-accumulates and twice the attention) and the weight
-gradients of the matrices that train (2 x their multiply-accumulates). With every weight
-training that is 3 forward passes (the 6N rule of Kaplan et al. 2020); a frozen matrix (the
-anchor's FFN in an expert, everything but the router in router fitting) saves its weight
-gradients. An RLVR token costs 2 forward passes more: sampling it and the old-policy
-log-probability.
+values; the causal mask is not discounted; a sliding-window layer's window if it is shorter).
+The FFN is SwiGLU (three matrices); an MoE with every expert active (the BAR default) runs all
+`num_experts` FFNs on every token, plus the router. Training a token costs the forward pass, the
+backward pass through the activations (about one more forward: 2 x 2 x multiply-accumulates and
+twice the attention) and the weight gradients of the matrices that train (2 x their
+multiply-accumulates). With every weight training that is 3 forward passes (the 6N rule of
+Kaplan et al. 2020); a frozen matrix (the anchor's FFN in an expert, everything but the router
+in router fitting) saves its weight gradients. An RLVR token costs 2 forward passes more:
+sampling it and the old-policy log-probability.
 
 `cost/dense_flops` of a run: the same tokens through the same phases on the dense model of the
 anchor's shape with every weight training, i.e. what a monolithic retrain spends on that data.

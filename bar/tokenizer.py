@@ -156,14 +156,18 @@ def example_items(tok, examples: list, seq_length: int) -> list[tuple[int, tuple
     kept = []
     for i, e in enumerate(examples):
         ids = example_ids(tok, e)
-        if len(ids[0]) > seq_length + 1:
-            warnings.warn(f"{too_long(e, len(ids[0]), seq_length)}: left out", stacklevel=2)
+        if problem := too_long(e, len(ids[0]), seq_length):
+            warnings.warn(f"{problem}: left out", stacklevel=2)
         else:
             kept.append((i, ids))
     return kept
 
 
-def too_long(e, n: int, seq_length: int, where: str = "") -> str:
+def too_long(e, n: int, seq_length: int, where: str = "") -> str | None:
+    """What is wrong with example `e` of `n` tokens (ids with its reply) in rows of seq_length + 1
+    tokens, naming its row (`e.source`, else `where`); None if it fits."""
+    if n <= seq_length + 1:
+        return None
     return (
         f"{e.source or where or e.domain}: the conversation with its reply is {n} tokens, more than the "
         f"{seq_length + 1} a training row holds (model.seq_length + 1)"

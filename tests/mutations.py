@@ -346,17 +346,17 @@ MUTATIONS = [
         [T + "train/test_batches.py"],
     ),
     Mutation(
-        "a conversation longer than a row is kept (and cut when packed)",
+        "a conversation longer than a row is taken as fitting (and cut when packed)",
         "bar/tokenizer.py",
-        "if len(ids[0]) > seq_length + 1:",
-        "if False:",
+        "if n <= seq_length + 1:",
+        "if True:",
         [T + "test_tokenizer.py"],
     ),
     Mutation(
         "the tokenizer stage lets a too-long conversation through",
         "bar/data/prepare.py",
-        "                if not skip[domain]:",
-        "                if False:",
+        "if problem and not skip[domain]:",
+        "if False:",
         [T + "test_tokenizer.py"],
     ),
     Mutation(

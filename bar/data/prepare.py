@@ -70,14 +70,11 @@ def check_lengths(tok, data_dir: Path, skip: dict[str, bool], seq_length: int) -
         for split in ("anchor", "sft"):
             path = data_dir / domain / f"{split}.jsonl"
             for line, e in enumerate(read_examples(path) if path.exists() else [], start=1):
-                n = len(example_ids(tok, e)[0])
-                if n <= seq_length + 1:
-                    continue
-                if not skip[domain]:
+                problem = too_long(e, len(example_ids(tok, e)[0]), seq_length, f"{path}:{line}")
+                if problem and not skip[domain]:
                     raise DataError(
-                        f"{too_long(e, n, seq_length, f'{path}:{line}')}. Fix: shorten it, raise specs/model.yaml: "
-                        f"seq_length, or set specs/data.yaml: domains.{domain}.skip_bad_rows: true to leave such "
-                        "rows out"
+                        f"{problem}. Fix: shorten it, raise specs/model.yaml: seq_length, or set specs/data.yaml: "
+                        f"domains.{domain}.skip_bad_rows: true to leave such rows out"
                     )
-                left_out += 1
+                left_out += bool(problem)
     return left_out

@@ -52,10 +52,11 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     # What each key may be. Mistral is a Llama with a sliding window, Olmo 3 an OLMo 2 with sliding
     # layers. Qwen3's sliding window applies only with use_sliding_window (as its transformers config reads it).
     window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
-    olmo3 = config.get("model_type") == "olmo3"
+    model_type = config.get("model_type")
+    olmo3 = model_type == "olmo3"
     kinds = sorted(set(config.get("layer_types") or ["full_attention"]))
     problems = {
-        "model_type": (config.get("model_type"), list(FAMILIES)),
+        "model_type": (model_type, list(FAMILIES)),
         "layer types": (kinds, [["full_attention"], *([["full_attention", "sliding_attention"]] if olmo3 else [])]),
         "hidden_act": (config.get("hidden_act", "silu"), ["silu"]),
         "attention_bias": (config.get("attention_bias", False), [False]),
@@ -66,7 +67,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         problems |= {f"rope {k}": (rope.get(k), [v]) for k, v in LLAMA3_ROPE.items()}
     else:
         problems["rope type"] = (rope_type, ["default", "llama3"])
-    if config.get("model_type") not in SLIDING:
+    if model_type not in SLIDING:
         problems["sliding_window"] = (window, [None])
     for key, (value, allowed) in problems.items():
         if value not in allowed:
@@ -81,7 +82,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
     tokens, size = saved_tokens(folder)
     rows = max(config["vocab_size"], size + len(missing_specials(tokens)))
     return {
-        "family": FAMILIES[config["model_type"]],
+        "family": FAMILIES[model_type],
         "num_layers": config["num_hidden_layers"],
         "hidden_size": config["hidden_size"],
         "num_attention_heads": heads,
@@ -92,7 +93,7 @@ def base_architecture(folder: Path) -> dict[str, Any]:
         "rope_base": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
         "rope_scaling_factor": float(rope["factor"]) if rope_type == "llama3" else None,
         "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
-        "sliding_window": window if config["model_type"] in SLIDING else None,
+        "sliding_window": window if model_type in SLIDING else None,
         "layer_types": config.get("layer_types") if olmo3 and window else None,
     }
 

@@ -1,10 +1,10 @@
 """Packed training batches, a pure function of (items, seed, step).
 
-Items (token ids + which tokens are trained) are packed whole into rows of seq_length + 1
-tokens (one longer goes on in the next rows), in an order shuffled per epoch. Each row carries segment ids (`documents`, passed to
-the model as its attention mask: `bar.model.attention`) so attention never crosses from one
-item into another: a packed row trains exactly like its items would separately. Because a
-batch depends only on the step, a resumed run sees the same data.
+Items (token ids + which tokens are trained) are packed whole into rows of seq_length + 1 tokens
+(one longer goes on in the next rows), in an order shuffled per epoch. Each row carries segment
+ids (`documents`, passed to the model as its attention mask: `bar.model.attention`) so attention
+never crosses from one item into another: a packed row trains exactly like its items would
+separately. Because a batch depends only on the step, a resumed run sees the same data.
 """
 
 from __future__ import annotations
