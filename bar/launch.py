@@ -74,6 +74,16 @@ def command(module: str, nproc: int, args: list[str], nodes: Nodes) -> list[str]
     return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={per_node}", "-m", module, *args]
 
 
+def run_workers(module: str, nproc: int, args: list[str], here) -> None:
+    """A stage's workers: `here()` in this process when the stage is one process on one machine
+    (the same code on a process group of one, without the seconds a torchrun launcher and a fresh
+    worker take to start), else `module`'s workers under torchrun."""
+    if nproc == 1 and Nodes.from_env().count == 1:
+        here()
+    else:
+        torchrun(module, nproc, args)
+
+
 def torchrun(module: str, nproc: int, args: list[str] = ()) -> None:
     """Run `python -m module *args` under torchrun: `nproc` processes in all, shared over the
     nodes the environment names (one machine by default)."""

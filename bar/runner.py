@@ -1,8 +1,8 @@
 """How a training stage runs: a parent that launches workers, then publishes what they made.
 
 The stage's script (the parent, run by DVC with `python -m`) validates the specs, opens the
-MLflow run and starts `torchrun` with one worker per tensor-parallel rank, each running the
-same module with `--worker`. The workers train (resuming from `checkpoints/<stage>[/<item>]/`
+MLflow run and starts `torchrun` with one worker per rank, each running the same module with
+`--worker` (a stage of one process runs its worker in the parent). The workers train (resuming from `checkpoints/<stage>[/<item>]/`
 if a matching checkpoint is there), score the result on held-out data, and rank 0 writes
 `final` there. The parent then publishes `outputs/<stage>[/<item>]/` (weights, config,
 training logs, scores, Hugging Face export) in one rename, writes
@@ -161,6 +161,7 @@ def run_parent(
     stage: str,
     module: str,
     *,
+    worker,
     item: str | None = None,
     nproc: int,
     resolved: dict,
@@ -170,7 +171,8 @@ def run_parent(
     extra_metrics=None,
     register=None,
 ) -> None:
-    """Launch the workers of `stage` (for `item`): torchrun runs `module` (the stage's own) with
+    """Launch the workers of `stage` (for `item`): `worker()` in this process when the stage is
+    one process (`bar.launch.run_workers`), else torchrun runs `module` (the stage's own) with
     `--worker`; then publish, record and clean up.
 
     `phases` names the training phases of a multi-phase stage (their checkpoint folders);
@@ -190,7 +192,7 @@ def run_parent(
     root = CHECKPOINTS.joinpath(*parts)
     with tracking.stage_run(name, spec=resolved, tags=tags, nproc=launch.Nodes.from_env().per_node(nproc)) as run:
         try:
-            launch.torchrun(module, nproc, [*parts[1:], "--worker"])
+            launch.run_workers(module, nproc, [*parts[1:], "--worker"], worker)
         finally:
             log_partial_histories(run, root, phases)
         meta = read_meta(root / "final")

@@ -1,4 +1,4 @@
-"""bar.launch: the threads each rank computes with."""
+"""bar.launch: where a stage's workers run, and the threads each rank computes with."""
 
 import os
 
@@ -13,6 +13,18 @@ def test_threads_per_rank_shares_the_cores_unless_omp_num_threads_says(monkeypat
     assert [threads_per_rank(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_rank(2) == 3
+
+
+def test_a_stage_of_one_process_runs_its_worker_itself_and_more_go_to_torchrun(monkeypatch):
+    from bar.launch import run_workers
+
+    monkeypatch.delenv("BAR_NNODES", raising=False)
+    ran = []
+    run_workers("bar.no_such_stage", 1, ["--worker"], lambda: ran.append("here"))  # torchrun would fail on it
+    assert ran == ["here"]
+    with pytest.raises(SystemExit, match="bar.no_such_stage: torchrun workers failed"):
+        run_workers("bar.no_such_stage", 2, ["--worker"], lambda: ran.append("here again"))
+    assert ran == ["here"]
 
 
 def test_several_nodes_share_the_processes_and_bad_settings_fail_naming_the_variable(monkeypatch):

@@ -136,6 +136,7 @@ def main(name: str) -> None:
     run_parent(
         STAGE,
         __spec__.name,
+        worker=lambda: worker(specs, name),
         item=name,
         nproc=specs.baselines.tp_size * specs.baselines.dp_size,
         resolved=res,

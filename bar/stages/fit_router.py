@@ -120,6 +120,7 @@ def main() -> None:
     run_parent(
         STAGE,
         __spec__.name,
+        worker=lambda: worker(specs),
         nproc=specs.router.tp_size * specs.router.dp_size,
         resolved=res,
         phases=[DENSE_PHASE],

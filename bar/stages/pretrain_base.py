@@ -88,6 +88,7 @@ def main() -> None:
     run_parent(
         STAGE,
         __spec__.name,
+        worker=lambda: work(specs),
         nproc=specs.train.pretrain.tp_size * specs.train.pretrain.dp_size,
         resolved=spec,
         phases=phases,

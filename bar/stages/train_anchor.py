@@ -90,6 +90,7 @@ def main() -> None:
     run_parent(
         STAGE,
         __spec__.name,
+        worker=lambda: work(specs),
         nproc=specs.train.anchor.tp_size * specs.train.anchor.dp_size,
         resolved=spec,
         phases=None if anchor else [DENSE_PHASE],  # an imported anchor trains nothing

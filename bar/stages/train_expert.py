@@ -81,6 +81,7 @@ def main(name: str) -> None:
     run_parent(
         STAGE,
         __spec__.name,
+        worker=lambda: worker(specs, name),
         item=name,
         nproc=spec.tp_size * spec.dp_size,
         resolved=res,
