@@ -61,13 +61,15 @@ class Plan:
 def plan(root: Path, targets: list[str]) -> Plan:
     """Every stage the targets need, in DAG order, and those that must run: the ones DVC
     reports as changed (`dvc status --with-deps`) and everything downstream of them."""
-    from dvc.repo import Repo
+    from dvc.repo import Repo, lock_repo
 
     # In the repository, as `dvc dag` and `dvc status` run: DVC names stages relative to it.
-    with contextlib.chdir(root), Repo(".") as repo:
+    # Under the repository's lock, as `dvc status`; each stage's status is `dvc status`'s entry
+    # for it (asked of the stages collected once, not collected again).
+    with contextlib.chdir(root), Repo(".") as repo, lock_repo(repo):
         stages = {s: s.addressing for t in targets for s in repo.stage.collect(t, with_deps=True)}
         graph = {name: {stages[u] for u in repo.index.graph.successors(s) if u in stages} for s, name in stages.items()}
-        changed = set(repo.status(targets=targets, with_deps=True))
+        changed = set().union(*(s.status(check_updates=True) for s in stages))
     order = list(TopologicalSorter(graph).static_order())
     run = set()
     for stage in order:  # upstream first, so one pass propagates
