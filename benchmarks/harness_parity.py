@@ -5,8 +5,15 @@ every prompt whose outcome differs (its index, both outcomes and lm-eval's reply
 
     python benchmarks/harness_parity.py --root DIR [--batch-size 16]
 
-DIR is a repository where `dvc repro` has run (needs the `[eval]` extra). Scores do not depend on
-the batch size: exports pad on the left (tests/test_harness.py).
+DIR is a repository where `dvc repro` has run (needs the `[eval]` extra). Exports pad on the
+left, so in fp32 scores do not depend on the batch size (tests/test_harness.py); in bf16 a
+near-tie can round either way with the batch's shape.
+
+With `--explain`, each differing prompt is run again alone through both implementations, bar's
+(`bar.decode` on the Megatron-Core model) and the export's (`transformers` `generate`), in the
+run's precision and in fp32: the experts the routed model serves it with (their mean router
+share over the prompt, and the runner-up's) and each reply. Where both agree in fp32, the two
+compute the same function and the difference is rounding.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="a repository where dvc repro has run")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--explain", action="store_true", help="run each differing prompt again, in fp32 too")
     args = parser.parse_args()
     root = args.root.resolve()
     with contextlib.chdir(root):
@@ -57,6 +65,106 @@ def main() -> None:
         for model, d, i, a, b, reply in differing:
             print(f"  {model} {d} prompt {i}: bar {a:.0f}, lm-eval {b:.0f}; lm-eval replied {reply!r}")
             print(f"    prompt: {prompts[d][i]!r}")
+        if args.explain and differing:
+            explain(specs, tok, [(model, d, i) for model, d, i, *_ in differing])
+
+
+def explain(specs, tok, cases: list[tuple[str, str, int]]) -> None:
+    """Each case (model, domain, prompt index) alone through bar's decoding and the export's
+    `generate`, in the spec's precision and in fp32: the experts served and the reply."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bar import parallel, tokenizer
+    from bar.decode import _Decoder, _left_pad, generate
+    from bar.evaluation import load_moe
+    from bar.files import output
+    from bar.model import build
+    from bar.scoring import eval_examples
+    from bar.train.checkpoint import load_state
+
+    parallel.init(1, specs.params.seed)
+    slots = ["anchor", *specs.params.experts]
+    k = json.loads(output("fit_router", "config.json").read_text()).get("sequence_topk")
+    stops, n = sorted(tokenizer.stop_ids(tok)), specs.eval.max_new_tokens
+
+    def ours(name: str, precision: str):
+        arch = specs.model.model_copy(update={"precision": precision})
+        if name == "routed":
+            model = load_moe(arch, output("fit_router"))[0]
+        else:
+            from safetensors.torch import load_file
+
+            model = build(arch, 1)
+            load_state(model, load_file(output("train_anchor", "model.safetensors")))
+        model.eval()
+
+        def run(ids: list[int]):
+            shares = None
+            if name == "routed":
+                tokens, _, mask = _left_pad([ids], tok.pad_token_id, 0, parallel.device())
+                decoder = _Decoder(model, *tokens.shape)
+                decoder.shares, decoder.real = [], (~torch.diagonal(mask[:, 0], dim1=-2, dim2=-1)).float()[..., None]
+                with torch.no_grad():
+                    decoder(tokens, mask)
+                shares = torch.stack(decoder.shares).mean(0)[0]
+            new = generate(
+                model,
+                [ids],
+                max_new_tokens=n,
+                stop_ids=stops,
+                vocab_size=len(tok),
+                pad_id=tok.pad_token_id,
+                sequence_topk=k if name == "routed" else None,
+            )[0]
+            return shares, tokenizer.decode_response(tok, new)
+
+        return run
+
+    def theirs(name: str, precision: str):
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+        hf = AutoModelForCausalLM.from_pretrained(EXPORTS[name], trust_remote_code=True, dtype=dtype).eval()
+
+        def run(ids: list[int]):
+            x, shares = torch.tensor([ids]), []
+            if name == "routed":  # the shares `SequenceRouting.choose` ranks the experts by
+                hf.keep = None
+                hooks = [
+                    layer.mlp.gate.register_forward_hook(
+                        lambda gate, args, out: shares.append(torch.softmax(out[0].float(), dim=-1).mean(0))
+                    )
+                    for layer in hf.model.layers
+                ]
+                with torch.no_grad():
+                    hf.model(input_ids=x, use_cache=False)
+                for hook in hooks:
+                    hook.remove()
+            out = hf.generate(x, max_new_tokens=n, do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
+            reply = tokenizer.decode_response(tok, out[0, len(ids) :].tolist())
+            return (torch.stack(shares).mean(0) if shares else None), reply
+
+        return run
+
+    print("\neach differing prompt alone: bar's decoding and the export's generate, in the run's precision and fp32")
+    precisions = dict.fromkeys([specs.model.precision, "fp32"])
+    for name in dict.fromkeys(m for m, _, _ in cases):
+        sides = {f"{who} {p}": make(name, p) for p in precisions for who, make in (("bar", ours), ("lm-eval", theirs))}
+        for model, d, i in cases:
+            if model != name:
+                continue
+            e = eval_examples(d, specs.eval)[i]
+            ids = tokenizer.prompt_ids(tok, e.asked, e.tools)
+            print(f"  {model} {d} prompt {i}:")
+            for side, run in sides.items():
+                shares, reply = run(ids)
+                served = ""
+                if shares is not None:
+                    ranked = [
+                        slot for slot in shares.float().argsort(descending=True).tolist() if slot != 0
+                    ]  # the anchor serves all
+                    a, b = ranked[0], ranked[1]
+                    served = f"serves {slots[a]} ({shares[a]:.4f}; next {slots[b]} {shares[b]:.4f}) "
+                print(f"    {side:13s} {served}{reply!r}")
 
 
 if __name__ == "__main__":
