@@ -2,9 +2,9 @@
 
 The stage's script (the parent, run by DVC with `python -m`) validates the specs, opens the
 MLflow run and starts `torchrun` with one worker per rank, each running the same module with
-`--worker` (a stage of one process runs its worker in the parent). The workers train (resuming from `checkpoints/<stage>[/<item>]/`
-if a matching checkpoint is there), score the result on held-out data, and rank 0 writes
-`final` there. The parent then publishes `outputs/<stage>[/<item>]/` (weights, config,
+`--worker` (a stage of one process runs its worker in the parent). The workers train (resuming
+from `checkpoints/<stage>[/<item>]/` if a matching checkpoint is there), score the result on
+held-out data, and rank 0 writes `final` there. The parent then publishes `outputs/<stage>[/<item>]/` (weights, config,
 training logs, scores, Hugging Face export) in one rename, writes
 `metrics/<stage>[/<item>].json` and records everything in MLflow.
 """
@@ -12,6 +12,7 @@ training logs, scores, Hugging Face export) in one rename, writes
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from bar.files import CHECKPOINTS, atomic_dir, output, read_jsonl, write_json, write_metrics
@@ -161,7 +162,7 @@ def run_parent(
     stage: str,
     module: str,
     *,
-    worker,
+    worker: Callable[[], None],
     item: str | None = None,
     nproc: int,
     resolved: dict,

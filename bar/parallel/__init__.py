@@ -28,7 +28,8 @@ MEGATRON_NOTICES = (
 def init(tp_size: int, seed: int, dp_size: int = 1) -> None:
     """Start the process group and Megatron-Core's model-parallel state in a torchrun worker:
     tp_size x dp_size processes, tensor-parallel groups of consecutive ranks (Megatron-Core's
-    order), each a data-parallel replica."""
+    order), each a data-parallel replica; or, in a process torchrun did not start (a stage of one
+    process, a test, a tool), a group of one."""
     from bar import launch
     from bar.parallel import cpu
 
@@ -51,7 +52,7 @@ def init(tp_size: int, seed: int, dp_size: int = 1) -> None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if "RANK" in os.environ:
             dist.init_process_group(backend)
-        else:  # a plain process (tests, tools): a group of one
+        else:  # a process of its own (a stage of one process, tests, tools): a group of one
             dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", world_size=1, rank=0)
     if not torch.cuda.is_available():
         # The cores are shared by the ranks on this machine: one thread per core in total, unless
