@@ -161,7 +161,15 @@ def test_killing_the_flow_loses_no_finished_stage(tmp_path, monkeypatch, harness
     )
     deadline = time.time() + 180
     lock = toy / "dvc.lock"
-    while not (lock.exists() and "branch@b" in yaml.safe_load(lock.read_text())["stages"]):
+
+    def committed() -> dict:
+        # DVC rewrites dvc.lock in place: a read can catch it empty or half written.
+        try:
+            return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+        except yaml.YAMLError:
+            return {}
+
+    while "branch@b" not in committed():
         assert flow.poll() is None and time.time() < deadline, "the flow never committed branch@b"
         time.sleep(0.2)
     os.killpg(flow.pid, signal.SIGKILL)
