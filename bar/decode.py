@@ -108,14 +108,27 @@ def generate(
 def choose_experts(model, prompts: list[list[int]], *, sequence_topk: int, pad_id: int) -> torch.Tensor:
     """(prompts, slots) True where a slot serves the prompt when `generate` decodes it with
     `sequence_topk` (the anchor, slot 0, always). An MoE at TP=1."""
+    return _prompt_pass(
+        model, prompts, pad_id, lambda decoder, tokens, mask: decoder.choose(tokens, mask, sequence_topk)
+    )
+
+
+@torch.no_grad()
+def expert_shares(model, prompts: list[list[int]], *, pad_id: int) -> torch.Tensor:
+    """(prompts, slots) the mean router probability of each slot over the prompt's tokens and
+    the layers: what `choose_experts` ranks the experts by. An MoE at TP=1."""
+    return _prompt_pass(model, prompts, pad_id, lambda decoder, tokens, mask: decoder.shares_of(tokens, mask))
+
+
+def _prompt_pass(model, prompts: list[list[int]], pad_id: int, run):
     from bar import parallel
 
     was_training = model.training
     model.eval()
     tokens, _, mask = _left_pad(prompts, pad_id, 0, parallel.device())
-    keep = _Decoder(model, *tokens.shape).choose(tokens, mask, sequence_topk)
+    result = run(_Decoder(model, *tokens.shape), tokens, mask)
     model.train(was_training)
-    return keep
+    return result
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, max_new_tokens: int, device: torch.device):
@@ -202,17 +215,22 @@ class _Decoder:
         router probability over the prompt's tokens (mean over tokens and layers), from a pass of
         the prompt with every expert active (the DEMix way of choosing domain experts, with the
         fitted router as the domain posterior)."""
-        real = ~torch.diagonal(mask[:, 0], dim1=-2, dim2=-1)  # (batch, tokens): not padding
-        self.shares, self.real = [], real.float()[..., None]
-        self(tokens, mask)
-        layers, self.shares, self.offset = self.shares, None, 0
-        if not layers:  # a dense model: nothing to choose
+        shares = self.shares_of(tokens, mask)
+        if shares is None:  # a dense model: nothing to choose
             return None
-        shares = torch.stack(layers).mean(0)
         shares[:, 0] = float("-inf")
         keep = torch.zeros_like(shares, dtype=torch.bool)
         keep[:, 0] = True
         return keep.scatter(1, shares.topk(min(k, shares.size(1) - 1), dim=-1).indices, True)
+
+    def shares_of(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """(batch, slots) each slot's router probability, mean over the prompt's tokens and the
+        layers, from a pass with every expert active (None for a dense model). Resets the cache."""
+        real = ~torch.diagonal(mask[:, 0], dim1=-2, dim2=-1)  # (batch, tokens): not padding
+        self.shares, self.real = [], real.float()[..., None]
+        self(tokens, mask)
+        layers, self.shares, self.offset = self.shares, None, 0
+        return torch.stack(layers).mean(0) if layers else None
 
     def _rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
         cos, sin = self.cos[start : start + x.size(2)], self.sin[start : start + x.size(2)]

@@ -76,7 +76,7 @@ def explain(specs, tok, cases: list[tuple[str, str, int]]) -> None:
     from transformers import AutoModelForCausalLM
 
     from bar import parallel, tokenizer
-    from bar.decode import _Decoder, _left_pad, generate
+    from bar.decode import expert_shares, generate
     from bar.evaluation import load_moe
     from bar.files import output
     from bar.model import build
@@ -100,14 +100,7 @@ def explain(specs, tok, cases: list[tuple[str, str, int]]) -> None:
         model.eval()
 
         def run(ids: list[int]):
-            shares = None
-            if name == "routed":
-                tokens, _, mask = _left_pad([ids], tok.pad_token_id, 0, parallel.device())
-                decoder = _Decoder(model, *tokens.shape)
-                decoder.shares, decoder.real = [], (~torch.diagonal(mask[:, 0], dim1=-2, dim2=-1)).float()[..., None]
-                with torch.no_grad():
-                    decoder(tokens, mask)
-                shares = torch.stack(decoder.shares).mean(0)[0]
+            shares = expert_shares(model, [ids], pad_id=tok.pad_token_id)[0] if name == "routed" else None
             new = generate(
                 model,
                 [ids],
@@ -126,22 +119,11 @@ def explain(specs, tok, cases: list[tuple[str, str, int]]) -> None:
         hf = AutoModelForCausalLM.from_pretrained(EXPORTS[name], trust_remote_code=True, dtype=dtype).eval()
 
         def run(ids: list[int]):
-            x, shares = torch.tensor([ids]), []
-            if name == "routed":  # the shares `SequenceRouting.choose` ranks the experts by
-                hf.keep = None
-                hooks = [
-                    layer.mlp.gate.register_forward_hook(
-                        lambda gate, args, out: shares.append(torch.softmax(out[0].float(), dim=-1).mean(0))
-                    )
-                    for layer in hf.model.layers
-                ]
-                with torch.no_grad():
-                    hf.model(input_ids=x, use_cache=False)
-                for hook in hooks:
-                    hook.remove()
+            x = torch.tensor([ids])
+            shares = hf.shares(x)[0] if name == "routed" else None  # what `SequenceRouting.choose` ranks by
             out = hf.generate(x, max_new_tokens=n, do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
             reply = tokenizer.decode_response(tok, out[0, len(ids) :].tolist())
-            return (torch.stack(shares).mean(0) if shares else None), reply
+            return shares, reply
 
         return run
 

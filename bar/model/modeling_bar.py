@@ -73,6 +73,17 @@ class SequenceRouting:
 
     @torch.no_grad()
     def choose(self, input_ids, attention_mask, position_ids, k: int) -> torch.Tensor:
+        """The anchor (slot 0) and the k other experts with the most mean router probability."""
+        mean = self.shares(input_ids, attention_mask, position_ids)
+        mean[:, 0] = float("-inf")
+        keep = torch.zeros_like(mean, dtype=torch.bool)
+        keep[:, 0] = True
+        return keep.scatter(1, mean.topk(min(k, mean.size(1) - 1), dim=-1).indices, True)
+
+    @torch.no_grad()
+    def shares(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        """(batch, experts) each expert's router probability, mean over the prompt's tokens and
+        the layers, from a pass with every expert active."""
         real = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).float()[..., None]
         shares = []
 
@@ -87,11 +98,7 @@ class SequenceRouting:
         finally:
             for hook in hooks:
                 hook.remove()
-        mean = torch.stack(shares).mean(0)
-        mean[:, 0] = float("-inf")
-        keep = torch.zeros_like(mean, dtype=torch.bool)
-        keep[:, 0] = True
-        return keep.scatter(1, mean.topk(min(k, mean.size(1) - 1), dim=-1).indices, True)
+        return torch.stack(shares).mean(0)
 
 
 class BarMoeForCausalLM(SequenceRouting, MixtralForCausalLM):

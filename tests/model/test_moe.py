@@ -131,7 +131,7 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
     exported tokenizer pads a batch on the left, so a batch generates what its prompts do alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bar.decode import generate
+    from bar.decode import expert_shares, generate
     from bar.model import build
     from bar.model.hf import export
     from bar.tokenizer import stop_ids
@@ -155,6 +155,11 @@ def test_an_moe_choosing_experts_per_sequence_exports_with_bars_class(tmp_path, 
     assert ours != generate(model, prompts, **kw)
     for prompt, new in zip(prompts, ours):
         assert hf_greedy(hf, tok, prompt, 10) == new
+    # The router shares each side ranks the experts by: the same, prompt by prompt.
+    shares = expert_shares(model, prompts, pad_id=tok.pad_token_id)
+    for prompt, row in zip(prompts, shares):
+        torch.testing.assert_close(hf.shares(torch.tensor([prompt]))[0], row, rtol=0, atol=1e-5)
+    assert torch.allclose(shares.sum(1), torch.ones(len(prompts))) and shares[:, 1:].argmax(1).unique().numel() > 1
     texts = ["hello", "hello world 123 hello world", "123 123", "world hello 123 hello"]
     exported = AutoTokenizer.from_pretrained(tmp_path / "hf")
     kw = dict(max_new_tokens=10, do_sample=False, eos_token_id=sorted(stop_ids(tok)), pad_token_id=tok.pad_token_id)
