@@ -200,8 +200,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision-only", action="store_true", help="only the bf16 vs fp32 comparison")
+    parser.add_argument(
+        "--peak-only",
+        action="store_true",
+        help="only the fp32 and bf16 matmul peaks (1024^3) and the precision `auto` picks on this device",
+    )
     parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # tp_size, under torchrun
     args = parser.parse_args()
+    if args.peak_only:
+        import torch
+
+        from bar import parallel
+
+        fp32, bf16 = (matmul_peak(1024, 3, dtype) for dtype in (torch.float32, torch.bfloat16))
+        print(
+            f"matmul peak (1024^3, {parallel.device().type}, {torch.get_num_threads()} threads): fp32 "
+            f"{fp32 / 1e9:.1f} GFLOP/s, bf16 {bf16 / 1e9:.1f} GFLOP/s ({bf16 / fp32:.2f}x); bf16 units: "
+            f"{parallel.bf16_native()}, so precision auto = {'bf16' if parallel.bf16_native() else 'fp32'}"
+        )
+        return
     if args.precision_only:
         precision(args.preset, args.steps, args.batch_size)
         return

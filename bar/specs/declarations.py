@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DOMAINS = ("general", "math", "code", "tool_use", "safety")  # built in: a generator and a verifier each
 Domain = Literal["general", "math", "code", "tool_use", "safety"]
@@ -74,11 +74,12 @@ class ModelSpec(Spec):
         None, description="each layer's attention, as transformers names it (Olmo 3); none: every layer slides"
     )
     init_std: float = Field(0.02, gt=0)
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
         description=(
             "what every stage trains, stores and decodes in; bf16: bf16 weights and activations, fp32 main "
-            "weights, optimizer state, gradient accumulation, router logits and loss"
+            "weights, optimizer state, gradient accumulation, router logits and loss; auto: bf16 where the "
+            "device computes it natively, else fp32 (a loaded spec holds the one chosen)"
         ),
     )
     recompute: bool = Field(
@@ -86,6 +87,15 @@ class ModelSpec(Spec):
         description="keep only each layer's input for the backward pass and recompute the rest there "
         "(Megatron-Core's full activation recomputation): less memory, one more forward pass of compute",
     )
+
+    @field_validator("precision")
+    @classmethod
+    def _resolve(cls, precision: str) -> str:
+        if precision != "auto":
+            return precision
+        from bar import parallel
+
+        return "bf16" if parallel.bf16_native() else "fp32"
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSpec:

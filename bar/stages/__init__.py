@@ -59,8 +59,11 @@ def check_precision() -> None:
     if specs.model.precision == "bf16":
         import torch
 
-        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        from bar import parallel
+
+        if not parallel.bf16_native():
+            device = torch.cuda.get_device_name() if torch.cuda.is_available() else "this CPU (no AVX512-BF16 or AMX)"
             raise SpecError(
-                f"{specs.path('model')}: precision = bf16: {torch.cuda.get_device_name()} has no "
-                f"bfloat16 support; allowed here: fp32"
+                f"{specs.path('model')}: precision = bf16: {device} has no bfloat16 units (PyTorch would "
+                f"emulate it, many times slower than fp32); allowed here: fp32, or auto (bf16 where native)"
             )

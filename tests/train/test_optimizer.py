@@ -126,7 +126,45 @@ def test_a_precision_other_than_fp32_or_bf16_is_refused_naming_the_key(tmp_path)
         Specs(tmp_path).model
     message = str(e.value)
     assert "\n" not in message and "model.yaml" in message and "precision" in message
-    assert "'fp32'" in message and "'bf16'" in message and "fp16" in message
+    assert "'fp32'" in message and "'bf16'" in message and "'auto'" in message and "fp16" in message
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_where_the_device_has_bf16_units_and_bf16_elsewhere_is_refused(
+    tmp_path, monkeypatch, native
+):
+    """`precision: auto` (the default) resolves to bf16 on a device with bf16 units and to fp32
+    elsewhere; an explicit bf16 where PyTorch would only emulate it stops a stage before any work.
+    The CPU's answer is this machine's, then set both ways (a GPU answers through CUDA)."""
+    import re
+    import shutil
+
+    import torch
+
+    from bar import parallel
+    from bar.specs import SpecError, Specs
+    from bar.stages import check_precision
+    from conftest import ROOT
+
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert Specs(tmp_path).model.precision == ("bf16" if parallel.bf16_native() else "fp32")  # this machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert Specs(tmp_path).model.precision == ("bf16" if native else "fp32")
+    check_precision()  # auto is never refused
+    model = tmp_path / "specs" / "model.yaml"
+    model.write_text(re.sub(r"^precision: .*$", "precision: bf16", model.read_text(), flags=re.M))
+    if native:
+        check_precision()
+        return
+    with pytest.raises(SpecError) as e:
+        check_precision()
+    message = str(e.value)
+    assert "\n" not in message and "model.yaml: precision = bf16" in message and "fp32, or auto" in message
 
 
 def test_replicas_share_the_tensors_they_step_by_size():
