@@ -211,12 +211,13 @@ def main() -> None:
         import torch
 
         from bar import parallel
+        from bar.specs import bf16_native
 
         fp32, bf16 = (matmul_peak(1024, 3, dtype) for dtype in (torch.float32, torch.bfloat16))
         print(
             f"matmul peak (1024^3, {parallel.device().type}, {torch.get_num_threads()} threads): fp32 "
             f"{fp32 / 1e9:.1f} GFLOP/s, bf16 {bf16 / 1e9:.1f} GFLOP/s ({bf16 / fp32:.2f}x); bf16 units: "
-            f"{parallel.bf16_native()}, so precision auto = {'bf16' if parallel.bf16_native() else 'fp32'}"
+            f"{bf16_native()}, so precision auto = {'bf16' if bf16_native() else 'fp32'}"
         )
         return
     if args.precision_only:

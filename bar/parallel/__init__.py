@@ -103,14 +103,6 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def bf16_native() -> bool:
-    """Whether this rank's device computes bfloat16 in hardware: a GPU with bf16, or a CPU with
-    AVX512-BF16 or AMX. Elsewhere PyTorch emulates it, a matmul at a few percent of float32's speed."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 

@@ -93,9 +93,9 @@ class ModelSpec(Spec):
     def _resolve(cls, precision: str) -> str:
         if precision != "auto":
             return precision
-        from bar import parallel
+        from bar.specs.device import bf16_native
 
-        return "bf16" if parallel.bf16_native() else "fp32"
+        return "bf16" if bf16_native() else "fp32"
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSpec:

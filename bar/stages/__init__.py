@@ -53,17 +53,15 @@ def entry(main, *args) -> None:
 
 def check_precision() -> None:
     """Refuse, before any work, a precision this machine's device cannot compute in."""
-    from bar.specs import SpecError, Specs
+    from bar.specs import SpecError, Specs, device
 
     specs = Specs()
     if specs.model.precision == "bf16":
         import torch
 
-        from bar import parallel
-
-        if not parallel.bf16_native():
-            device = torch.cuda.get_device_name() if torch.cuda.is_available() else "this CPU (no AVX512-BF16 or AMX)"
+        if not device.bf16_native():
+            which = torch.cuda.get_device_name() if torch.cuda.is_available() else "this CPU (no AVX512-BF16 or AMX)"
             raise SpecError(
-                f"{specs.path('model')}: precision = bf16: {device} has no bfloat16 units (PyTorch would "
+                f"{specs.path('model')}: precision = bf16: {which} has no bfloat16 units (PyTorch would "
                 f"emulate it, many times slower than fp32); allowed here: fp32, or auto (bf16 where native)"
             )

@@ -135,25 +135,24 @@ def test_auto_precision_is_bf16_where_the_device_has_bf16_units_and_bf16_elsewhe
 ):
     """`precision: auto` (the default) resolves to bf16 on a device with bf16 units and to fp32
     elsewhere; an explicit bf16 where PyTorch would only emulate it stops a stage before any work.
-    The CPU's answer is this machine's, then set both ways (a GPU answers through CUDA)."""
+    The probe agrees with torch on this machine; then the answer is set both ways."""
     import re
     import shutil
 
     import torch
 
-    from bar import parallel
-    from bar.specs import SpecError, Specs
+    from bar.specs import SpecError, Specs, bf16_native, device
     from bar.stages import check_precision
     from conftest import ROOT
 
+    if not torch.cuda.is_available():  # what torch says of this CPU, read without torch
+        assert bf16_native() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
-    assert Specs(tmp_path).model.precision == ("bf16" if parallel.bf16_native() else "fp32")  # this machine
+    assert Specs(tmp_path).model.precision == ("bf16" if bf16_native() else "fp32")
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(device, "bf16_native", lambda: native)
     assert Specs(tmp_path).model.precision == ("bf16" if native else "fp32")
     check_precision()  # auto is never refused
     model = tmp_path / "specs" / "model.yaml"
