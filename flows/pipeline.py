@@ -94,11 +94,13 @@ def failure(what: str, proc: subprocess.CompletedProcess) -> RuntimeError:
 def run_and_commit(stage: str, root: Path, env: dict) -> subprocess.CompletedProcess:
     """What `dvc repro --single-item` does, without holding the repository's lock while the
     command runs: remove the stage's outputs (but `persist` ones), run its command, `dvc commit`."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    # DVC resolves a bare stage name against the working directory's dvc.yaml: name the file.
+    target = str(root / (stage if ":" in stage else f"dvc.yaml:{stage}"))
     with Repo(str(root)) as repo:
-        # DVC resolves a bare stage name against the working directory's dvc.yaml: name the file.
-        (found,) = repo.stage.collect(str(root / (stage if ":" in stage else f"dvc.yaml:{stage}")))
+        (found,) = repo.stage.collect(target)
         cmd, outs = found.cmd, [Path(o.fs_path) for o in found.outs if not o.persist]
     for out in outs:
         shutil.rmtree(out) if out.is_dir() else out.unlink(missing_ok=True)
@@ -106,10 +108,11 @@ def run_and_commit(stage: str, root: Path, env: dict) -> subprocess.CompletedPro
     proc = subprocess.run(cmd, shell=True, cwd=root, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise failure(f"{stage}: {cmd}", proc)
-    with COMMIT:
-        committed = dvc(["commit", "--force", stage], root, env)
-    if committed.returncode:
-        raise failure(f"dvc commit {stage}", committed)
+    with COMMIT, Repo(str(root)) as repo:  # `dvc commit --force <stage>`, in this process
+        try:
+            repo.commit(target, force=True)
+        except DvcException as e:
+            raise RuntimeError(f"dvc commit {stage} failed: {e}") from e
     return proc
 
 
@@ -159,9 +162,14 @@ def bar_pipeline(targets: list[str] | None = None, root: str = ".", max_parallel
     )
     if not todo.needed:  # a no-op run: no tasks, no MLflow run (Prefect's flow run records it)
         return {"stages": dict.fromkeys(todo.order, "Skipped"), "routed": routed_scores(root), "mlflow_run_id": None}
-    with tracking.pipeline_run(
-        "pipeline", {"prefect_flow_run_id": str(flow_run.id), "targets": ",".join(targets)}, root
-    ) as run:
+    # In the repository for the flow's duration: DVC's run cache, which `dvc commit` fills in the
+    # stage threads, names dvc.yaml relative to the working directory (one for every thread).
+    with (
+        contextlib.chdir(root),
+        tracking.pipeline_run(
+            "pipeline", {"prefect_flow_run_id": str(flow_run.id), "targets": ",".join(targets)}, root
+        ) as run,
+    ):
         states, failed = schedule(
             todo,
             max_parallel,
