@@ -191,10 +191,15 @@ def routed_scores(root: Path) -> dict[str, float]:
 
 def schedule(todo: Plan, max_parallel: int, submit) -> tuple[dict[str, str], object]:
     """Submit each stage once its upstream stages have finished, at most `max_parallel` at a
-    time, in DAG order. After a failure nothing new starts and the running stages finish.
-    Returns each stage's state name in DAG order, and the failed state (or None)."""
+    time, the longest chain first. After a failure nothing new starts and the running stages
+    finish. Returns each stage's state name in DAG order, and the failed state (or None)."""
     states, running, failed = {}, {}, None
-    pending = list(todo.order)
+    # Longest chain first: of the ready stages, the one with the most stages after it (pretrain
+    # before the experts' data), so a free slot never delays the critical path. Ties: DAG order.
+    below: dict[str, int] = {}
+    for stage in reversed(todo.order):
+        below[stage] = 1 + max((below[d] for d in todo.order if stage in todo.upstream[d]), default=0)
+    pending = sorted(todo.order, key=lambda s: -below[s])
     while pending or running:
         for stage in list(pending) if failed is None else []:
             if len(running) >= max_parallel:

@@ -138,6 +138,29 @@ def test_two_stages_whose_inputs_are_ready_run_at_the_same_time(tmp_path, monkey
     assert yaml.safe_load((toy / "dvc.lock").read_text()) == yaml.safe_load((serial / "dvc.lock").read_text())
 
 
+def test_a_free_slot_goes_to_the_stage_with_the_longest_chain_after_it(harness):
+    """One slot; after prep both `short` and `long1` are ready: `long1` (a stage after it) goes
+    first though `short` comes first in DAG order, as pretrain_base goes before the experts' data."""
+    from prefect import flow, task
+
+    from flows.pipeline import Plan, schedule
+
+    started = []
+
+    @task
+    def stage(name: str) -> None:
+        started.append(name)
+
+    @flow
+    def toy():
+        upstream = {"prep": set(), "short": {"prep"}, "long1": {"prep"}, "long2": {"long1"}}
+        return schedule(Plan(list(upstream), upstream, set(upstream)), 1, stage.submit)
+
+    states, failed = toy()
+    assert started == ["prep", "long1", "short", "long2"] and failed is None
+    assert states == dict.fromkeys(["prep", "short", "long1", "long2"], "Completed")  # reported in DAG order
+
+
 def test_killing_the_flow_loses_no_finished_stage(tmp_path, monkeypatch, harness):
     """The flow's process group is killed (as a lost machine would be) after b finished, while a
     still runs: the next run keeps b and runs only a and what follows."""
