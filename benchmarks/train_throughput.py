@@ -211,7 +211,7 @@ def main() -> None:
         import torch
 
         from bar import parallel
-        from bar.specs import bf16_native
+        from bar.specs.device import bf16_native
 
         fp32, bf16 = (matmul_peak(1024, 3, dtype) for dtype in (torch.float32, torch.bfloat16))
         print(

@@ -43,7 +43,6 @@ from bar.specs.declarations import (
     TrainStagesSpec,
     spec_hash,
 )
-from bar.specs.device import bf16_native
 from bar.specs.errors import InputError, SpecError
 from bar.specs.loading import Specs
 
@@ -85,6 +84,5 @@ __all__ = [
     "TrainSpec",
     "TrainStagesSpec",
     "base_architecture",
-    "bf16_native",
     "spec_hash",
 ]

@@ -141,16 +141,16 @@ def test_auto_precision_is_bf16_where_the_device_has_bf16_units_and_bf16_elsewhe
 
     import torch
 
-    from bar.specs import SpecError, Specs, bf16_native, device
+    from bar.specs import SpecError, Specs, device
     from bar.stages import check_precision
     from conftest import ROOT
 
     if not torch.cuda.is_available():  # what torch says of this CPU, read without torch
-        assert bf16_native() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        assert device.bf16_native() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
-    assert Specs(tmp_path).model.precision == ("bf16" if bf16_native() else "fp32")
+    assert Specs(tmp_path).model.precision == ("bf16" if device.bf16_native() else "fp32")
 
     monkeypatch.setattr(device, "bf16_native", lambda: native)
     assert Specs(tmp_path).model.precision == ("bf16" if native else "fp32")
