@@ -94,6 +94,29 @@ def test_code_tests_have_at_least_three_cases():
         assert len(ex.check["tests"]) >= 3
 
 
+def test_half_the_held_out_code_tasks_take_several_steps_and_their_tests_catch_near_misses():
+    held_out = examples("code", "eval", 200, seed=0)
+    several = [ex for ex in held_out if len(ex.check["tests"]) == 6]  # the multi-step families' six
+    assert 70 <= len(several) <= 130
+    # A near miss of each bounded family fails every task of it: `<=` for "less than", no clamping.
+    near_misses = {
+        "that is less than": "def {f}(xs):\n    below = [v for v in xs if v <= {k}]\n    return max(below) if below else None",
+        "limited to the range": "def {f}(x):\n    return x",
+    }
+    for words, wrong in near_misses.items():
+        tasks = [ex for ex in several if words in ex.prompt]
+        assert tasks
+        for ex in tasks:
+            k = ex.prompt.split("less than ")[-1].split(",")[0] if "less than" in words else ""
+            assert not verify_batch("code", [wrong.format(f=ex.check["entry"], k=k)], [ex.check])[0], ex.prompt
+    # A chain of operations with its last step left out fails nearly always.
+    chains = [ex for ex in several if "and returns the result" in ex.prompt]
+    dropped = [
+        ex.response.replace("\n    return result", "").rsplit("\n", 1)[0] + "\n    return result" for ex in chains
+    ]
+    assert sum(verify_batch("code", dropped, [ex.check for ex in chains])) <= len(chains) // 10
+
+
 def test_too_many_examples_is_a_clear_error(monkeypatch):
     # A domain with only 50 distinct prompts.
     tiny = SimpleNamespace(sample=lambda rng: Example("general", f"Say {rng.randrange(50)}.", "ok", {"response": "ok"}))
