@@ -152,6 +152,25 @@ def _humaneval(args) -> int:
     return 0
 
 
+def _ablate(args) -> int:
+    """Ablations of the routed model (bar.ablate): run them, then the table."""
+    from pathlib import Path
+
+    from bar import ablate
+    from bar.specs import InputError
+
+    root = Path(args.root).resolve()
+    try:
+        done = {} if args.report_only else ablate.run(root, args.names, args.jobs)
+        text = ablate.report(root)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    print(f"wrote {root / ablate.REPORT}", file=sys.stderr)
+    return 1 if any(d["returncode"] for d in done.values()) else 0
+
+
 def _plan(args) -> int:
     """Memory per rank of each training stage (bar.plan), for the specs or a bigger model."""
     from bar import parallel, plan
@@ -273,6 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-memory", type=float, help="GB per device: say whether each stage fits")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_plan)
+    p = sub.add_parser(
+        "ablate",
+        help="re-run the pipeline with one thing changed (specs/ablations.yaml), each in its own "
+        "workspace, and write reports/ablations.md: what each change costs or gains per domain",
+    )
+    p.add_argument("names", nargs="*", help="ablations to run (default: every one in specs/ablations.yaml)")
+    p.add_argument("--jobs", type=int, default=1, help="ablations at once, each on cores / jobs threads (default 1)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the table from finished workspaces")
+    p.add_argument("--root", default=".", help="repository root (default: .)")
+    p.set_defaults(func=_ablate)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -473,6 +473,39 @@ def test_second_repro_does_nothing(first, project):
     assert (project / "dvc.lock").read_text() == before and mtimes(project) == stamps
 
 
+def test_an_ablation_reruns_only_what_it_reaches_in_its_own_workspace_and_lands_in_the_table(project):
+    """`bar ablate merge_mean`: the merge strategy changed in .ablations/merge_mean/, where DVC re-runs
+    only the merge, the router and the evaluation (the rest comes from the shared cache); the
+    project's dvc.lock and registry are untouched; the table is the workspace's scores minus the
+    project's."""
+    from bar import ablate
+
+    before_lock, client = (project / "dvc.lock").read_text(), registry(project)
+    versions = len(client.search_model_versions("name = 'bar-moe'"))
+    result = run([sys.executable, "-m", "bar.cli", "ablate", "merge_mean"], project)
+    ws = project / ".ablations" / "merge_mean"
+    assert ablate.rerun(project, ws) == ASSEMBLY_ORDER
+    assert json.loads(dvc(ws, "status", "--json", "dvc.yaml").stdout) == {}
+    assert yaml.safe_load((ws / "specs" / "merge.yaml").read_text())["strategy"] == "mean"
+    merged = [(p / "outputs" / "merge_experts" / "model.safetensors").read_bytes() for p in (project, ws)]
+    assert merged[0] != merged[1]  # the strategy took effect
+    assert (project / "dvc.lock").read_text() == before_lock
+    assert len(client.search_model_versions("name = 'bar-moe'")) == versions
+    mine, theirs = (json.loads((p / "metrics" / "evaluate.json").read_text()) for p in (project, ws))
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| merge_mean |"))
+    domains = sorted(d for d in mine["routed"] if d != "overall") + ["overall"]
+    assert row.split("|")[2:-1] == [f" {theirs['routed'][d] - mine['routed'][d]:+.1f} " for d in domains]
+    assert (project / "reports" / "ablations.md").read_text() == result.stdout
+    # A key the spec file does not have fails before any work, naming the ablation and the key.
+    (project / "specs" / "ablations.yaml").write_text(
+        "typo:\n  description: a typo\n  set: {specs/router.yaml: {sample_fration: 0.2}}\n"
+    )
+    bad = run([sys.executable, "-m", "bar.cli", "ablate", "typo"], project, check=False)
+    assert bad.returncode == 2 and "typo.set.specs/router.yaml" in bad.stderr and "'sample_fration'" in bad.stderr
+    assert not (project / ".ablations" / "typo").exists()
+    run(["git", "checkout", "specs/ablations.yaml"], project)
+
+
 def test_upgrade_flow_promotes_the_first_champion_and_plans_only_the_upgraded_expert(project):
     from flows.pipeline import plan
     from flows.upgrade import upgrade_expert

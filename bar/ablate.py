@@ -1,0 +1,214 @@
+"""Ablations of the routed model: the pipeline re-run with one thing changed, and what the change
+costs or gains on each domain.
+
+specs/ablations.yaml names each ablation and the spec values it sets. `bar ablate` runs each in a
+workspace of its own, .ablations/<name>/: the project's files as they are now (git's files,
+dvc.lock, metrics/) with the ablation's values written into them, sharing the project's DVC
+cache, so that `dvc repro` there re-runs only the stages the change reaches (a merge strategy:
+the merge, the router and the evaluation) and restores the rest from the cache. Each workspace
+records its runs in an MLflow store of its own: the project's registry never holds an ablation.
+reports/ablations.md sets the routed scores of each ablation beside the project's, per domain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bar.specs import InputError, SpecError, Specs
+
+ABLATIONS = "specs/ablations.yaml"
+WORKSPACES = ".ablations"
+REPORT = "reports/ablations.md"
+EXPERTS = "experts"  # a target of `set`: every expert of params.yaml, in the phases each has
+SERVED = {"routed": "served per sequence", "routed_per_token": "every expert per token"}
+
+
+class Ablation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field(description="what the ablation changes, in a few words")
+    set: dict[str, dict] = Field(
+        description="spec file (or `experts`: every expert of params.yaml) -> values, merged key by key; "
+        "every key must exist in the file"
+    )
+
+
+def load(root: Path) -> dict[str, Ablation]:
+    from bar.specs.loading import read_yaml
+
+    raw = read_yaml(root / ABLATIONS) or {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{ABLATIONS}: expected a mapping of ablation names to {{description, set}}")
+    out = {}
+    for name, body in raw.items():
+        try:
+            out[name] = Ablation.model_validate(body)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in (name, *err["loc"]))
+            raise SpecError(f"{ABLATIONS}: {where}: {err['msg']}") from None
+    return out
+
+
+def _merge(data: dict, values: dict, where: str, path: str = "", skip_phases: bool = False) -> None:
+    """`values` written into `data` key by key; a key `data` lacks is a typo (with `skip_phases`,
+    a phase the expert does not have is passed over: tool use has no RLVR)."""
+    for key, value in values.items():
+        here = f"{path}{key}"
+        if not isinstance(data, dict) or key not in data:
+            if skip_phases and path == "phases.":
+                continue
+            raise SpecError(f"{where}: no key {here!r} there to set (a typo?); fix {ABLATIONS}")
+        if isinstance(value, dict) and isinstance(data[key], dict):
+            _merge(data[key], value, where, f"{here}.", skip_phases)
+        else:
+            data[key] = value
+
+
+def edits(root: Path, name: str, ablation: Ablation) -> dict[str, dict]:
+    """{spec file (relative): its content with the ablation's values}."""
+    out: dict[str, dict] = {}
+    for target, values in ablation.set.items():
+        many = target == EXPERTS
+        files = [f"specs/experts/{e}.yaml" for e in Specs(root).params.experts] if many else [target]
+        for file in files:
+            if not (root / file).is_file():
+                raise SpecError(f"{ABLATIONS}: {name}.set: {file}: no such spec file")
+            data = out.get(file) or yaml.safe_load((root / file).read_text())
+            _merge(data, values, f"{ABLATIONS}: {name}.set.{target}: {file}", skip_phases=many)
+            out[file] = data
+    return out
+
+
+def _files(root: Path) -> list[str]:
+    """The project's files a workspace starts from: git's (as they are now), dvc.lock, metrics/."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    files = [f for f in listed.decode().split("\0") if f and (root / f).is_file()]
+    files += [str(p.relative_to(root)) for p in (root / "metrics").rglob("*") if p.is_file()]
+    return sorted({*files, "dvc.lock"})
+
+
+def prepare(root: Path, name: str, ablation: Ablation) -> Path:
+    """The workspace of one ablation, with its values written and its outputs checked out."""
+    ws = root / WORKSPACES / name
+    written = edits(root, name, ablation)  # before anything is touched: a bad ablation fails here
+    if ws.exists():
+        shutil.rmtree(ws)
+    for file in _files(root):
+        (ws / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / file, ws / file)
+    for file, data in written.items():
+        (ws / file).write_text(yaml.safe_dump(data, sort_keys=False))
+    Specs(ws).validate_all()  # the values the ablation sets, checked as any spec is
+    cache = (root / ".dvc" / "cache").resolve()
+    (ws / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n    type = hardlink,copy\n")
+    git = ["git", "-c", "user.name=bar", "-c", "user.email=bar@localhost"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", f"ablation {name}"]):
+        subprocess.run(git + cmd, cwd=ws, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", "checkout", "-q"], cwd=ws, check=True, capture_output=True)
+    return ws
+
+
+def rerun(root: Path, ws: Path) -> list[str]:
+    """The stages whose dvc.lock entry differs between the project and a workspace."""
+    mine = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    theirs = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    return [s for s in theirs if mine.get(s) != theirs[s]]
+
+
+def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
+    """Each named ablation (all when none is named) run, at most `jobs` at once; what each re-ran."""
+    ablations = load(root)
+    unknown = [n for n in names if n not in ablations]
+    if unknown:
+        raise InputError(f"{ABLATIONS}: no ablation {', '.join(unknown)}; there are: {', '.join(ablations)}")
+    if not (root / "metrics" / "evaluate.json").is_file():
+        raise InputError(f"{root / 'metrics/evaluate.json'}: no finished run to ablate; run `dvc repro` first")
+    chosen = {n: ablations[n] for n in names or ablations}
+    for name, ablation in chosen.items():  # every ablation's values checked before any runs
+        edits(root, name, ablation)
+    env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    waiting, running, done = list(chosen), {}, {}
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            name = waiting.pop(0)
+            ws = prepare(root, name, chosen[name])
+            log = open(ws / "repro.log", "w")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dvc", "repro"], cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            running[name] = (proc, log, time.time())
+            print(f"ablation {name}: running (log: {ws / 'repro.log'})", file=sys.stderr)
+        time.sleep(0.5)
+        for name, (proc, log, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            ws = root / WORKSPACES / name
+            done[name] = {"returncode": proc.returncode, "seconds": time.time() - start, "rerun": rerun(root, ws)}
+            state = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; see {ws / 'repro.log'})"
+            print(f"ablation {name}: {state} in {done[name]['seconds']:.0f} s", file=sys.stderr)
+    return done
+
+
+def report(root: Path) -> str:
+    """reports/ablations.md from the project's and each finished workspace's metrics/evaluate.json
+    (and the monolithic baseline's, when it has been run: the gap the ablations are read against)."""
+    from bar.evaluation import with_overall
+
+    ablations = load(root)
+    base = json.loads((root / "metrics" / "evaluate.json").read_text())
+    finished = {  # a workspace that re-ran nothing is not a result
+        n: (json.loads(p.read_text()), stages)
+        for n in ablations
+        if (p := root / WORKSPACES / n / "metrics" / "evaluate.json").is_file()
+        and (stages := rerun(root, root / WORKSPACES / n))
+    }
+    domains = sorted(d for d in base["routed"] if d != "overall")
+    monolithic = root / "metrics" / "baseline" / "monolithic.json"
+    if monolithic.is_file():
+        mono = json.loads(monolithic.read_text())
+        mono = with_overall({d: mono[f"eval/{d}"] for d in domains}, domains)
+    columns = [*domains, "overall"]
+    lines = [
+        "# Ablations of the routed model",
+        "",
+        f"Written by `bar ablate` from `metrics/evaluate.json` of the project and of each workspace in "
+        f"`{WORKSPACES}/` (the ablations of `{ABLATIONS}`). Pass rates on the held-out sets. An "
+        "ablation's row is its score minus the project's: a positive number is what the change "
+        "gains, a negative one what the project's setting is worth.",
+    ]
+    for model, served in SERVED.items():
+        if model not in base:
+            continue
+        lines += [
+            "",
+            f"## Routed, {served}",
+            "",
+            "| | " + " | ".join(columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
+        lines += ["| project | " + " | ".join(f"{base[model][d]:.1f}" for d in columns) + " |"]
+        if monolithic.is_file():
+            gap = " | ".join(f"{mono[d] - base[model][d]:+.1f}" for d in columns)
+            lines += [f"| monolithic baseline (minus project) | {gap} |"]
+        for name, (scores, _) in finished.items():
+            lines += [f"| {name} | " + " | ".join(f"{scores[model][d] - base[model][d]:+.1f}" for d in columns) + " |"]
+    lines += ["", "## What each changes", ""]
+    lines += [
+        f"- `{name}`: {ablations[name].description}. Re-ran: {', '.join(stages)}."
+        for name, (_, stages) in finished.items()
+    ]
+    text = "\n".join(lines) + "\n"
+    (root / REPORT).parent.mkdir(parents=True, exist_ok=True)
+    (root / REPORT).write_text(text)
+    return text
