@@ -167,11 +167,10 @@ def report(root: Path) -> str:
 
     ablations = load(root)
     base = json.loads((root / "metrics" / "evaluate.json").read_text())
-    finished = {  # a workspace that re-ran nothing is not a result
-        n: (json.loads(p.read_text()), stages)
+    finished = {  # a workspace whose evaluation did not run again (failed, or not run yet) is no result
+        n: (json.loads((ws / "metrics" / "evaluate.json").read_text()), stages)
         for n in ablations
-        if (p := root / WORKSPACES / n / "metrics" / "evaluate.json").is_file()
-        and (stages := rerun(root, root / WORKSPACES / n))
+        if (ws := root / WORKSPACES / n).is_dir() and "evaluate" in (stages := rerun(root, ws))
     }
     domains = sorted(d for d in base["routed"] if d != "overall")
     monolithic = root / "metrics" / "baseline" / "monolithic.json"
