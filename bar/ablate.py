@@ -135,7 +135,8 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
     chosen = {n: ablations[n] for n in names or ablations}
     for name, ablation in chosen.items():  # every ablation's values checked before any runs
         edits(root, name, ablation)
-    env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    env = os.environ | {"OMP_NUM_THREADS": threads}  # as bar.launch: yours if set, else cores / jobs
     waiting, running, done = list(chosen), {}, {}
     while waiting or running:
         while waiting and len(running) < jobs:

@@ -298,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         "workspace, and write reports/ablations.md: what each change costs or gains per domain",
     )
     p.add_argument("names", nargs="*", help="ablations to run (default: every one in specs/ablations.yaml)")
-    p.add_argument("--jobs", type=int, default=1, help="ablations at once, each on cores / jobs threads (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="ablations at once, each on cores / jobs threads unless OMP_NUM_THREADS is set (default 1)",
+    )
     p.add_argument("--report-only", action="store_true", help="only rewrite the table from finished workspaces")
     p.add_argument("--root", default=".", help="repository root (default: .)")
     p.set_defaults(func=_ablate)
