@@ -136,7 +136,11 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
     for name, ablation in chosen.items():  # every ablation's values checked before any runs
         edits(root, name, ablation)
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
-    env = os.environ | {"OMP_NUM_THREADS": threads}  # as bar.launch: yours if set, else cores / jobs
+    env = os.environ | {
+        "OMP_NUM_THREADS": threads,  # as bar.launch: yours if set, else cores / jobs
+        # The stages' `python -m bar.stages...` is this interpreter, as in the flows.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     waiting, running, done = list(chosen), {}, {}
     while waiting or running:
         while waiting and len(running) < jobs:

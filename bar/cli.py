@@ -192,7 +192,7 @@ def _plan(args) -> int:
             for name, n, groups in (
                 ("dense", None, None),
                 ("expert (2 slots), SFT", 2, ["domain_ffn", "router", "embeddings", "lm_head"]),
-                ("expert (2 slots), RLVR", 2, list(GROUPS)),
+                ("expert (2 slots), RLVR", 2, [g for g in GROUPS if g != "anchor_ffn"]),
                 (f"routed ({experts + 1} slots), router fit", experts + 1, ["router"]),
             ):
                 counts = plan.count(arch, n, groups)

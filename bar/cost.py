@@ -44,7 +44,7 @@ def frozen_matmuls(arch: ModelSpec, num_experts: int | None, trainable: list[str
     ffn = 3 * h * arch.ffn_hidden_size
     frozen = 0 if "attention" in trainable else layers * (h * (q + kv) + q * h)
     if num_experts:
-        frozen += layers * ffn  # the anchor's slot never trains
+        frozen += 0 if "anchor_ffn" in trainable else layers * ffn  # the anchor's slot, frozen unless listed
         frozen += 0 if "domain_ffn" in trainable else layers * ffn * (num_experts - 1)
         frozen += 0 if "router" in trainable else layers * h * num_experts
     elif "domain_ffn" not in trainable:  # a dense model's FFN is what its phases train as domain_ffn

@@ -2,7 +2,8 @@
 
 Slot 0 is the anchor FFN (identical in every expert: it is frozen), slot i is expert i's
 domain FFN, router row i is expert i's domain row and row 0 the shared anchor row. Shared
-tensors (embeddings, attention, norms, LM head) are combined by a strategy:
+tensors (embeddings, attention, norms, LM head) are combined by a strategy (and so is slot 0
+when an expert trained it: the ablation `anchor_ffn` in its phases):
 
 - `mean`: the plain average over experts (the published recipe);
 - `weighted_mean`: an average with per-expert weights;
@@ -89,6 +90,12 @@ def check_compatible(experts: dict[str, Path]) -> dict:
     return first
 
 
+def _in_anchor(key: str) -> str:
+    """The anchor model's name of a tensor: its dense FFN for slot 0, else the same name."""
+    m = _EXPERT.match(key)
+    return f"decoder.layers.{m.group(1)}.mlp.{m.group(3)}" if m and int(m.group(2)) == ANCHOR_SLOT else key
+
+
 def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None) -> dict[str, torch.Tensor]:
     """The merged state (Megatron names) of `experts` (name -> output folder), in their order,
     combined as `spec` says (`anchor`: the anchor's output folder, for the strategies that need it).
@@ -106,6 +113,8 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
         coef = {n: weights[n] / total for n in names}
     else:
         coef = {n: 1 / len(names) for n in names}
+    # Slot 0 is combined as the shared tensors are when an expert trained it, else copied (and checked).
+    trained = [n for n in names if json.loads((experts[n] / "config.json").read_text()).get("anchor_ffn_trained")]
     base = None  # the anchor, for the strategies that combine the experts' changes from it
     if strategy in ("base_plus_mean_delta", "disjoint_mean"):
         if anchor is None:
@@ -128,6 +137,8 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
             for key in keys:
                 t = f.get_tensor(key)
                 m, r = _EXPERT.match(key), _ROUTER.match(key)
+                if m and trained and int(m.group(2)) == ANCHOR_SLOT:
+                    m = None  # combined below, as a shared tensor
                 if m:
                     layer, slot, linear = int(m.group(1)), int(m.group(2)), m.group(3)
                     if slot != ANCHOR_SLOT:
@@ -148,13 +159,13 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
                         anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT].double()
                     out[name][i] = t[1]
                 elif strategy == "disjoint_mean":  # shared: its change from the anchor
-                    delta = t.double() - base.get_tensor(key).double()
+                    delta = t.double() - base.get_tensor(_in_anchor(key)).double()
                     sums[key] = delta if i == 1 else sums[key].add_(delta)
                     changed[key] = (delta != 0).short() if i == 1 else changed[key].add_(delta != 0)
                 else:  # shared (is_shared)
                     term = coef[n] * t.double()
                     sums[key] = term if i == 1 else sums[key].add_(term)
-                if not (m or r):
+                if key in sums:
                     dtypes[key] = t.dtype
                 del t  # nothing from this file outlives the loop: its memory map is released
     for name, row in anchor_rows.items():
@@ -162,9 +173,9 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
     for key in list(sums):
         acc = sums.pop(key)
         if strategy == "disjoint_mean":
-            acc = base.get_tensor(key).double() + acc / changed.pop(key).clamp(min=1)
+            acc = base.get_tensor(_in_anchor(key)).double() + acc / changed.pop(key).clamp(min=1)
         elif base is not None:
-            b = base.get_tensor(key).double()
+            b = base.get_tensor(_in_anchor(key)).double()
             acc = b + spec.delta_scale * (acc - b)
         out[key] = acc.to(dtypes[key])
     return out

@@ -44,7 +44,7 @@ def test_training_is_three_forward_passes_and_rlvr_five():
 
 def test_frozen_matrices_save_their_weight_gradients(megatron):
     """Each frozen weight matrix saves 2 FLOPs per entry per token (its weight gradient): the
-    anchor's FFN slot always, and whatever a phase does not train."""
+    anchor's FFN slot unless a phase trains it (an ablation), and whatever a phase does not train."""
     model = build(ARCH, 1, num_experts=2)
 
     def matmuls(keep) -> int:
@@ -55,6 +55,7 @@ def test_frozen_matrices_save_their_weight_gradients(megatron):
     sft = ["domain_ffn", "router", "embeddings", "lm_head"]
     frozen = matmuls(lambda n: "self_attention" in n or "local_experts.0." in n)
     assert frozen_matmuls(ARCH, 2, sft) == frozen
+    assert frozen_matmuls(ARCH, 2, [*sft, "anchor_ffn"]) == matmuls(lambda n: "self_attention" in n)
     assert frozen_matmuls(ARCH, 2, ["router"]) == matmuls(lambda n: ".mlp.router." not in n)
     assert frozen_matmuls(ARCH, None, None) == 0
     per_token = forward_flops_per_token(ARCH, 2)

@@ -207,3 +207,24 @@ def test_disjoint_mean_averages_each_element_over_the_experts_that_changed_it(ex
     assert torch.allclose(merge(paths, MergeSpec(strategy="mean"))[EMB][2], base[2] + s[2] / 3, atol=1e-6)
     with pytest.raises(MergeError, match="disjoint_mean needs the anchor"):
         merge(paths, MergeSpec(strategy="disjoint_mean"))
+
+
+def test_an_anchor_ffn_an_expert_trained_is_combined_as_a_shared_tensor(experts, tmp_path):
+    """The ablation that trains slot 0: an expert that says so (`anchor_ffn_trained`) is merged
+    with slot 0 combined by the strategy, from the anchor's dense FFN for the strategies that
+    combine changes; one that does not say so is still refused."""
+    paths, states, anchor_ffn = experts
+    trained = anchor_ffn + torch.randn(6, 4)
+    save_file({**states["code"], FC1.format(0): trained}, paths["code"] / "model.safetensors")
+    with pytest.raises(MergeError, match="anchor FFN tensor .* differs"):
+        merge(paths, MergeSpec(strategy="mean"))
+    config = json.loads((paths["code"] / "config.json").read_text())
+    (paths["code"] / "config.json").write_text(json.dumps({**config, "anchor_ffn_trained": True}))
+    out = merge(paths, MergeSpec(strategy="mean"))
+    assert torch.allclose(out[FC1.format(0)], (2 * anchor_ffn + trained) / 3, atol=1e-6)
+    assert torch.equal(out[FC1.format(2)], states["code"][FC1.format(1)])  # its own FFN as before
+    (tmp_path / "anchor").mkdir()
+    dense = "decoder.layers.0.mlp.linear_fc1.weight"
+    save_file({EMB: torch.randn(10, 4), dense: anchor_ffn}, tmp_path / "anchor" / "model.safetensors")
+    out = merge(paths, MergeSpec(strategy="disjoint_mean"), anchor=tmp_path / "anchor")
+    assert torch.allclose(out[FC1.format(0)], trained, atol=1e-6)  # the one expert that changed it: its change

@@ -47,11 +47,11 @@ def upcycle(anchor: dict[str, torch.Tensor], base: dict[str, torch.Tensor], num_
 
 
 def group_of(name: str) -> str | None:
-    """The trainable group a parameter belongs to (None: the anchor FFN, never trained). The
-    FFN of a dense model (a baseline trained on an expert's phases) counts as `domain_ffn`."""
+    """The trainable group a parameter belongs to. The FFN of a dense model (a baseline trained on
+    an expert's phases) counts as `domain_ffn`; an MoE's slot 0 is `anchor_ffn`."""
     m = _EXPERT.match(name)
     if m:
-        return None if int(m.group(2)) == ANCHOR_SLOT else "domain_ffn"
+        return "anchor_ffn" if int(m.group(2)) == ANCHOR_SLOT else "domain_ffn"
     if _DENSE_MLP.match(name):
         return "domain_ffn"
     if _ROUTER.match(name):
@@ -68,8 +68,9 @@ def group_of(name: str) -> str | None:
 
 
 def set_trainable(model, groups: list[str], freeze_anchor_row: bool = True) -> list[str]:
-    """requires_grad for the parameters of `groups` only; the anchor FFN never trains, nor (in
-    an expert: `freeze_anchor_row`) the router's anchor row. Returns the trainable names."""
+    """requires_grad for the parameters of `groups` only (the anchor FFN only if `anchor_ffn` is
+    one); in an expert (`freeze_anchor_row`) the router's anchor row never trains. Returns the
+    trainable names."""
     names = []
     for name, p in model.named_parameters():
         p.requires_grad_(group_of(name) in groups)

@@ -257,8 +257,10 @@ class TrainStagesSpec(Spec):
 
 # --- specs/experts/<name>.yaml ----------------------------------------------------------
 
-# Parameter groups that can train; the anchor's FFN (expert slot 0) is in none: it never trains.
-Group = Literal["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"]
+# Parameter groups that can train. `anchor_ffn` is the anchor's FFN (expert slot 0): frozen in the
+# published recipe, trainable for the ablation that trains it (the merge then combines it as it
+# combines the shared tensors).
+Group = Literal["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms", "anchor_ffn"]
 GROUPS: tuple[str, ...] = Group.__args__
 PHASES = ("midtrain", "sft", "rlvr")  # an expert's phases, in the order they run
 

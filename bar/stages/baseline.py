@@ -78,7 +78,7 @@ def worker(specs: Specs, name: str) -> None:
     if kind == "ablation":
         model = branch(specs, tp, anchor)
         logs, reused = adapt(model, phases, root, fp, specs, tok, tp, desc)
-        check_anchor_ffn(model, anchor, desc)
+        frozen = check_anchor_ffn(model, anchor, desc, phases)
         config = {
             "kind": "moe",
             "arch": arch.model_dump(),
@@ -87,6 +87,7 @@ def worker(specs: Specs, name: str) -> None:
             "experts": ["anchor", name],
             "expert": name,
             "domain": specs.expert(name).domain,
+            "anchor_ffn_trained": not frozen,
         }
         scores = score_all(model, tok, domains, specs.eval)
     else:

@@ -4,8 +4,8 @@ The enabled phases of `specs/experts/<expert>.yaml` in order (midtrain -> sft ->
 training only its `trainable` groups, each kept in `checkpoints/train_expert/<expert>/<phase>/final`
 (`bar.train.phases`: a new version that changes only later phases starts from the last phase it
 shares with the previous one). The run's cost counts only the phases it trained. The anchor FFN
-is verified bit for bit before the expert is published; the expert is scored on every domain's
-eval split.
+is verified bit for bit before the expert is published (unless a phase trains it, `anchor_ffn`:
+an ablation); the expert is scored on every domain's eval split.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def worker(specs: Specs, name: str) -> None:
     tok = tokenizer.load(output("tokenizer"))
     anchor = load_file(output("train_anchor", "model.safetensors"))
     model = branch(specs, spec.tp_size, anchor)
-    logs, reused = adapt(model, phases_of(specs, name, data), root, fp, specs, tok, spec.tp_size, f"{STAGE}@{name}")
-    check_anchor_ffn(model, anchor, f"{STAGE}@{name}")
+    planned = phases_of(specs, name, data)
+    logs, reused = adapt(model, planned, root, fp, specs, tok, spec.tp_size, f"{STAGE}@{name}")
+    frozen = check_anchor_ffn(model, anchor, f"{STAGE}@{name}", planned)
     scores = score_all(model, tok, sorted(specs.data.domains), specs.eval)
     config = {
         "kind": "moe",
@@ -64,9 +65,10 @@ def worker(specs: Specs, name: str) -> None:
         # What merging checks: experts must share their anchor and tokenizer.
         "anchor_sha256": file_digest(output("train_anchor", "model.safetensors")),
         "tokenizer_sha256": file_digest(output("tokenizer")),
+        "anchor_ffn_trained": not frozen,  # the merge then combines slot 0 as a shared tensor
     }
     expert.finish(
-        model, {"logs": logs, "reused": reused, "eval": scores, "config": config, "anchor_ffn_unchanged": True}
+        model, {"logs": logs, "reused": reused, "eval": scores, "config": config, "anchor_ffn_unchanged": frozen}
     )
     parallel.shutdown()
 

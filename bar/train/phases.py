@@ -185,13 +185,17 @@ def branch(specs: Specs, tp_size: int, anchor: dict):
     return model
 
 
-def check_anchor_ffn(model, anchor: dict, desc: str) -> None:
-    """The anchor FFN (slot 0) must come out of training bit for bit as it went in."""
+def check_anchor_ffn(model, anchor: dict, desc: str, phases: list) -> bool:
+    """The anchor FFN (slot 0) must come out of training bit for bit as it went in, unless a
+    phase trains it (`anchor_ffn`). Returns whether it stayed frozen."""
     import torch
 
+    if any("anchor_ffn" in p.spec.trainable for p in phases):
+        return False
     from bar.model.moe import anchor_ffn
     from bar.train.checkpoint import full_state
 
     changed = [k for k, v in anchor_ffn(full_state(model)).items() if not torch.equal(v, anchor[k])]
     if changed:
         raise RuntimeError(f"{desc}: the anchor FFN changed in {changed[:3]}: it must stay frozen")
+    return True

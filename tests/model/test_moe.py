@@ -21,8 +21,8 @@ def test_upcycle_slots_and_groups(dense_states):
     assert torch.equal(moe["embedding.word_embeddings.weight"], anchor["embedding.word_embeddings.weight"])
     assert anchor_ffn(moe).keys() == {k for k in anchor if ".mlp." in k}
     groups = {group_of(k) for k in moe}
-    assert groups == {None, "domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"}
-    assert all(group_of(k) is None for k in moe if "local_experts.0." in k)
+    assert groups == {"anchor_ffn", "domain_ffn", "router", "embeddings", "lm_head", "attention", "norms"}
+    assert all((group_of(k) == "anchor_ffn") == ("local_experts.0." in k) for k in moe)
 
 
 def test_moe_megatron_matches_mixtral_and_anchor_stays_frozen(tmp_path, dense_states, megatron):
@@ -50,6 +50,8 @@ def test_moe_megatron_matches_mixtral_and_anchor_stays_frozen(tmp_path, dense_st
     after = full_state(model)
     for k, v in anchor_ffn(after).items():
         assert torch.equal(v, anchor[k]), k
+    # Listed (the ablation that trains it), the anchor FFN trains like any group.
+    assert {n for n in set_trainable(model, ["anchor_ffn"])} == {f"{k}" for k in after if "local_experts.0." in k}
     router = after["decoder.layers.0.mlp.router.weight"]
     assert torch.equal(router[0], state["decoder.layers.0.mlp.router.weight"][0])  # anchor row fixed
     assert not torch.equal(router[1], state["decoder.layers.0.mlp.router.weight"][1])
