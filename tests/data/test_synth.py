@@ -94,10 +94,11 @@ def test_code_tests_have_at_least_three_cases():
         assert len(ex.check["tests"]) >= 3
 
 
-def test_half_the_held_out_code_tasks_take_several_steps_and_their_tests_catch_near_misses():
+def test_held_out_code_tasks_take_one_step_several_or_a_rule_shown_by_examples_and_catch_near_misses():
     held_out = examples("code", "eval", 200, seed=0)
-    several = [ex for ex in held_out if len(ex.check["tests"]) == 6]  # the multi-step families' six
-    assert 70 <= len(several) <= 130
+    by_example = [ex for ex in held_out if "as these examples show" in ex.prompt]
+    several = [ex for ex in held_out if len(ex.check["tests"]) == 6 and ex not in by_example]
+    assert 45 <= len(by_example) <= 90 and 45 <= len(several) <= 90  # about a third each
     # A near miss of each bounded family fails every task of it: `<=` for "less than", no clamping.
     near_misses = {
         "that is less than": "def {f}(xs):\n    below = [v for v in xs if v <= {k}]\n    return max(below) if below else None",
@@ -115,6 +116,10 @@ def test_half_the_held_out_code_tasks_take_several_steps_and_their_tests_catch_n
         ex.response.replace("\n    return result", "").rsplit("\n", 1)[0] + "\n    return result" for ex in chains
     ]
     assert sum(verify_batch("code", dropped, [ex.check for ex in chains])) <= len(chains) // 10
+    # A rule shown by examples is tested beyond them: three tests or more take inputs not shown.
+    for ex in by_example:
+        shown = ex.prompt.split("examples show: ")[1]
+        assert sum(f"{args[0]!r} -> " not in shown for args, _ in ex.check["tests"]) >= 3, ex.prompt
 
 
 def test_too_many_examples_is_a_clear_error(monkeypatch):

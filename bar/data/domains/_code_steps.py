@@ -1,6 +1,7 @@
-"""The code domain's multi-step families: a chain of operations on a number, a filter, a map and
-a sum or count over a list, the largest item under a bound, a clamp. Each has six tests, edge
-cases among them (an empty list, a value on a bound, no item that qualifies)."""
+"""The code domain's harder families: several steps (a chain of operations on a number, a filter,
+a map and a sum or count over a list, the largest item under a bound, a clamp) and rules shown
+only by examples. Each has six tests, edge cases among them (an empty list, a value on a bound,
+no item that qualifies, inputs no example shows)."""
 
 from __future__ import annotations
 
@@ -130,3 +131,41 @@ def _clamp(rng: random.Random) -> Task:
 
 
 STEP_FAMILIES = (_number_chain, _filter_sum, _filter_count, _largest_below, _clamp)
+
+
+# --- families: a rule shown only by examples (the tests hold more) -----------------------
+
+
+def _shown(pairs: list[tuple]) -> str:
+    return ", ".join(f"{a!r} -> {b!r}" for a, b in pairs)
+
+
+def _affine_by_example(rng: random.Random) -> Task:
+    k, c, x = rng.randint(2, 9), rng.randint(1, 9), rng.choice(NUMBER_PARAMS)
+    values = rng.sample(range(0, 10), 3) + rng.sample(range(10, 30), 3)
+    shown = [(v, v * k + c) for v in values[:3]]
+    return Task(
+        ("rule", "from_examples", "fit", "pattern"),
+        (x,),
+        f"returns {x} times some whole number plus another, as these examples show: {_shown(shown)}",
+        f"return {x} * {k} + {c}",
+        lambda v: v * k + c,
+        one_arg(values),
+    )
+
+
+def _scale_by_example(rng: random.Random) -> Task:
+    k, xs = rng.randint(2, 9), rng.choice(LIST_PARAMS)
+    lists = [[rng.randint(1, 9) for _ in range(rng.randint(1, 3))] for _ in range(2)] + _lists(rng, 4)
+    shown = [(items, [v * k for v in items]) for items in lists[:2]]
+    return Task(
+        ("scale_like", "from_examples", "pattern_list"),
+        (xs,),
+        f"returns {xs} with every number multiplied by the same number, as these examples show: {_shown(shown)}",
+        f"return [v * {k} for v in {xs}]",
+        lambda items: [v * k for v in items],
+        one_arg(lists),
+    )
+
+
+EXAMPLE_FAMILIES = (_affine_by_example, _scale_by_example)

@@ -1,8 +1,9 @@
 """code: a one-sentence spec -> a short Python function, verified by executing it.
 
-Half the tasks take one step (arithmetic, a comparison, a list or string function); the other
-half several (a chain of operations, a filtered sum or count, a bound, a clamp), with more tests
-and edge cases among them: the held-out set the default code expert does not saturate.
+A third of the tasks take one step (arithmetic, a comparison, a list or string function), a
+third several (a chain of operations, a filtered sum or count, a bound, a clamp), and a third
+state a rule only by examples, which the tests go beyond. The harder two have six tests each,
+edge cases among them: the held-out set the default code expert does not saturate.
 
 check = {"entry": function name, "tests": [[args, expected], ...]}. The response may be bare
 code or sit inside a ```python fence; it passes when every test returns `expected` (compared
@@ -17,7 +18,7 @@ import re
 
 from bar.data import sandbox
 from bar.data.domains._code_sequences import SEQUENCE_FAMILIES
-from bar.data.domains._code_steps import STEP_FAMILIES
+from bar.data.domains._code_steps import EXAMPLE_FAMILIES, STEP_FAMILIES
 from bar.data.domains._code_tasks import NUMBER_FAMILIES, Task
 from bar.data.example import Example, is_eval_prompt
 
@@ -32,7 +33,6 @@ _PROMPTS = (
 # A fenced block; an unclosed fence (an answer cut off at the length limit) runs to the end.
 _FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 FAMILIES = NUMBER_FAMILIES + SEQUENCE_FAMILIES  # rng.choice over them: the order is the data
-STEP_SHARE = 0.5  # of the tasks, drawn from STEP_FAMILIES
 
 
 def _source(name: str, task: Task) -> str:
@@ -42,7 +42,8 @@ def _source(name: str, task: Task) -> str:
 
 def _generate(rng: random.Random) -> tuple[Example, str]:
     """An example and the plain description of what its function returns."""
-    task = rng.choice(STEP_FAMILIES if rng.random() < STEP_SHARE else FAMILIES)(rng)
+    kind = rng.random()  # a third each: one step, several, a rule shown by examples
+    task = rng.choice(FAMILIES if kind < 1 / 3 else STEP_FAMILIES if kind < 2 / 3 else EXAMPLE_FAMILIES)(rng)
     name = rng.choice(task.names) if rng.random() < 0.7 else rng.choice(_GENERIC_NAMES)
     signature = f"{name}({', '.join(task.params)})"
     prompt = rng.choice(_PROMPTS).format(sig=signature, desc=task.description)
