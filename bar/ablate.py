@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,10 +97,31 @@ def _files(root: Path) -> list[str]:
     return sorted({*files, "dvc.lock"})
 
 
+def check(root: Path, name: str, ablation: Ablation) -> dict[str, dict]:
+    """The ablation's spec files, validated as any spec is (in a scratch view of the project:
+    its specs and params.yaml copied, everything else linked); SpecError naming what is wrong."""
+    written = edits(root, name, ablation)
+    with tempfile.TemporaryDirectory() as scratch:
+        view = Path(scratch)
+        for entry in root.iterdir():
+            if entry.name not in ("specs", "params.yaml", WORKSPACES):
+                (view / entry.name).symlink_to(entry)
+        shutil.copytree(root / "specs", view / "specs")
+        shutil.copy2(root / "params.yaml", view / "params.yaml")
+        for file, data in written.items():
+            (view / file).write_text(yaml.safe_dump(data, sort_keys=False))
+        try:
+            Specs(view).validate_all()
+        except SpecError as e:
+            raise SpecError(f"{ABLATIONS}: {name}: {str(e).replace(f'{view}/', '')}") from None
+    return written
+
+
 def prepare(root: Path, name: str, ablation: Ablation) -> Path:
-    """The workspace of one ablation, with its values written and its outputs checked out."""
+    """The workspace of one ablation (replacing an earlier one), its values written and its
+    outputs checked out of the project's DVC cache."""
     ws = root / WORKSPACES / name
-    written = edits(root, name, ablation)  # before anything is touched: a bad ablation fails here
+    written = check(root, name, ablation)
     if ws.exists():
         shutil.rmtree(ws)
     for file in _files(root):
@@ -107,13 +129,13 @@ def prepare(root: Path, name: str, ablation: Ablation) -> Path:
         shutil.copy2(root / file, ws / file)
     for file, data in written.items():
         (ws / file).write_text(yaml.safe_dump(data, sort_keys=False))
-    Specs(ws).validate_all()  # the values the ablation sets, checked as any spec is
-    cache = (root / ".dvc" / "cache").resolve()
-    (ws / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n    type = hardlink,copy\n")
+    dvc = [sys.executable, "-m", "dvc"]
+    cache = subprocess.run([*dvc, "cache", "dir"], cwd=root, check=True, capture_output=True, text=True).stdout
+    (ws / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache.strip()}\n    type = hardlink,copy\n")
     git = ["git", "-c", "user.name=bar", "-c", "user.email=bar@localhost"]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", f"ablation {name}"]):
         subprocess.run(git + cmd, cwd=ws, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "dvc", "checkout", "-q"], cwd=ws, check=True, capture_output=True)
+    subprocess.run([*dvc, "checkout", "-q"], cwd=ws, check=True, capture_output=True)
     return ws
 
 
@@ -133,8 +155,8 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
     if not (root / "metrics" / "evaluate.json").is_file():
         raise InputError(f"{root / 'metrics/evaluate.json'}: no finished run to ablate; run `dvc repro` first")
     chosen = {n: ablations[n] for n in names or ablations}
-    for name, ablation in chosen.items():  # every ablation's values checked before any runs
-        edits(root, name, ablation)
+    for name, ablation in chosen.items():  # every ablation checked before any workspace is touched
+        check(root, name, ablation)
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
     env = os.environ | {
         "OMP_NUM_THREADS": threads,  # as bar.launch: yours if set, else cores / jobs

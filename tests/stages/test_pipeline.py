@@ -503,6 +503,13 @@ def test_an_ablation_reruns_only_what_it_reaches_in_its_own_workspace_and_lands_
     bad = run([sys.executable, "-m", "bar.cli", "ablate", "typo"], project, check=False)
     assert bad.returncode == 2 and "typo.set.specs/router.yaml" in bad.stderr and "'sample_fration'" in bad.stderr
     assert not (project / ".ablations" / "typo").exists()
+    # So does a value the spec does not allow, named as `bar validate` names it.
+    (project / "specs" / "ablations.yaml").write_text(
+        "typo:\n  description: a typo\n  set: {specs/merge.yaml: {strategy: meen}}\n"
+    )
+    bad = run([sys.executable, "-m", "bar.cli", "ablate", "typo"], project, check=False)
+    assert bad.returncode == 2 and 'typo: specs/merge.yaml: strategy = "meen"' in bad.stderr
+    assert not (project / ".ablations" / "typo").exists()
     run(["git", "checkout", "specs/ablations.yaml"], project)
 
 
