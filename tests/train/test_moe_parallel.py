@@ -50,7 +50,7 @@ phases = [
 ]
 model = branch(specs, tp, anchor)
 logs, _ = adapt(model, phases, Path(out).with_suffix("") / "expert", "run", specs, tok, tp, "expert")
-check_anchor_ffn(model, anchor, "expert")
+assert check_anchor_ffn(model, anchor, "expert", phases)  # frozen, checked bit for bit
 prompts = [tokenizer.prompt_ids(tok, e.prompt) for e in read_examples(math / "eval.jsonl")[:6]]
 greedy = generate(model, prompts, max_new_tokens=12, stop_ids=tokenizer.stop_ids(tok), vocab_size=len(tok), pad_id=tok.pad_token_id)
 weights = full_state(model)
