@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bar.launch import threads_per_rank
 from bar.specs import InputError, SpecError, Specs
 
 ABLATIONS = "specs/ablations.yaml"
@@ -117,11 +118,10 @@ def check(root: Path, name: str, ablation: Ablation) -> dict[str, dict]:
     return written
 
 
-def prepare(root: Path, name: str, ablation: Ablation) -> Path:
-    """The workspace of one ablation (replacing an earlier one), its values written and its
-    outputs checked out of the project's DVC cache."""
+def prepare(root: Path, name: str, written: dict[str, dict]) -> Path:
+    """The workspace of one ablation (replacing an earlier one), its spec files as `check` wrote
+    them and its outputs checked out of the project's DVC cache."""
     ws = root / WORKSPACES / name
-    written = check(root, name, ablation)
     if ws.exists():
         shutil.rmtree(ws)
     for file in _files(root):
@@ -154,12 +154,10 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
         raise InputError(f"{ABLATIONS}: no ablation {', '.join(unknown)}; there are: {', '.join(ablations)}")
     if not (root / "metrics" / "evaluate.json").is_file():
         raise InputError(f"{root / 'metrics/evaluate.json'}: no finished run to ablate; run `dvc repro` first")
-    chosen = {n: ablations[n] for n in names or ablations}
-    for name, ablation in chosen.items():  # every ablation checked before any workspace is touched
-        check(root, name, ablation)
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    # Every ablation checked before any workspace is touched.
+    chosen = {n: check(root, n, ablations[n]) for n in names or ablations}
     env = os.environ | {
-        "OMP_NUM_THREADS": threads,  # as bar.launch: yours if set, else cores / jobs
+        "OMP_NUM_THREADS": str(threads_per_rank(jobs)),  # yours if set, else cores / jobs
         # The stages' `python -m bar.stages...` is this interpreter, as in the flows.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
@@ -200,10 +198,10 @@ def report(root: Path) -> str:
         if (ws := root / WORKSPACES / n).is_dir() and "evaluate" in (stages := rerun(root, ws))
     }
     domains = sorted(d for d in base["routed"] if d != "overall")
-    monolithic = root / "metrics" / "baseline" / "monolithic.json"
-    if monolithic.is_file():
-        mono = json.loads(monolithic.read_text())
-        mono = with_overall({d: mono[f"eval/{d}"] for d in domains}, domains)
+    mono = None
+    if (monolithic := root / "metrics" / "baseline" / "monolithic.json").is_file():
+        metrics = json.loads(monolithic.read_text())
+        mono = with_overall({d: metrics[f"eval/{d}"] for d in domains}, domains)
     columns = [*domains, "overall"]
     lines = [
         "# Ablations of the routed model",
@@ -224,7 +222,7 @@ def report(root: Path) -> str:
             "|---" * (len(columns) + 1) + "|",
         ]
         lines += ["| project | " + " | ".join(f"{base[model][d]:.1f}" for d in columns) + " |"]
-        if monolithic.is_file():
+        if mono:
             gap = " | ".join(f"{mono[d] - base[model][d]:+.1f}" for d in columns)
             lines += [f"| monolithic baseline (minus project) | {gap} |"]
         for name, (scores, _) in finished.items():
