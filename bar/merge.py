@@ -37,10 +37,17 @@ def is_shared(key: str) -> bool:
     return not (_EXPERT.match(key) or _ROUTER.match(key))
 
 
+def is_anchor_ffn(key: str) -> bool:
+    """A tensor of slot 0, the anchor's FFN (the same key in a 2-slot expert and a merged MoE)."""
+    m = _EXPERT.match(key)
+    return bool(m) and int(m.group(2)) == ANCHOR_SLOT
+
+
 def with_merged_shared(expert: dict[str, torch.Tensor], merged: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An expert's 2-slot state with its shared tensors replaced by the merged model's: the
-    expert as the merge leaves it, before any routing (what the merge alone costs it)."""
-    return {k: merged[k] if is_shared(k) else t for k, t in expert.items()}
+    """An expert's 2-slot state with its shared tensors and anchor FFN replaced by the merged
+    model's (slot 0 is the anchor's unless an expert trained it): the expert as the merge leaves
+    it, before any routing (what the merge alone costs it)."""
+    return {k: merged[k] if is_shared(k) or is_anchor_ffn(k) else t for k, t in expert.items()}
 
 
 def with_only(moe: dict[str, torch.Tensor], slot: int) -> dict[str, torch.Tensor]:
@@ -137,7 +144,7 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
             for key in keys:
                 t = f.get_tensor(key)
                 m, r = _EXPERT.match(key), _ROUTER.match(key)
-                if m and trained and int(m.group(2)) == ANCHOR_SLOT:
+                if trained and is_anchor_ffn(key):
                     m = None  # combined below, as a shared tensor
                 if m:
                     layer, slot, linear = int(m.group(1)), int(m.group(2)), m.group(3)

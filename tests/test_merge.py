@@ -223,6 +223,8 @@ def test_an_anchor_ffn_an_expert_trained_is_combined_as_a_shared_tensor(experts,
     out = merge(paths, MergeSpec(strategy="mean"))
     assert torch.allclose(out[FC1.format(0)], (2 * anchor_ffn + trained) / 3, atol=1e-6)
     assert torch.equal(out[FC1.format(2)], states["code"][FC1.format(1)])  # its own FFN as before
+    leaves = with_merged_shared(states["math"], out)  # as the merge leaves an expert: the merged slot 0
+    assert torch.equal(leaves[FC1.format(0)], out[FC1.format(0)]) and not torch.equal(leaves[FC1.format(0)], anchor_ffn)
     (tmp_path / "anchor").mkdir()
     dense = "decoder.layers.0.mlp.linear_fc1.weight"
     save_file({EMB: torch.randn(10, 4), dense: anchor_ffn}, tmp_path / "anchor" / "model.safetensors")
