@@ -185,6 +185,16 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
     return done
 
 
+def _run(root: Path, stage: str, commit: bool = True) -> str:
+    """`stage`'s MLflow run behind root's outputs, as the report names it (a workspace's commit is
+    its own repository's, named by no one: not shown)."""
+    from bar.tracking import stage_runs
+
+    if not (run := stage_runs(root).get(stage)):
+        return "(not in its MLflow store)"
+    return f"`{run['run_id']}`" + (f" (commit `{run['commit'][:7]}`)" if commit else "")
+
+
 def report(root: Path) -> str:
     """reports/ablations.md from the project's and each finished workspace's metrics/evaluate.json
     (and the monolithic baseline's, when it has been run: the gap the ablations are read against)."""
@@ -210,6 +220,9 @@ def report(root: Path) -> str:
         f"`{WORKSPACES}/` (the ablations of `{ABLATIONS}`). Pass rates on the held-out sets. An "
         "ablation's row is its score minus the project's: a positive number is what the change "
         "gains, a negative one what the project's setting is worth.",
+        "",
+        f"The project's `evaluate` is MLflow run {_run(root, 'evaluate')}"
+        + (f"; the monolithic baseline's, {_run(root, 'baseline@monolithic')}." if mono else "."),
     ]
     for model, served in SERVED.items():
         if model not in base:
@@ -229,7 +242,8 @@ def report(root: Path) -> str:
             lines += [f"| {name} | " + " | ".join(f"{scores[model][d] - base[model][d]:+.1f}" for d in columns) + " |"]
     lines += ["", "## What each changes", ""]
     lines += [
-        f"- `{name}`: {ablations[name].description}. Re-ran: {', '.join(stages)}."
+        f"- `{name}`: {ablations[name].description}. Re-ran: {', '.join(stages)}; `evaluate` is run "
+        f"{_run(root / WORKSPACES / name, 'evaluate', commit=False)} of `{WORKSPACES}/{name}/mlruns`."
         for name, (_, stages) in finished.items()
     ]
     text = "\n".join(lines) + "\n"

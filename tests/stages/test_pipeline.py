@@ -496,6 +496,17 @@ def test_an_ablation_reruns_only_what_it_reaches_in_its_own_workspace_and_lands_
     domains = sorted(d for d in mine["routed"] if d != "overall") + ["overall"]
     assert row.split("|")[2:-1] == [f" {theirs['routed'][d] - mine['routed'][d]:+.1f} " for d in domains]
     assert (project / "reports" / "ablations.md").read_text() == result.stdout
+    # Each row names the MLflow run it comes from: the workspace's one evaluation, in its own store.
+    from bar.tracking import stage_runs
+
+    assert f"`evaluate` is MLflow run `{stage_runs(project)['evaluate']['run_id']}`" in result.stdout
+    import mlflow
+
+    theirs_client = mlflow.MlflowClient(f"sqlite:///{ws / 'mlruns' / 'mlflow.db'}")
+    (evaluate,) = theirs_client.search_runs(
+        [theirs_client.get_experiment_by_name("bar").experiment_id], "attributes.run_name = 'evaluate'"
+    )
+    assert f"`evaluate` is run `{evaluate.info.run_id}` of `.ablations/merge_mean/mlruns`" in result.stdout
     # A key the spec file does not have fails before any work, naming the ablation and the key.
     (project / "specs" / "ablations.yaml").write_text(
         "typo:\n  description: a typo\n  set: {specs/router.yaml: {sample_fration: 0.2}}\n"
