@@ -135,7 +135,8 @@ def prepare(root: Path, name: str, written: dict[str, dict]) -> Path:
     git = ["git", "-c", "user.name=bar", "-c", "user.email=bar@localhost"]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", f"ablation {name}"]):
         subprocess.run(git + cmd, cwd=ws, check=True, capture_output=True)
-    subprocess.run([*dvc, "checkout", "-q"], cwd=ws, check=True, capture_output=True)
+    # The pipeline's outputs only: a baseline of params.yaml not run yet has none to check out.
+    subprocess.run([*dvc, "checkout", "-q", "dvc.yaml"], cwd=ws, check=True, capture_output=True)
     return ws
 
 
