@@ -189,11 +189,12 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
 def _run(root: Path, stage: str, commit: bool = True) -> str:
     """`stage`'s MLflow run behind root's outputs, as the report names it (a workspace's commit is
     its own repository's, named by no one: not shown)."""
+    from bar.report import short_commit
     from bar.tracking import stage_runs
 
     if not (run := stage_runs(root).get(stage)):
         return "(not in its MLflow store)"
-    return f"`{run['run_id']}`" + (f" (commit `{run['commit'][:7]}`)" if commit else "")
+    return f"`{run['run_id']}`" + (f" (commit `{short_commit(run['commit'])}`)" if commit else "")
 
 
 def report(root: Path) -> str:

@@ -166,6 +166,11 @@ def costs(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
     }
 
 
+def short_commit(commit: str) -> str:
+    """A run's `git_commit` tag as reports name it: 7 hex digits, `-dirty` kept."""
+    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def provenance(runs: dict[str, dict], specs: Specs) -> str:
     """One line naming what the tables come from: the commits of the stage runs (how many runs
     each), the precision, the threads and evaluate's run."""
@@ -173,7 +178,7 @@ def provenance(runs: dict[str, dict], specs: Specs) -> str:
 
     if not runs:
         return "No MLflow runs found for these outputs."
-    commits = Counter(r["commit"][:7] + ("-dirty" if r["commit"].endswith("-dirty") else "") for r in runs.values())
+    commits = Counter(short_commit(r["commit"]) for r in runs.values())
     threads = sorted({r["threads"] for r in runs.values()})
     named = (
         ", ".join(f"`{c}` ({n} runs)" for c, n in commits.most_common())
