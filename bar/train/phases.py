@@ -67,7 +67,7 @@ def phase_fingerprint(specs: Specs, phases: list[Phase]) -> str:
         ]
         for p in phases
     ]
-    data = sorted({d for p in phases for d in p.data})
+    data = sorted({d / phase_file(p.phase) for p in phases for d in p.data})  # only the files each phase reads
     return fingerprint(
         {"model": specs.model.model_dump(mode="json"), "seed": specs.params.seed, "phases": upto},
         [*data, *model_inputs(), *rewards(phases)],
@@ -77,16 +77,23 @@ def phase_fingerprint(specs: Specs, phases: list[Phase]) -> str:
 def rewards(phases: list[Phase]) -> list[Path]:
     """The user verifiers the RLVR phases among `phases` reward with (those of their prompts' domains):
     editing one re-runs RLVR, not the phases before it."""
-    domains = {r["domain"] for p in phases if p.phase == "rlvr" for d in p.data for r in read_jsonl(d / "rl.jsonl")}
+    domains = {
+        r["domain"] for p in phases if p.phase == "rlvr" for d in p.data for r in read_jsonl(d / phase_file("rlvr"))
+    }
     return [f for f in verifier_files() if f.parent.name in domains]
+
+
+def phase_file(phase: str) -> str:
+    """The file of a mixture folder a phase trains on."""
+    return {"midtrain": "midtrain.jsonl", "sft": "sft.jsonl", "rlvr": "rl.jsonl"}[phase]
 
 
 def phase_items(tok, data: Path, phase: str, seq_length: int) -> list:
     from bar import tokenizer
 
     if phase == "midtrain":
-        return [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(data / "midtrain.jsonl")]
-    examples = read_examples(data / f"{'rl' if phase == 'rlvr' else phase}.jsonl")
+        return [tokenizer.document_ids(tok, r["text"]) for r in read_jsonl(data / phase_file(phase))]
+    examples = read_examples(data / phase_file(phase))
     if phase == "sft":
         return [ids for _, ids in tokenizer.example_items(tok, examples, seq_length)]
     return examples

@@ -1,5 +1,7 @@
 """bar.train.phases: an expert phase trains its groups at their `lr_scale`."""
 
+import json
+
 import pytest
 
 
@@ -60,8 +62,6 @@ def test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_o
     """A user's SFT file of conversations (a system prompt, three user turns, tool calls and their
     results): every assistant turn is trained, up to its <|im_end|>, nothing else; an expert's SFT
     phase learns it."""
-    import json
-
     from bar import tokenizer
     from bar.data import load_examples
     from bar.files import output, write_jsonl
@@ -126,3 +126,31 @@ def test_an_expert_trains_on_conversations_with_tools_loss_on_assistant_tokens_o
     losses = [r["loss"] for r in logs["sft"]]
     print(f"SFT on conversations with tools: loss {losses[0]:.2f} -> {losses[-1]:.2f}")
     assert losses[-1] < losses[0] - 1.0
+
+
+def test_a_phase_fingerprint_reads_only_the_files_its_phases_train_on(tiny_project, monkeypatch):
+    """An upgrade with more SFT rows (code v2) keeps the mid-training of the version before: a
+    phase's fingerprint covers the data files of it and the phases before it, not the later ones'."""
+    from bar.specs import Specs
+    from bar.train.phases import phase_fingerprint, phases_of
+
+    monkeypatch.chdir(tiny_project)
+    specs = Specs(tiny_project)
+    data = tiny_project / "mixture"
+    data.mkdir()
+    for name in ("midtrain", "sft", "rl"):
+        (data / f"{name}.jsonl").write_text(json.dumps({"domain": "code", "v": 1}) + "\n")
+    phases = phases_of(specs, "code", data)
+    assert [p.phase for p in phases] == ["midtrain", "sft", "rlvr"]
+
+    def fingerprints():
+        return [phase_fingerprint(specs, phases[: i + 1]) for i in range(len(phases))]
+
+    before = fingerprints()
+    (data / "sft.jsonl").write_text(json.dumps({"domain": "code", "v": 2}) + "\n")
+    after = fingerprints()
+    assert after[0] == before[0] and after[1] != before[1] and after[2] != before[2]
+    (data / "rl.jsonl").write_text(json.dumps({"domain": "code", "v": 2}) + "\n")
+    assert fingerprints()[:2] == after[:2] and fingerprints()[2] != after[2]
+    (data / "midtrain.jsonl").write_text(json.dumps({"domain": "code", "v": 2}) + "\n")
+    assert all(a != b for a, b in zip(fingerprints(), after))
