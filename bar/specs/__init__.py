@@ -42,6 +42,7 @@ from bar.specs.declarations import (
     TrainSpec,
     TrainStagesSpec,
     spec_hash,
+    split_of,
 )
 from bar.specs.errors import InputError, SpecError
 from bar.specs.loading import Specs
@@ -85,4 +86,5 @@ __all__ = [
     "TrainStagesSpec",
     "base_architecture",
     "spec_hash",
+    "split_of",
 ]

@@ -265,6 +265,11 @@ GROUPS: tuple[str, ...] = Group.__args__
 PHASES = ("midtrain", "sft", "rlvr")  # an expert's phases, in the order they run
 
 
+def split_of(phase: str) -> str:
+    """The mixture split a phase trains on (its `mixture.sizes` key and `<split>.jsonl`): RLVR's prompts are `rl`."""
+    return "rl" if phase == "rlvr" else phase
+
+
 class MixtureSpec(Spec):
     """What mix_data@<expert> draws from the prepared domain pools."""
 
@@ -376,7 +381,7 @@ class ExpertSpec(Spec):
         if not enabled:
             raise ValueError(f"phases must enable at least one of {PHASES}")
         for phase in enabled:
-            split = "rl" if phase == "rlvr" else phase
+            split = split_of(phase)
             if not self.mixture.sizes.get(split):
                 raise ValueError(f"phase {phase} is enabled but mixture.sizes.{split} is not > 0")
         self.phases.check_layout(self.dp_size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from bar.files import CHECKPOINTS, output
-from bar.specs import Specs, spec_hash
+from bar.specs import Specs, spec_hash, split_of
 from bar.stages import entry
 
 STAGE = "baseline"
@@ -119,7 +119,7 @@ def main(name: str) -> None:
     kind = specs.baseline(name)
     if kind == "ablation":  # its own mixture, drawn with its domain's expert's seed stream
         spec = specs.expert(name)
-        needed = ["rl" if p == "rlvr" else p for p in spec.phases.enabled()]
+        needed = [split_of(p) for p in spec.phases.enabled()]
         splits = mix(spec.domain, spec.mixture, needed, specs.params.seed, str(specs.path(f"experts/{name}")))
         ablation_data(name).mkdir(parents=True, exist_ok=True)
         for split, rows in splits.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from bar.files import atomic_dir, output, write_json, write_jsonl, write_metrics
-from bar.specs import Specs, spec_hash
+from bar.specs import Specs, spec_hash, split_of
 from bar.stages import entry
 
 STAGE = "mix_data"
@@ -37,7 +37,7 @@ def main(name: str) -> None:
             "data_hash": tracking.dvc_md5("outputs/prepare_data"),
         },
     ) as run:
-        needed = ["rl" if phase == "rlvr" else phase for phase in spec.phases.enabled()]
+        needed = [split_of(phase) for phase in spec.phases.enabled()]
         splits = mix(name, spec.mixture, needed, specs.params.seed, str(specs.path(f"experts/{name}")))
         with atomic_dir(output(STAGE, name)) as out:
             for split, rows in splits.items():

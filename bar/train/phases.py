@@ -17,7 +17,7 @@ from pathlib import Path
 from bar.data.example import read_examples
 from bar.data.verify import verifier_files
 from bar.files import output, read_jsonl
-from bar.specs import LMPhaseSpec, RLVRSpec, Specs
+from bar.specs import LMPhaseSpec, RLVRSpec, Specs, split_of
 from bar.train.checkpoint import fingerprint
 
 
@@ -85,7 +85,7 @@ def rewards(phases: list[Phase]) -> list[Path]:
 
 def phase_file(phase: str) -> str:
     """The file of a mixture folder a phase trains on."""
-    return {"midtrain": "midtrain.jsonl", "sft": "sft.jsonl", "rlvr": "rl.jsonl"}[phase]
+    return f"{split_of(phase)}.jsonl"
 
 
 def phase_items(tok, data: Path, phase: str, seq_length: int) -> list:
