@@ -186,13 +186,12 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
     return done
 
 
-def _run(root: Path, stage: str, commit: bool = True) -> str:
-    """`stage`'s MLflow run behind root's outputs, as the report names it (a workspace's commit is
-    its own repository's, named by no one: not shown)."""
+def _named(run: dict | None, commit: bool = True) -> str:
+    """A stage's MLflow run (`bar.tracking.stage_runs`' entry) as the report names it (a
+    workspace's commit is its own repository's, named by no one: not shown)."""
     from bar.report import short_commit
-    from bar.tracking import stage_runs
 
-    if not (run := stage_runs(root).get(stage)):
+    if not run:
         return "(not in its MLflow store)"
     return f"`{run['run_id']}`" + (f" (commit `{short_commit(run['commit'])}`)" if commit else "")
 
@@ -201,6 +200,7 @@ def report(root: Path) -> str:
     """reports/ablations.md from the project's and each finished workspace's metrics/evaluate.json
     (and the monolithic baseline's, when it has been run: the gap the ablations are read against)."""
     from bar.evaluation import with_overall
+    from bar.tracking import stage_runs
 
     ablations = load(root)
     base = json.loads((root / "metrics" / "evaluate.json").read_text())
@@ -214,7 +214,7 @@ def report(root: Path) -> str:
     if (monolithic := root / "metrics" / "baseline" / "monolithic.json").is_file():
         metrics = json.loads(monolithic.read_text())
         mono = with_overall({d: metrics[f"eval/{d}"] for d in domains}, domains)
-    columns = [*domains, "overall"]
+    columns, runs = [*domains, "overall"], stage_runs(root)
     lines = [
         "# Ablations of the routed model",
         "",
@@ -223,8 +223,8 @@ def report(root: Path) -> str:
         "ablation's row is its score minus the project's: a positive number is what the change "
         "gains, a negative one what the project's setting is worth.",
         "",
-        f"The project's `evaluate` is MLflow run {_run(root, 'evaluate')}"
-        + (f"; the monolithic baseline's, {_run(root, 'baseline@monolithic')}." if mono else "."),
+        f"The project's `evaluate` is MLflow run {_named(runs.get('evaluate'))}"
+        + (f"; the monolithic baseline's, {_named(runs.get('baseline@monolithic'))}." if mono else "."),
     ]
     for model, served in SERVED.items():
         if model not in base:
@@ -245,7 +245,7 @@ def report(root: Path) -> str:
     lines += ["", "## What each changes", ""]
     lines += [
         f"- `{name}`: {ablations[name].description}. Re-ran: {', '.join(stages)}; `evaluate` is run "
-        f"{_run(root / WORKSPACES / name, 'evaluate', commit=False)} of `{WORKSPACES}/{name}/mlruns`."
+        f"{_named(stage_runs(root / WORKSPACES / name).get('evaluate'), commit=False)} of `{WORKSPACES}/{name}/mlruns`."
         for name, (_, stages) in finished.items()
     ]
     text = "\n".join(lines) + "\n"
