@@ -1,5 +1,5 @@
-"""The pipeline through real DVC in a real git repository (tiny preset), driven by the Prefect
-flows in the Prefect test harness.
+"""The pipeline through real DVC in a real git repository (the tiny preset's model and data, a
+few steps of each phase: `quick`), driven by the Prefect flows in the Prefect test harness.
 
 The fixtures say what each test depends on: `first`, the `bar-pipeline` flow from scratch
 (each stage a `dvc repro --single-item`) and what it produced before any edit; `twin`, the same
@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import dvc, edit_yaml, make_project, run, set_params
+from conftest import dvc, edit_yaml, make_project, quick, run, set_params
 
 pytestmark = pytest.mark.slow
 EXPERTS = ["math", "code", "tool_use", "safety"]
@@ -74,6 +74,14 @@ class First:
     lock: dict  # and its dvc.lock entries
 
 
+def fresh(dest: Path) -> Path:
+    """A project of the tiny preset cut to a few steps (`quick`): what runs is the point here, not the scores."""
+    project = make_project(dest)
+    quick(project)
+    run(["git", "commit", "-q", "-am", "quick"], project)
+    return project
+
+
 @pytest.fixture(scope="module")
 def harness():
     from prefect.testing.utilities import prefect_test_harness
@@ -84,7 +92,7 @@ def harness():
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("twin"))
+    project = fresh(tmp_path_factory.mktemp("twin"))
     log = project.parent / "repro.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -102,7 +110,7 @@ def first(tmp_path_factory, harness, twin) -> First:
     (started first) running beside it."""
     from flows.pipeline import bar_pipeline
 
-    project = make_project(tmp_path_factory.mktemp("pipeline"))
+    project = fresh(tmp_path_factory.mktemp("pipeline"))
     flow = bar_pipeline(root=str(project), max_parallel=2)
     return First(project, flow, out_hashes(project), metrics(project), lock(project))
 
