@@ -13,10 +13,16 @@ when an expert trained it: the ablation `anchor_ffn` in its phases):
   element (the disjoint merge of TIES-merging, without its trimming and sign election). An
   element one expert trained keeps that expert's change instead of 1/N of it (an embedding row
   of a token only tool use writes); one every expert changed is their mean, as in `mean`.
+- `ties`: TIES-merging (Yadav et al., 2023). Each expert's change of a tensor is trimmed to its
+  largest `density` share by magnitude, each element takes the sign with the larger total
+  trimmed change, and the anchor gets the mean of the trimmed changes of that sign. Where every
+  expert changes every element (the LM head, which each expert's loss moves), `disjoint_mean`
+  is the plain mean: trimming keeps each expert's large changes and drops the small ones the
+  others made to the same elements.
 
 Experts stream from their safetensors files one at a time: peak memory is about one expert
 plus the merged output (and float64 running sums of the shared tensors; for `disjoint_mean`
-an int16 count per element), never N experts.
+an int16 count per element, for `ties` a sum and a count per sign), never N experts.
 """
 
 from __future__ import annotations
@@ -103,6 +109,16 @@ def _in_anchor(key: str) -> str:
     return f"decoder.layers.{m.group(1)}.mlp.{m.group(3)}" if m and int(m.group(2)) == ANCHOR_SLOT else key
 
 
+def trimmed(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """`delta` with all but its largest `density` share of elements (by magnitude) set to 0."""
+    keep = max(1, round(density * delta.numel()))
+    if keep >= delta.numel():
+        return delta
+    magnitude = delta.abs().flatten().float()
+    threshold = magnitude.kthvalue(delta.numel() - keep + 1).values  # the keep-th largest
+    return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+
+
 def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None) -> dict[str, torch.Tensor]:
     """The merged state (Megatron names) of `experts` (name -> output folder), in their order,
     combined as `spec` says (`anchor`: the anchor's output folder, for the strategies that need it).
@@ -123,7 +139,7 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
     # Slot 0 is combined as the shared tensors are when an expert trained it, else copied (and checked).
     trained = [n for n in names if json.loads((experts[n] / "config.json").read_text()).get("anchor_ffn_trained")]
     base = None  # the anchor, for the strategies that combine the experts' changes from it
-    if strategy in ("base_plus_mean_delta", "disjoint_mean"):
+    if strategy in ("base_plus_mean_delta", "disjoint_mean", "ties"):
         if anchor is None:
             raise MergeError(f"{strategy} needs the anchor model")
         base = safe_open(str(anchor / "model.safetensors"), "pt")
@@ -131,6 +147,7 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
     out: dict[str, torch.Tensor] = {}
     sums: dict[str, torch.Tensor] = {}  # shared tensors: sum of coef * tensor, float64 (disjoint_mean: of changes)
     changed: dict[str, torch.Tensor] = {}  # disjoint_mean: how many experts changed each element
+    negative: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # ties: sum and count of the negative changes
     anchor_rows: dict[str, torch.Tensor] = {}  # router rows of the anchor slot: weighted sum
     keys: list[str] = []
     dtypes: dict[str, torch.dtype] = {}  # the experts' (their precision): the merged model keeps it
@@ -169,6 +186,14 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
                     delta = t.double() - base.get_tensor(_in_anchor(key)).double()
                     sums[key] = delta if i == 1 else sums[key].add_(delta)
                     changed[key] = (delta != 0).short() if i == 1 else changed[key].add_(delta != 0)
+                elif strategy == "ties":  # shared: its trimmed change, positive and negative apart
+                    delta = trimmed(t.double() - base.get_tensor(_in_anchor(key)).double(), spec.density)
+                    up, down = delta.clamp(min=0), delta.clamp(max=0)
+                    if i == 1:
+                        sums[key], changed[key], negative[key] = up, (up > 0).short(), (down, (down < 0).short())
+                    else:
+                        sums[key].add_(up), changed[key].add_(up > 0)
+                        negative[key][0].add_(down), negative[key][1].add_(down < 0)
                 else:  # shared (is_shared)
                     term = coef[n] * t.double()
                     sums[key] = term if i == 1 else sums[key].add_(term)
@@ -181,6 +206,12 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
         acc = sums.pop(key)
         if strategy == "disjoint_mean":
             acc = base.get_tensor(_in_anchor(key)).double() + acc / changed.pop(key).clamp(min=1)
+        elif strategy == "ties":  # the elected sign's mean change
+            (down, n_down), n_up = negative.pop(key), changed.pop(key)
+            up = acc / n_up.clamp(min=1)
+            acc = base.get_tensor(_in_anchor(key)).double() + torch.where(
+                acc + down >= 0, up, down / n_down.clamp(min=1)
+            )
         elif base is not None:
             b = base.get_tensor(_in_anchor(key)).double()
             acc = b + spec.delta_scale * (acc - b)

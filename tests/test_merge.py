@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bar.merge import MergeError, check_compatible, merge, with_merged_shared, with_only
+from bar.merge import MergeError, check_compatible, merge, trimmed, with_merged_shared, with_only
 from bar.specs import MergeSpec
 
 FC1 = "decoder.layers.0.mlp.experts.local_experts.{}.linear_fc1.weight"
@@ -230,3 +230,43 @@ def test_an_anchor_ffn_an_expert_trained_is_combined_as_a_shared_tensor(experts,
     save_file({EMB: torch.randn(10, 4), dense: anchor_ffn}, tmp_path / "anchor" / "model.safetensors")
     out = merge(paths, MergeSpec(strategy="disjoint_mean"), anchor=tmp_path / "anchor")
     assert torch.allclose(out[FC1.format(0)], trained, atol=1e-6)  # the one expert that changed it: its change
+
+
+def test_ties_trims_each_change_elects_a_sign_and_averages_the_changes_of_that_sign(experts, tmp_path):
+    """Each expert's change keeps its largest `density` share; per element the sign of the
+    kept changes' sum wins, and the anchor gets the mean of the kept changes of that sign
+    (written out element by element here). With nothing trimmed and no sign conflict it is
+    `disjoint_mean`."""
+    paths, states, _ = experts
+    base = torch.zeros(10, 4)
+    anchor = saved_anchor(tmp_path, base)
+    change = {  # (row, column): each expert's change of the embeddings; everything else unchanged
+        "math": {(0, 0): 5.0, (1, 0): 2.0, (2, 0): 0.1, (3, 0): -4.0},
+        "code": {(0, 0): 3.0, (1, 0): -6.0, (2, 1): 7.0, (3, 0): 1.0},
+        "safety": {(0, 0): -1.0, (4, 0): 8.0, (5, 0): 0.2, (3, 0): -2.0},
+    }
+    for name, cells in change.items():
+        emb = base.clone()
+        for (r, c), v in cells.items():
+            emb[r, c] = v
+        save_file({**states[name], EMB: emb}, paths[name] / "model.safetensors")
+    assert torch.equal(trimmed(torch.tensor([0.1, -3.0, 2.0, 0.5]), 0.5), torch.tensor([0.0, -3.0, 2.0, 0.0]))
+    assert torch.equal(trimmed(torch.tensor([1.0, 2.0]), 1.0), torch.tensor([1.0, 2.0]))
+    out = merge(paths, MergeSpec(strategy="ties", density=3 / 40), anchor=anchor)[EMB]  # 3 of 40 kept
+    expected = base.clone()
+    expected[0, 0] = (5.0 + 3.0) / 2  # +8 against -1: the mean of the positive changes
+    expected[1, 0] = -6.0  # math's +2 (kept) against code's -6: negative wins, code's change alone
+    expected[2, 1] = 7.0  # code alone
+    expected[3, 0] = (-4.0 - 2.0) / 2  # code's +1 trimmed (its 4th largest): math's and safety's mean
+    expected[4, 0] = 8.0  # safety alone; math's 0.1 and safety's 0.2 trimmed
+    assert torch.allclose(out, expected, atol=1e-6), out - expected
+    # Nothing trimmed and every element changed by one expert or by experts that agree: disjoint_mean.
+    for name, cells in change.items():
+        emb = base.clone()
+        for (r, c), v in cells.items():
+            emb[r, c] = abs(v)
+        save_file({**states[name], EMB: emb}, paths[name] / "model.safetensors")
+    full = merge(paths, MergeSpec(strategy="ties", density=1.0), anchor=anchor)[EMB]
+    assert torch.allclose(full, merge(paths, MergeSpec(strategy="disjoint_mean"), anchor=anchor)[EMB], atol=1e-6)
+    with pytest.raises(MergeError, match="ties needs the anchor"):
+        merge(paths, MergeSpec(strategy="ties"))

@@ -394,11 +394,12 @@ class ExpertSpec(Spec):
 class MergeSpec(Spec):
     """How the experts' shared tensors (embeddings, attention, norms, LM head) are combined."""
 
-    strategy: Literal["mean", "weighted_mean", "base_plus_mean_delta", "disjoint_mean"] = Field(
+    strategy: Literal["mean", "weighted_mean", "base_plus_mean_delta", "disjoint_mean", "ties"] = Field(
         description="no default: specs/merge.yaml says which, and why"
     )
     weights: dict[str, float] = Field(default_factory=dict, description="expert -> weight (weighted_mean)")
     delta_scale: float = Field(1.0, gt=0, description="base_plus_mean_delta: anchor + scale * mean delta")
+    density: float = Field(0.2, gt=0, le=1, description="ties: share of each expert's change kept, per tensor")
 
     @model_validator(mode="after")
     def _weights(self) -> MergeSpec:
