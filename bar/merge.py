@@ -20,6 +20,10 @@ when an expert trained it: the ablation `anchor_ffn` in its phases):
   is the plain mean: trimming keeps each expert's large changes and drops the small ones the
   others made to the same elements.
 
+`by_group` gives a group of shared tensors (embeddings, attention, norms, lm_head, anchor_ffn)
+a strategy of its own, e.g. `ties` for the embeddings, whose rows each expert changes only
+for the tokens of its data, and the strategy for everything else.
+
 Experts stream from their safetensors files one at a time: peak memory is about one expert
 plus the merged output (and float64 running sums of the shared tensors; for `disjoint_mean`
 an int16 count per element, for `ties` a sum and a count per sign), never N experts.
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from bar.model.moe import _EXPERT, _ROUTER, ANCHOR_SLOT, expert_name, router_name
+from bar.model.moe import _EXPERT, _ROUTER, ANCHOR_SLOT, expert_name, group_of, router_name
 from bar.specs import InputError, MergeSpec, ModelSpec
 
 
@@ -127,21 +131,26 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
     tensors are added into float64 running sums, and its memory map is released before the
     next one is opened. Peak memory: the output, the running sums of the shared tensors and
     one expert."""
-    names, strategy, weights = list(experts), spec.strategy, spec.weights
-    if strategy == "weighted_mean":
+    names, weights = list(experts), spec.weights
+
+    def strategy_of(key: str) -> str:
+        return spec.by_group.get(group_of(key), spec.strategy)
+
+    strategies, weighted = {spec.strategy, *spec.by_group.values()}, {}
+    if "weighted_mean" in strategies:
         missing = [n for n in names if n not in weights]
         if missing:
             raise MergeError(f"weighted_mean needs a weight for every expert; missing: {missing}")
-        total = sum(weights[n] for n in names)
-        coef = {n: weights[n] / total for n in names}
-    else:
-        coef = {n: 1 / len(names) for n in names}
+        weighted = {n: weights[n] / sum(weights[m] for m in names) for n in names}
+    plain = {n: 1 / len(names) for n in names}
+    coef = weighted if spec.strategy == "weighted_mean" else plain  # the router's anchor rows
     # Slot 0 is combined as the shared tensors are when an expert trained it, else copied (and checked).
     trained = [n for n in names if json.loads((experts[n] / "config.json").read_text()).get("anchor_ffn_trained")]
     base = None  # the anchor, for the strategies that combine the experts' changes from it
-    if strategy in ("base_plus_mean_delta", "disjoint_mean", "ties"):
+    needs_anchor = sorted(strategies & {"base_plus_mean_delta", "disjoint_mean", "ties"})
+    if needs_anchor:
         if anchor is None:
-            raise MergeError(f"{strategy} needs the anchor model")
+            raise MergeError(f"{needs_anchor[0]} needs the anchor model")
         base = safe_open(str(anchor / "model.safetensors"), "pt")
 
     out: dict[str, torch.Tensor] = {}
@@ -182,11 +191,11 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
                     else:
                         anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT].double()
                     out[name][i] = t[1]
-                elif strategy == "disjoint_mean":  # shared: its change from the anchor
+                elif strategy_of(key) == "disjoint_mean":  # shared: its change from the anchor
                     delta = t.double() - base.get_tensor(_in_anchor(key)).double()
                     sums[key] = delta if i == 1 else sums[key].add_(delta)
                     changed[key] = (delta != 0).short() if i == 1 else changed[key].add_(delta != 0)
-                elif strategy == "ties":  # shared: its trimmed change, positive and negative apart
+                elif strategy_of(key) == "ties":  # shared: its trimmed change, positive and negative apart
                     delta = trimmed(t.double() - base.get_tensor(_in_anchor(key)).double(), spec.density)
                     up, down = delta.clamp(min=0), delta.clamp(max=0)
                     if i == 1:
@@ -195,7 +204,7 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
                         sums[key].add_(up), changed[key].add_(up > 0)
                         negative[key][0].add_(down), negative[key][1].add_(down < 0)
                 else:  # shared (is_shared)
-                    term = coef[n] * t.double()
+                    term = (weighted if strategy_of(key) == "weighted_mean" else plain)[n] * t.double()
                     sums[key] = term if i == 1 else sums[key].add_(term)
                 if key in sums:
                     dtypes[key] = t.dtype
@@ -203,7 +212,7 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
     for name, row in anchor_rows.items():
         out[name][ANCHOR_SLOT] = row
     for key in list(sums):
-        acc = sums.pop(key)
+        acc, strategy = sums.pop(key), strategy_of(key)
         if strategy == "disjoint_mean":
             acc = base.get_tensor(_in_anchor(key)).double() + acc / changed.pop(key).clamp(min=1)
         elif strategy == "ties":  # the elected sign's mean change
@@ -212,7 +221,7 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
             acc = base.get_tensor(_in_anchor(key)).double() + torch.where(
                 acc + down >= 0, up, down / n_down.clamp(min=1)
             )
-        elif base is not None:
+        elif strategy == "base_plus_mean_delta":
             b = base.get_tensor(_in_anchor(key)).double()
             acc = b + spec.delta_scale * (acc - b)
         out[key] = acc.to(dtypes[key])

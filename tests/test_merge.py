@@ -270,3 +270,25 @@ def test_ties_trims_each_change_elects_a_sign_and_averages_the_changes_of_that_s
     assert torch.allclose(full, merge(paths, MergeSpec(strategy="disjoint_mean"), anchor=anchor)[EMB], atol=1e-6)
     with pytest.raises(MergeError, match="ties needs the anchor"):
         merge(paths, MergeSpec(strategy="ties"))
+
+
+def test_a_group_of_shared_tensors_can_have_a_strategy_of_its_own(experts, tmp_path):
+    """`by_group`: the embeddings merged by one strategy, the other shared tensors (here the LM
+    head) by `strategy`; a group's strategy that needs the anchor needs it."""
+    paths, states, _ = experts
+    head = "output_layer.weight"
+    for i, name in enumerate(paths):
+        save_file({**states[name], head: torch.full((10, 4), float(i))}, paths[name] / "model.safetensors")
+    spec = MergeSpec(strategy="mean", by_group={"embeddings": "disjoint_mean"})
+    with pytest.raises(MergeError, match="disjoint_mean needs the anchor"):
+        merge(paths, spec)
+    base = torch.randn(10, 4)
+    (tmp_path / "anchor").mkdir()
+    save_file({EMB: base, head: torch.zeros(10, 4)}, tmp_path / "anchor" / "model.safetensors")
+    out = merge(paths, spec, anchor=tmp_path / "anchor")
+    whole = merge(paths, MergeSpec(strategy="disjoint_mean"), anchor=tmp_path / "anchor")
+    assert torch.equal(out[EMB], whole[EMB])  # the embeddings as disjoint_mean merges them
+    assert torch.allclose(out[head], torch.full((10, 4), 1.0))  # the LM head: the mean of 0, 1 and 2
+    assert torch.allclose(whole[head], torch.full((10, 4), 1.5))  # disjoint_mean: the two that changed it
+    with pytest.raises(ValueError, match="weighted_mean needs weights"):
+        MergeSpec(strategy="mean", by_group={"lm_head": "weighted_mean"})

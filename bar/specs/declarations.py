@@ -261,6 +261,7 @@ class TrainStagesSpec(Spec):
 # published recipe, trainable for the ablation that trains it (the merge then combines it as it
 # combines the shared tensors).
 Group = Literal["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms", "anchor_ffn"]
+SharedGroup = Literal["embeddings", "lm_head", "attention", "norms", "anchor_ffn"]  # what the merge combines
 GROUPS: tuple[str, ...] = Group.__args__
 PHASES = ("midtrain", "sft", "rlvr")  # an expert's phases, in the order they run
 
@@ -391,11 +392,15 @@ class ExpertSpec(Spec):
 # --- specs/merge.yaml and specs/router.yaml ---------------------------------------------
 
 
+MergeStrategy = Literal["mean", "weighted_mean", "base_plus_mean_delta", "disjoint_mean", "ties"]
+
+
 class MergeSpec(Spec):
     """How the experts' shared tensors (embeddings, attention, norms, LM head) are combined."""
 
-    strategy: Literal["mean", "weighted_mean", "base_plus_mean_delta", "disjoint_mean", "ties"] = Field(
-        description="no default: specs/merge.yaml says which, and why"
+    strategy: MergeStrategy = Field(description="no default: specs/merge.yaml says which, and why")
+    by_group: dict[SharedGroup, MergeStrategy] = Field(
+        default_factory=dict, description="a strategy of its own for a group of shared tensors"
     )
     weights: dict[str, float] = Field(default_factory=dict, description="expert -> weight (weighted_mean)")
     delta_scale: float = Field(1.0, gt=0, description="base_plus_mean_delta: anchor + scale * mean delta")
@@ -403,7 +408,7 @@ class MergeSpec(Spec):
 
     @model_validator(mode="after")
     def _weights(self) -> MergeSpec:
-        if self.strategy == "weighted_mean" and not self.weights:
+        if "weighted_mean" in (self.strategy, *self.by_group.values()) and not self.weights:
             raise ValueError("strategy weighted_mean needs weights: {expert: weight, ...}")
         if any(w <= 0 for w in self.weights.values()):
             raise ValueError(f"weights must be > 0, got {self.weights}")
