@@ -15,14 +15,11 @@ when an expert trained it: the ablation `anchor_ffn` in its phases):
   of a token only tool use writes); one every expert changed is their mean, as in `mean`.
 - `ties`: TIES-merging (Yadav et al., 2023). Each expert's change of a tensor is trimmed to its
   largest `density` share by magnitude, each element takes the sign with the larger total
-  trimmed change, and the anchor gets the mean of the trimmed changes of that sign. Where every
-  expert changes every element (the LM head, which each expert's loss moves), `disjoint_mean`
-  is the plain mean: trimming keeps each expert's large changes and drops the small ones the
-  others made to the same elements.
+  trimmed change, and the anchor gets the mean of the trimmed changes of that sign.
 
 `by_group` gives a group of shared tensors (embeddings, attention, norms, lm_head, anchor_ffn)
-a strategy of its own, e.g. `ties` for the embeddings, whose rows each expert changes only
-for the tokens of its data, and the strategy for everything else.
+a strategy of its own, and `strategy` the rest. What each costs the default experts, group by
+group: docs/findings.md, "where the merge's cost lives".
 
 Experts stream from their safetensors files one at a time: peak memory is about one expert
 plus the merged output (and float64 running sums of the shared tensors; for `disjoint_mean`
