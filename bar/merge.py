@@ -115,9 +115,17 @@ def trimmed(delta: torch.Tensor, density: float) -> torch.Tensor:
     keep = max(1, round(density * delta.numel()))
     if keep >= delta.numel():
         return delta
-    magnitude = delta.abs().flatten().float()
-    threshold = magnitude.kthvalue(delta.numel() - keep + 1).values  # the keep-th largest
-    return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+    magnitude = delta.abs()
+    threshold = magnitude.flatten().kthvalue(delta.numel() - keep + 1).values  # the keep-th largest
+    return torch.where(magnitude >= threshold, delta, torch.zeros_like(delta))
+
+
+def _add_change(sums: dict, counts: dict, key: str, delta: torch.Tensor) -> None:
+    """Add an expert's change of `key` into its running sum and count how many experts changed each element."""
+    if key in sums:
+        sums[key].add_(delta), counts[key].add_(delta != 0)
+    else:
+        sums[key], counts[key] = delta, (delta != 0).short()
 
 
 def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None) -> dict[str, torch.Tensor]:
@@ -152,8 +160,9 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
 
     out: dict[str, torch.Tensor] = {}
     sums: dict[str, torch.Tensor] = {}  # shared tensors: sum of coef * tensor, float64 (disjoint_mean: of changes)
-    changed: dict[str, torch.Tensor] = {}  # disjoint_mean: how many experts changed each element
-    negative: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # ties: sum and count of the negative changes
+    changed: dict[str, torch.Tensor] = {}  # disjoint_mean: how many experts changed each element (ties: upward)
+    down_sums: dict[str, torch.Tensor] = {}  # ties: sum and count of the downward changes
+    down_changed: dict[str, torch.Tensor] = {}
     anchor_rows: dict[str, torch.Tensor] = {}  # router rows of the anchor slot: weighted sum
     keys: list[str] = []
     dtypes: dict[str, torch.dtype] = {}  # the experts' (their precision): the merged model keeps it
@@ -188,21 +197,19 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
                     else:
                         anchor_rows[name] = anchor_rows[name] + coef[n] * t[ANCHOR_SLOT].double()
                     out[name][i] = t[1]
-                elif strategy_of(key) == "disjoint_mean":  # shared: its change from the anchor
-                    delta = t.double() - base.get_tensor(_in_anchor(key)).double()
-                    sums[key] = delta if i == 1 else sums[key].add_(delta)
-                    changed[key] = (delta != 0).short() if i == 1 else changed[key].add_(delta != 0)
-                elif strategy_of(key) == "ties":  # shared: its trimmed change, positive and negative apart
-                    delta = trimmed(t.double() - base.get_tensor(_in_anchor(key)).double(), spec.density)
-                    up, down = delta.clamp(min=0), delta.clamp(max=0)
-                    if i == 1:
-                        sums[key], changed[key], negative[key] = up, (up > 0).short(), (down, (down < 0).short())
-                    else:
-                        sums[key].add_(up), changed[key].add_(up > 0)
-                        negative[key][0].add_(down), negative[key][1].add_(down < 0)
                 else:  # shared (is_shared)
-                    term = (weighted if strategy_of(key) == "weighted_mean" else plain)[n] * t.double()
-                    sums[key] = term if i == 1 else sums[key].add_(term)
+                    how = strategy_of(key)
+                    if how in ("disjoint_mean", "ties"):  # its change from the anchor
+                        delta = t.double() - base.get_tensor(_in_anchor(key)).double()
+                        if how == "disjoint_mean":
+                            _add_change(sums, changed, key, delta)
+                        else:  # trimmed, its positive and negative parts apart
+                            delta = trimmed(delta, spec.density)
+                            _add_change(sums, changed, key, delta.clamp(min=0))
+                            _add_change(down_sums, down_changed, key, delta.clamp(max=0))
+                    else:
+                        term = (weighted if how == "weighted_mean" else plain)[n] * t.double()
+                        sums[key] = term if i == 1 else sums[key].add_(term)
                 if key in sums:
                     dtypes[key] = t.dtype
                 del t  # nothing from this file outlives the loop: its memory map is released
@@ -213,11 +220,9 @@ def merge(experts: dict[str, Path], spec: MergeSpec, anchor: Path | None = None)
         if strategy == "disjoint_mean":
             acc = base.get_tensor(_in_anchor(key)).double() + acc / changed.pop(key).clamp(min=1)
         elif strategy == "ties":  # the elected sign's mean change
-            (down, n_down), n_up = negative.pop(key), changed.pop(key)
-            up = acc / n_up.clamp(min=1)
-            acc = base.get_tensor(_in_anchor(key)).double() + torch.where(
-                acc + down >= 0, up, down / n_down.clamp(min=1)
-            )
+            down = down_sums.pop(key)
+            up, down_mean = acc / changed.pop(key).clamp(min=1), down / down_changed.pop(key).clamp(min=1)
+            acc = base.get_tensor(_in_anchor(key)).double() + torch.where(acc + down >= 0, up, down_mean)
         elif strategy == "base_plus_mean_delta":
             b = base.get_tensor(_in_anchor(key)).double()
             acc = b + spec.delta_scale * (acc - b)
