@@ -34,6 +34,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Completed
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -219,6 +220,15 @@ def schedule(todo: Plan, max_parallel: int, submit) -> tuple[dict[str, str], obj
     return {s: states[s] for s in todo.order if s in states}, failed
 
 
+def command_line():
+    """Prefect settings of a run from the command line: no flow-run heartbeat unless
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set. The heartbeat feeds the server's zombie-run
+    automation for deployment runs (flows/serve.py), which nobody watches; a command-line run
+    has its user, and the heartbeat thread would hold the process up to a second at the end."""
+    off = {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    return temporary_settings(updates=off)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -233,7 +243,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.max_parallel is not None and args.max_parallel < 1:
         parser.error(f"--max-parallel {args.max_parallel}: must be 1 or more")
-    result = bar_pipeline(args.targets, args.root, args.max_parallel)
+    with command_line():
+        result = bar_pipeline(args.targets, args.root, args.max_parallel)
     print(json.dumps(result["stages"], indent=1))
 
 

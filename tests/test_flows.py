@@ -161,6 +161,20 @@ def test_a_free_slot_goes_to_the_stage_with_the_longest_chain_after_it(harness):
     assert states == dict.fromkeys(["prep", "short", "long1", "long2"], "Completed")  # reported in DAG order
 
 
+def test_a_command_line_run_sends_no_heartbeat_unless_asked(monkeypatch):
+    from prefect.settings import get_current_settings
+
+    from flows.pipeline import command_line
+
+    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    assert get_current_settings().flows.heartbeat_frequency  # Prefect's default: on
+    with command_line():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    with command_line():
+        assert get_current_settings().flows.heartbeat_frequency
+
+
 def test_killing_the_flow_loses_no_finished_stage(tmp_path, monkeypatch, harness):
     """The flow's process group is killed (as a lost machine would be) after b finished, while a
     still runs: the next run keeps b and runs only a and what follows."""
