@@ -81,7 +81,7 @@ MUTATIONS = [
     ),
     Mutation(
         "RLVRSpec.prompts_per_step unbounded, group_size 1 allowed",
-        "bar/specs/declarations.py",
+        "bar/specs/experts.py",
         "prompts_per_step: int = Field(8, gt=0)\n    group_size: int = Field(8, gt=1,",
         "prompts_per_step: int = Field(8)\n    group_size: int = Field(8, gt=0,",
         [T + "test_specs_fuzz.py::test_a_value_outside_a_declared_bound_is_refused_naming_file_key_and_value"],

@@ -1,10 +1,10 @@
 """The YAML specs, validated at the boundary.
 
 `specs/*.yaml` are hand-written; `params.yaml` is the pipeline index DVC reads. The package
-holds what each file may contain (`declarations`: pydantic models), how the files are read,
-overlaid by a preset and validated (`loading`), the checks across files (`checks`) and the
-import of a user's transformers base model's architecture (`base_model`). It imports nothing
-heavier than pydantic and yaml.
+holds what each file may contain (`declarations`, the expert specs in `experts`: pydantic
+models), how the files are read, overlaid by a preset and validated (`loading`), the checks
+across files (`checks`) and the import of a user's transformers base model's architecture
+(`base_model`). It imports nothing heavier than pydantic and yaml.
 """
 
 from bar.specs.base_model import LLAMA3_ROPE, base_architecture
@@ -12,7 +12,6 @@ from bar.specs.declarations import (
     BASELINE_KINDS,
     DOMAINS,
     GROUPS,
-    PHASES,
     PRESET_SECTIONS,
     SPEC_FILES,
     SPLIT_NAMES,
@@ -22,29 +21,32 @@ from bar.specs.declarations import (
     DomainDataSpec,
     DomainName,
     EvalSpec,
-    ExpertPhasesSpec,
-    ExpertSpec,
     Group,
     HarnessSpec,
-    LMPhaseSpec,
     LoopSpec,
     MergeSpec,
-    MixtureSpec,
     ModelSpec,
     OptimSpec,
     ParamsSpec,
-    PhaseSpec,
     PromotionSpec,
-    RLVRSpec,
     RouterSpec,
     Spec,
     TokenizerSpec,
     TrainSpec,
     TrainStagesSpec,
     spec_hash,
-    split_of,
 )
 from bar.specs.errors import InputError, SpecError
+from bar.specs.experts import (
+    PHASES,
+    ExpertPhasesSpec,
+    ExpertSpec,
+    LMPhaseSpec,
+    MixtureSpec,
+    PhaseSpec,
+    RLVRSpec,
+    split_of,
+)
 from bar.specs.loading import Specs
 
 __all__ = [

@@ -17,13 +17,13 @@ from bar.specs.declarations import (
     SPLIT_NAMES,
     BaselinesSpec,
     DataSpec,
-    ExpertSpec,
     MergeSpec,
     ModelSpec,
     RouterSpec,
     TrainStagesSpec,
 )
 from bar.specs.errors import SpecError
+from bar.specs.experts import ExpertSpec
 
 if TYPE_CHECKING:
     from bar.specs.loading import Specs

@@ -25,7 +25,6 @@ from bar.specs.declarations import (
     BaselinesSpec,
     DataSpec,
     EvalSpec,
-    ExpertSpec,
     MergeSpec,
     ModelSpec,
     ParamsSpec,
@@ -36,6 +35,7 @@ from bar.specs.declarations import (
     TrainStagesSpec,
 )
 from bar.specs.errors import InputError, SpecError
+from bar.specs.experts import ExpertSpec
 
 # Keys renamed in an expert spec (old -> new): the old one fails naming the new one.
 RENAMED = {"stages": "phases"}
