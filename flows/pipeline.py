@@ -20,7 +20,6 @@ next run has only the rest to do.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,14 +27,18 @@ import shutil
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
-from graphlib import TopologicalSorter
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.futures import as_completed
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-from prefect.states import Completed
+from flows.todo import Plan, Prefetch, arguments, plan
+
+PREFETCH = None  # on the command line, DVC's status asked in a process of its own while Prefect imports
+if __name__ == "__main__":
+    PREFETCH = Prefetch(sys.argv[1:])
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
+from prefect.states import Completed  # noqa: E402
 
 DVC = [sys.executable, "-m", "dvc"]
 COMMIT = threading.Lock()  # `dvc commit` takes the repository's lock: one at a time
@@ -50,33 +53,6 @@ def with_path(env: dict | None = None) -> dict:
 
 def dvc(args: list[str], root: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True, env=with_path(env))
-
-
-@dataclass
-class Plan:
-    order: list[str]  # every stage the targets need, upstream first
-    upstream: dict[str, set[str]]
-    needed: set[str]  # what must run: what DVC reports as changed, and everything downstream of it
-
-
-def plan(root: Path, targets: list[str]) -> Plan:
-    """Every stage the targets need, in DAG order, and those that must run: the ones DVC
-    reports as changed (`dvc status --with-deps`) and everything downstream of them."""
-    from dvc.repo import Repo, lock_repo
-
-    # In the repository, as `dvc dag` and `dvc status` run: DVC names stages relative to it.
-    # Under the repository's lock, as `dvc status`; each stage's status is `dvc status`'s entry
-    # for it (asked of the stages collected once, not collected again).
-    with contextlib.chdir(root), Repo(".") as repo, lock_repo(repo):
-        stages = {s: s.addressing for t in targets for s in repo.stage.collect(t, with_deps=True)}
-        graph = {name: {stages[u] for u in repo.index.graph.successors(s) if u in stages} for s, name in stages.items()}
-        changed = set().union(*(s.status(check_updates=True) for s in stages))
-    order = list(TopologicalSorter(graph).static_order())
-    run = set()
-    for stage in order:  # upstream first, so one pass propagates
-        if stage in changed or graph[stage] & run:
-            run.add(stage)
-    return Plan(order, graph, run)
 
 
 def lock_entry(root: Path, stage: str) -> dict | None:
@@ -152,7 +128,7 @@ def bar_pipeline(targets: list[str] | None = None, root: str = ".", max_parallel
     targets = list(targets or ["dvc.yaml"])  # not every dvc.yaml of the repo: the baselines are opt-in
     max_parallel = max_parallel or Specs(root).params.max_parallel
     cores = None if max_parallel == 1 else max(1, (os.cpu_count() or 1) // max_parallel)
-    todo = plan(root, targets)
+    todo = (PREFETCH and PREFETCH.take(root, targets)) or plan(root, targets)
     logger = get_run_logger()
     logger.info(
         "%d stages, %d to run, up to %d at once: %s",
@@ -230,16 +206,7 @@ def command_line():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "targets",
-        nargs="*",
-        help="DVC stages to bring up to date (default: dvc.yaml, the main pipeline; baselines/dvc.yaml: the baselines)",
-    )
-    parser.add_argument("--root", default=".", help="the bar repository (default: .)")
-    parser.add_argument(
-        "--max-parallel", type=int, default=None, help="stages at once (default: params.yaml: max_parallel)"
-    )
+    parser = arguments()
     args = parser.parse_args()
     if args.max_parallel is not None and args.max_parallel < 1:
         parser.error(f"--max-parallel {args.max_parallel}: must be 1 or more")

@@ -245,6 +245,13 @@ MUTATIONS = [
         [T + "test_flows.py::test_two_stages_whose_inputs_are_ready_run_at_the_same_time"],
     ),
     Mutation(
+        "the flow's command line takes a plan DVC made for other targets",
+        "flows/todo.py",
+        "if proc.returncode or key(root, targets) != self.key:",
+        "if proc.returncode:",
+        [T + "test_flows.py::test_the_command_line_asks_dvc_beside_the_prefect_import_and_hands_the_plan_over_once"],
+    ),
+    Mutation(
         "DVC's .gitignore order counts in a folder's hash",
         ".dvcignore",
         "outputs/train_expert).\n.gitignore\n",

@@ -175,6 +175,22 @@ def test_a_command_line_run_sends_no_heartbeat_unless_asked(monkeypatch):
         assert get_current_settings().flows.heartbeat_frequency
 
 
+def test_the_command_line_asks_dvc_beside_the_prefect_import_and_hands_the_plan_over_once(tmp_path):
+    from conftest import dvc
+    from flows.todo import Prefetch, plan
+
+    toy = toy_repo(tmp_path / "toy")
+    dvc(toy, "repro", "prep")
+    prefetch = Prefetch(["--root", str(toy), "--max-parallel", "2"])
+    taken = prefetch.take(toy, ["dvc.yaml"])
+    assert taken == plan(toy, ["dvc.yaml"]) and taken.needed == {"branch@a", "branch@b", "join"}  # as the flow asks
+    assert prefetch.take(toy, ["dvc.yaml"]) is None  # once: the next run asks DVC again
+    other = Prefetch(["--root", str(toy), "dvc.yaml:prep"])
+    assert other.take(toy, ["dvc.yaml"]) is None  # not the run it was started for
+    broken = Prefetch(["--root", str(tmp_path)])  # no DVC repository: the flow raises DVC's error itself
+    assert broken.take(tmp_path, ["dvc.yaml"]) is None
+
+
 def test_killing_the_flow_loses_no_finished_stage(tmp_path, monkeypatch, harness):
     """The flow's process group is killed (as a lost machine would be) after b finished, while a
     still runs: the next run keeps b and runs only a and what follows."""
