@@ -37,7 +37,8 @@ def plan(root: Path, targets: list[str]) -> Plan:
         stages = {s: s.addressing for t in targets for s in repo.stage.collect(t, with_deps=True)}
         graph = {name: {stages[u] for u in repo.index.graph.successors(s) if u in stages} for s, name in stages.items()}
         changed = set().union(*(s.status(check_updates=True) for s in stages))
-    order = list(TopologicalSorter(graph).static_order())
+    # By name where the DAG leaves the order open: DVC's and a set's order vary with the process's hash seed.
+    order = list(TopologicalSorter({s: sorted(graph[s]) for s in sorted(graph)}).static_order())
     run = set()
     for stage in order:  # upstream first, so one pass propagates
         if stage in changed or graph[stage] & run:
