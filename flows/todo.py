@@ -1,6 +1,6 @@
 """What a run of the `bar-pipeline` flow has to do: the stages its targets need, in DAG order,
 and the ones DVC reports as changed. No Prefect here: a run from the command line asks DVC in a
-process of its own while the flow's process imports Prefect (`prefetch`), the two costs of a
+process of its own while the flow's process imports Prefect (`Prefetch`), the two costs of a
 no-op run side by side instead of one after the other.
 
     python -m flows.todo [--root DIR] [TARGET ...]    # the plan as JSON
