@@ -90,7 +90,8 @@ class Prefetch:
 
 def main() -> None:
     args = arguments().parse_args()
-    found = asdict(plan(Path(args.root).resolve(), list(args.targets or ["dvc.yaml"])))
+    root, targets = key(args.root, args.targets)
+    found = asdict(plan(Path(root), list(targets)))
     print(
         json.dumps(
             found
