@@ -159,7 +159,7 @@ def run(root: Path, names: list[str], jobs: int = 1) -> dict[str, dict]:
     chosen = {n: check(root, n, ablations[n]) for n in names or ablations}
     env = os.environ | {
         "OMP_NUM_THREADS": str(threads_per_rank(jobs)),  # yours if set, else cores / jobs
-        # The stages' `python -m bar.stages...` is this interpreter, as in the flows.
+        # The stages' `python -m ...` commands run this interpreter, as in the flows.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     waiting, running, done = list(chosen), {}, {}

@@ -136,7 +136,7 @@ def workers(specs, stage: str, name: str | None = None) -> tuple[str, int, list[
         "fit_router": lambda: specs.router,
         "baseline": lambda: specs.baselines,
     }[stage]()
-    return f"bar.stages.{stage}", layout.tp_size * layout.dp_size, [*([name] if name else []), "--worker"]
+    return f"{__package__}.stages.{stage}", layout.tp_size * layout.dp_size, [*([name] if name else []), "--worker"]
 
 
 if __name__ == "__main__":

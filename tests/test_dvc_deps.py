@@ -116,3 +116,17 @@ def test_tracking_is_the_only_exception_and_stages_import_it():
     assert logging_only("bar/tracking/dvc_files.py") and not logging_only("bar/train/__init__.py")
     assert ROOT / "bar" / "tracking" / "__init__.py" in imported(ROOT / "bar" / "stages" / "evaluate.py")
     assert not any(f.startswith("bar/tracking") for f in closure("bar.stages.evaluate"))
+
+
+def test_the_library_imports_no_stage_and_no_stage_imports_another():
+    """The stages are thin scripts over the library: below bar/stages/ nothing imports them, and a
+    stage imports only the package's `entry` (bar/stages/__init__.py), never another stage."""
+    package = ROOT / "bar" / "stages"
+    for path in sorted((ROOT / "bar").rglob("*.py")):
+        stages_used = {f for f in imported(path) if f.parent == package}
+        rel = path.relative_to(ROOT)
+        if path.parent == package:
+            assert stages_used <= {package / "__init__.py"}, f"{rel} imports another stage: {stages_used}"
+        else:
+            assert not stages_used, f"{rel} imports bar.stages: {sorted(map(str, stages_used))}"
+    assert package / "__init__.py" in imported(package / "evaluate.py")  # not vacuous
