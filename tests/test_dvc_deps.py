@@ -130,3 +130,13 @@ def test_the_library_imports_no_stage_and_no_stage_imports_another():
         else:
             assert not stages_used, f"{rel} imports bar.stages: {sorted(map(str, stages_used))}"
     assert package / "__init__.py" in imported(package / "evaluate.py")  # not vacuous
+
+
+def test_bar_imports_only_by_absolute_name_which_is_what_the_closure_reads():
+    relative = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / "bar").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert not relative, f"relative imports, which `imported` does not follow: {relative}"
