@@ -21,6 +21,28 @@ def _validate(args) -> int:
     return 0
 
 
+def _routed_changes(history: list[dict], domains: list[str], root) -> list[tuple[str, list[str]]]:
+    """Per domain, each version's routed score minus the previous version's, with the paired
+    standard error over the same held-out prompts ("+2.5±2.2": within about two of them of zero,
+    a change another held-out set may not show)."""
+    if len(history) < 2:
+        return []
+    from bar import tracking
+    from bar.scoring import paired_se
+
+    outcomes = [tracking.routed_outcomes(h["moe_versions"][-1], root) if h["moe_versions"] else None for h in history]
+
+    def change(before, after, d) -> str:
+        a, b = (before or {}).get(d), (after or {}).get(d)
+        if not a or not b or len(a) != len(b) or len(a) < 2:
+            return "-"
+        return f"{100 * (sum(b) - sum(a)) / len(a):+.1f}±{paired_se(a, b):.1f}"
+
+    return [
+        (f"routed {d} vs previous", ["-", *(change(x, y, d) for x, y in zip(outcomes, outcomes[1:]))]) for d in domains
+    ]
+
+
 def _compare(args) -> int:
     """An expert's versions side by side: what changed in its spec, its scores, the routed
     models built from it, and its cost."""
@@ -41,6 +63,7 @@ def _compare(args) -> int:
     rows = [(f"spec {k.removeprefix('expert.')}", [h["params"].get(k, "-") for h in history]) for k in changed]
     rows += [(f"expert {d}", [_num(h["metrics"].get(f"eval/{d}")) for h in history]) for d in domains]
     rows += [(f"routed {d}", [_num(h["routed"].get(d)) for h in history]) for d in [*domains, "overall"]]
+    rows += _routed_changes(history, domains, args.root)
     rows += [
         ("bar-moe versions", [",".join(map(str, h["moe_versions"])) or "-" for h in history]),
         ("cost tokens", [_num(h["metrics"].get("cost/tokens"), "{:.0f}") for h in history]),

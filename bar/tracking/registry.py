@@ -52,6 +52,26 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
     return out
 
 
+def routed_outcomes(version: int, cwd: Path | str = ".") -> dict[str, list[int]] | None:
+    """Whether `bar-moe` v`version` passed each held-out prompt ({domain: [1/0, ...]}, in the eval
+    split's order): outcomes.json of the newest finished `evaluate` run that scored it, or None."""
+    import tempfile
+
+    mlflow = _mlflow(cwd)
+    client = mlflow.MlflowClient()
+    query = f"tags.dvc_stage = 'evaluate' and tags.moe_version = '{version}' and attributes.status = 'FINISHED'"
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(runs[0].info.run_id, "outcomes.json", tmp)
+        except mlflow.exceptions.MlflowException:  # an evaluation from before outcomes were kept
+            return None
+        return json.loads(Path(path).read_text()).get("routed")
+
+
 def stage_runs(cwd: Path | str = ".") -> dict[str, dict]:
     """The run that produced each stage's current outputs ({dvc stage: {run_id, commit, threads,
     started, cost}}): the newest finished run whose metrics agree with the stage's `metrics/` file

@@ -10,6 +10,7 @@ the `upgrade-expert` flow's promotion gate.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -336,7 +337,6 @@ def merged_by_hand(project) -> dict:
     router row 0 the experts' (shared, frozen) anchor row, shared tensors by the strategy of
     specs/merge.yaml (mean, or disjoint_mean: per element the anchor plus the mean change of
     the experts that changed it)."""
-    import re
 
     from safetensors.torch import load_file
 
@@ -593,6 +593,11 @@ def test_code_expert_edit_reruns_only_the_code_expert_and_the_assembly(project):
     spec_row = next(line for line in table.splitlines() if line.startswith("spec phases.sft.optim.lr"))
     assert [float(v) for v in spec_row.split()[-2:]] == [1e-3, 5e-4]
     assert any(line.startswith("routed code") for line in table.splitlines())
+    # Each version's routed score against the previous one's, with the paired error over the same prompts.
+    routed = next(line for line in table.splitlines() if line.startswith("routed code ")).split()[-2:]
+    change = next(line for line in table.splitlines() if line.startswith("routed code vs previous")).split()[-2:]
+    assert change[0] == "-" and re.fullmatch(r"[+-]\d+\.\d±\d+\.\d", change[1]), change
+    assert float(change[1].split("±")[0]) == pytest.approx(float(routed[1]) - float(routed[0]))
     assert next(line for line in table.splitlines() if line.startswith("bar-moe versions")).split()[-2:] == ["1", "2"]
     assert next(line for line in table.splitlines() if line.startswith("threads per rank")).split()[-2:] == ["1", "1"]
     # The new code run names the version it upgrades; the assembly logged what the upgrade cost.
@@ -851,7 +856,6 @@ def test_nan_loss_fails_the_stage_naming_the_step_and_keeps_the_last_good_output
     """A learning rate of 1e30 overflows the weights after one update: the loss of step 2 is
     not finite. The stage stops there, names the step and the checkpoint it kept, its MLflow
     run is FAILED, and dvc.lock still points at the last good outputs, which can be restored."""
-    import re
 
     from bar.train.checkpoint import sha256
 

@@ -74,5 +74,7 @@ def test_a_team_pushes_its_expert_and_the_integrator_rebuilds_only_the_assembly(
         compared = run([*bar, "compare", "safety"], integrator).stdout
         assert f"v2 {v2.info.run_id[:8]}" in compared and "v1 " in compared, compared  # both versions
         assert re.search(r"spec \S*phases\.sft\.optim\.lr +0\.001 +0\.002", compared), compared
+        # v2's routed score against v1's, from the evaluations' outcomes kept on the server.
+        assert re.search(r"routed safety vs previous +- +[+-]\d+\.\d±\d+\.\d\n", compared), compared
         lineage = run([*bar, "lineage", moe.version], integrator).stdout
         assert "expert safety (bar-expert-safety v2)" in lineage and v2.info.run_id in lineage
