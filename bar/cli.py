@@ -23,8 +23,8 @@ def _validate(args) -> int:
 
 def _routed_changes(history: list[dict], domains: list[str], root) -> list[tuple[str, list[str]]]:
     """Per domain, each version's routed score minus the previous version's, with the paired
-    standard error over the same held-out prompts ("+2.5±2.2": within about two of them of zero,
-    a change another held-out set may not show)."""
+    standard error over the same held-out prompts ("+2.5±2.2"); "-" where the two were not
+    scored on the same prompts."""
     if len(history) < 2:
         return []
     from bar import tracking
@@ -33,7 +33,9 @@ def _routed_changes(history: list[dict], domains: list[str], root) -> list[tuple
     outcomes = [tracking.routed_outcomes(h["moe_versions"][-1], root) if h["moe_versions"] else None for h in history]
 
     def change(before, after, d) -> str:
-        a, b = (before or {}).get(d), (after or {}).get(d)
+        if not before or not after or before[0] != after[0]:
+            return "-"
+        a, b = before[1].get(d), after[1].get(d)
         if not a or not b or len(a) != len(b) or len(a) < 2:
             return "-"
         return f"{100 * (sum(b) - sum(a)) / len(a):+.1f}±{paired_se(a, b):.1f}"

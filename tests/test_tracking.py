@@ -79,18 +79,28 @@ def test_stage_runs_are_the_runs_that_made_the_current_outputs(tmp_path):
 
 def test_routed_outcomes_are_those_of_the_newest_evaluation_of_that_routed_model(tmp_path):
     """`bar compare` reads each routed model's outcomes per prompt back from the `evaluate` run
-    that scored it (its outcomes.json artifact), whichever store holds it."""
+    that scored it (its outcomes.json artifact), with what chose the prompts: its eval spec."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    for version, passed in (("1", [1, 0]), ("2", [0, 0]), ("2", [1, 1])):  # v2 evaluated twice: the newest wins
+    evaluations = [
+        ("1", 2, [1, 0]),
+        ("2", 2, [0, 0]),
+        ("2", 2, [1, 1]),
+        ("4", 3, [1, 1, 0]),
+    ]  # v2 twice: the newest wins
+    for version, num_examples, passed in evaluations:
         (tmp_path / "outcomes.json").write_text(json.dumps({"routed": {"code": passed}, "anchor": {"code": [0, 0]}}))
-        with tracking.stage_run("evaluate", spec={}, tags={}, cwd=tmp_path) as run:
+        with tracking.stage_run(
+            "evaluate", spec={"eval": {"num_examples": num_examples}}, tags={}, cwd=tmp_path
+        ) as run:
             run.set_tags({"moe_version": version})
             run.log_artifact(tmp_path / "outcomes.json")
     with tracking.stage_run("evaluate", spec={}, tags={}, cwd=tmp_path) as run:
         run.set_tags({"moe_version": "3"})  # an evaluation that kept no outcomes
-    assert tracking.routed_outcomes(1, tmp_path) == {"code": [1, 0]}
-    assert tracking.routed_outcomes(2, tmp_path) == {"code": [1, 1]}
-    assert tracking.routed_outcomes(3, tmp_path) is None and tracking.routed_outcomes(4, tmp_path) is None
+    (one, first), (two, second) = tracking.routed_outcomes(1, tmp_path), tracking.routed_outcomes(2, tmp_path)
+    assert first == {"code": [1, 0]} and second == {"code": [1, 1]} and one == two  # the same prompts
+    four, fourth = tracking.routed_outcomes(4, tmp_path)
+    assert fourth == {"code": [1, 1, 0]} and four != two  # another eval spec: other prompts
+    assert tracking.routed_outcomes(3, tmp_path) is None and tracking.routed_outcomes(5, tmp_path) is None
 
 
 def api(url: str, path: str, body: dict | None = None) -> dict:

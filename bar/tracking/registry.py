@@ -52,11 +52,15 @@ def expert_history(name: str, cwd: Path | str = ".") -> list[dict]:
     return out
 
 
-def routed_outcomes(version: int, cwd: Path | str = ".") -> dict[str, list[int]] | None:
+def routed_outcomes(version: int, cwd: Path | str = ".") -> tuple[str, dict[str, list[int]]] | None:
     """Whether `bar-moe` v`version` passed each held-out prompt ({domain: [1/0, ...]}, in the eval
-    split's order): outcomes.json of the newest finished `evaluate` run that scored it, or None."""
+    split's order), from outcomes.json of the newest finished `evaluate` run that scored it, with
+    what chose those prompts (that run's `eval.*` spec and prepare_data's md5): two versions'
+    outcomes pair up prompt by prompt only where it is the same. None without such a run."""
+    import os
     import tempfile
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file per version
     mlflow = _mlflow(cwd)
     client = mlflow.MlflowClient()
     query = f"tags.dvc_stage = 'evaluate' and tags.moe_version = '{version}' and attributes.status = 'FINISHED'"
@@ -64,12 +68,16 @@ def routed_outcomes(version: int, cwd: Path | str = ".") -> dict[str, list[int]]
     runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None
+    run = client.get_run(runs[0].info.run_id)
+    inputs = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    prompts = {k: v for k, v in run.data.params.items() if k.startswith("eval.")}
+    prompts["outputs/prepare_data"] = inputs.get("outputs/prepare_data")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client.download_artifacts(runs[0].info.run_id, "outcomes.json", tmp)
+            path = client.download_artifacts(run.info.run_id, "outcomes.json", tmp)
         except mlflow.exceptions.MlflowException:  # an evaluation from before outcomes were kept
             return None
-        return json.loads(Path(path).read_text()).get("routed")
+        return json.dumps(prompts, sort_keys=True), json.loads(Path(path).read_text()).get("routed", {})
 
 
 def stage_runs(cwd: Path | str = ".") -> dict[str, dict]:
