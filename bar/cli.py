@@ -28,7 +28,7 @@ def _routed_changes(history: list[dict], domains: list[str], root) -> list[tuple
     if len(history) < 2:
         return []
     from bar import tracking
-    from bar.scoring import paired_se
+    from bar.evaluation import paired_se
 
     outcomes = [tracking.routed_outcomes(h["moe_versions"][-1], root) if h["moe_versions"] else None for h in history]
 

@@ -15,6 +15,18 @@ from bar.specs import EvalSpec, ModelSpec
 PER_TOKEN = "routed_per_token"  # the routed model with every expert per token, when it is served per sequence
 
 
+def paired_se(a: list[bool], b: list[bool]) -> float:
+    """Standard error (points) of the difference of two pass rates on the same prompts: how far
+    `mean(b) - mean(a)` could move on another held-out set of this size. Only the prompts where
+    the two models disagree contribute, so it is smaller than either score's own error."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired_se needs two outcome lists of one length >= 2, got {len(a)} and {len(b)}")
+    d = [int(y) - int(x) for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    var = sum((v - mean) ** 2 for v in d) / (len(d) - 1)
+    return 100.0 * (var / len(d)) ** 0.5
+
+
 def with_overall(scores: dict[str, float], domains: list[str]) -> dict[str, float]:
     """The domains' scores and their mean, `overall`."""
     out = {d: scores[d] for d in domains}
@@ -61,7 +73,7 @@ def expert_gaps(
 
     from bar.merge import with_merged_shared, with_only
     from bar.model import build
-    from bar.scoring import paired_se, score_all
+    from bar.scoring import score_all
     from bar.train.checkpoint import load_state
 
     gaps = {}

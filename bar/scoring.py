@@ -83,18 +83,6 @@ def score(
     }
 
 
-def paired_se(a: list[bool], b: list[bool]) -> float:
-    """Standard error (points) of the difference of two pass rates on the same prompts: how far
-    `mean(b) - mean(a)` could move on another held-out set of this size. Only the prompts where
-    the two models disagree contribute, so it is smaller than either score's own error."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"paired_se needs two outcome lists of one length >= 2, got {len(a)} and {len(b)}")
-    d = [int(y) - int(x) for x, y in zip(a, b)]
-    mean = sum(d) / len(d)
-    var = sum((v - mean) ** 2 for v in d) / (len(d) - 1)
-    return 100.0 * (var / len(d)) ** 0.5
-
-
 def eval_examples(domain: str, spec: EvalSpec) -> list[data.Example]:
     """The first `spec.num_examples` of the domain's held-out split (prepare_data's)."""
     return read_examples(output("prepare_data", domain, "eval.jsonl"))[: spec.num_examples]

@@ -1,9 +1,11 @@
-"""bar.evaluation: the overall score, the mean routing and report.md (expert_gaps and load_moe
+"""bar.evaluation: the overall score, the paired standard error, the mean routing and report.md (expert_gaps and load_moe
 run in the pipeline tests, on real models)."""
+
+import math
 
 import pytest
 
-from bar.evaluation import markdown, mean_shares, with_overall
+from bar.evaluation import markdown, mean_shares, paired_se, with_overall
 
 
 def test_overall_is_the_mean_of_the_named_domains_only():
@@ -11,6 +13,20 @@ def test_overall_is_the_mean_of_the_named_domains_only():
     assert with_overall(scores, ["math", "code"]) == {"math": 80.0, "code": 40.0, "overall": 60.0}
     with pytest.raises(KeyError):
         with_overall(scores, ["math", "safety"])
+
+
+def test_paired_se_counts_only_the_prompts_where_the_models_disagree():
+    same = [True, False] * 50
+    assert paired_se(same, same) == 0.0
+    # One model flips 10 of 100 prompts from wrong to right: d is 1 on 10 prompts, 0 elsewhere.
+    better = [True] * 60 + [False] * 40
+    worse = [True] * 50 + [False] * 50
+    var = (10 * 0.9**2 + 90 * 0.1**2) / 99
+    assert paired_se(worse, better) == pytest.approx(100 * math.sqrt(var / 100))
+    # Agreement on the other prompts does not matter; the same flips among 400 prompts halve it.
+    assert paired_se(worse * 4, better * 4) < paired_se(worse, better) / 1.9
+    with pytest.raises(ValueError, match="one length"):
+        paired_se([True], [True, False])
 
 
 def test_mean_shares_average_each_slot_over_layers():

@@ -431,7 +431,7 @@ def test_routed_hf_generate_matches_our_greedy_decoding(project):
 
 
 def test_evaluate_reports_every_model_on_every_domain(project):
-    from bar.scoring import paired_se
+    from bar.evaluation import paired_se
 
     scores = json.loads((project / "metrics" / "evaluate.json").read_text())
     cost = scores.pop("cost")  # the first routed model re-ran everything: more than a dense retrain
