@@ -62,14 +62,15 @@ def load(root: Path) -> dict[str, Ablation]:
 
 def _merge(data: dict, values: dict, where: str, path: str = "", skip_phases: bool = False) -> None:
     """`values` written into `data` key by key; a key `data` lacks is a typo (with `skip_phases`,
-    a phase the expert does not have is passed over: tool use has no RLVR)."""
+    a phase the expert does not have is passed over: tool use has no RLVR). An empty mapping in
+    `data` (`lr_scale: {}`) takes the value whole."""
     for key, value in values.items():
         here = f"{path}{key}"
         if not isinstance(data, dict) or key not in data:
             if skip_phases and path == "phases.":
                 continue
             raise SpecError(f"{where}: no key {here!r} there to set (a typo?); fix {ABLATIONS}")
-        if isinstance(value, dict) and isinstance(data[key], dict):
+        if isinstance(value, dict) and isinstance(data[key], dict) and data[key]:
             _merge(data[key], value, where, f"{here}.", skip_phases)
         else:
             data[key] = value

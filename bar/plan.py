@@ -151,7 +151,7 @@ def stages(specs) -> list[tuple[str, int | None, int | None, list[str] | None, i
             out.append((f"train_expert@{name} {phase}", 2, None, list(spec.trainable), tokens, expert.tp_size))
     n = len(specs.params.experts) + 1
     router = specs.router
-    out.append(("fit_router", n, router.topk, ["router"], router.batch_size * seq, router.tp_size))
+    out.append(("fit_router", n, router.topk, list(router.trainable), router.batch_size * seq, router.tp_size))
     return out
 
 

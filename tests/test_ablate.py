@@ -20,7 +20,7 @@ def ablation(**set_) -> ablate.Ablation:
 
 def test_every_shipped_ablation_checks_out(project):
     shipped = ablate.load(project)
-    assert {"merge_mean", "shared_lr_full", "anchor_ffn_trains"} <= shipped.keys()
+    assert {"merge_mean", "shared_lr_full", "anchor_ffn_trains", "router_fits_shared"} <= shipped.keys()
     for name, body in shipped.items():
         assert ablate.check(project, name, body), name
 
@@ -48,6 +48,17 @@ def test_a_key_the_file_lacks_is_named_with_the_ablation_and_the_file(project):
     # Under `experts`, only a phase may be missing: any other key is still a typo.
     with pytest.raises(SpecError, match=r"no key 'phases\.sft\.lr_scael'"):
         ablate.edits(project, "typo", ablation(experts={"phases": {"sft": {"lr_scael": {"router": 1}}}}))
+
+
+def test_an_empty_mapping_of_the_file_takes_the_value_whole(project):
+    """specs/router.yaml has `lr_scale: {}`: the groups it is set to are new keys, not typos."""
+    scale = {"embeddings": 0.01}
+    written = ablate.edits(
+        project, "x", ablation(**{"specs/router.yaml": {"trainable": ["router", "embeddings"], "lr_scale": scale}})
+    )
+    assert written["specs/router.yaml"]["lr_scale"] == scale
+    with pytest.raises(SpecError, match=r"no key 'lr_scael'"):
+        ablate.edits(project, "typo", ablation(**{"specs/router.yaml": {"lr_scael": scale}}))
 
 
 def test_a_value_the_spec_refuses_is_named_as_bar_validate_names_it_and_nothing_is_written(project):

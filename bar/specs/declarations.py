@@ -263,9 +263,24 @@ class TrainStagesSpec(Spec):
 Group = Literal["domain_ffn", "router", "embeddings", "lm_head", "attention", "norms", "anchor_ffn"]
 SharedGroup = Literal["embeddings", "lm_head", "attention", "norms", "anchor_ffn"]  # what the merge combines
 GROUPS: tuple[str, ...] = Group.__args__
+
+
+def check_groups(trainable: list[str], lr_scale: dict[str, float]) -> None:
+    """Each group trains once, and only a group that trains has a learning-rate multiplier (> 0)."""
+    if len(set(trainable)) != len(trainable):
+        raise ValueError(f"trainable lists a group twice: {trainable}")
+    idle = sorted(set(lr_scale) - set(trainable))
+    if idle:
+        raise ValueError(f"lr_scale names groups that do not train here: {idle}; trainable: {trainable}")
+    if any(v <= 0 for v in lr_scale.values()):
+        raise ValueError(f"lr_scale values must be > 0, got {lr_scale}")
+
+
 # --- specs/merge.yaml and specs/router.yaml ---------------------------------------------
 
 
+# What fit_router may train: the router and the shared tensors, never an FFN (each is one expert's).
+RouterGroup = Literal["router", "embeddings", "lm_head", "attention", "norms"]
 MergeStrategy = Literal["mean", "weighted_mean", "base_plus_mean_delta", "disjoint_mean", "ties"]
 
 
@@ -290,7 +305,8 @@ class MergeSpec(Spec):
 
 
 class RouterSpec(LoopSpec):
-    """Router fitting: only the router trains, on a stratified sample of the experts' SFT data."""
+    """Router fitting on a stratified sample of the experts' SFT data: the router trains (the
+    published recipe: only it), optionally with shared tensors, never an expert's FFN."""
 
     sample_fraction: float = Field(0.05, gt=0, le=1, description="share of each expert's SFT data")
     topk: int | None = Field(None, gt=0, description="experts active per token; null = all")
@@ -313,10 +329,19 @@ class RouterSpec(LoopSpec):
     micro_batch_size: int | None = Field(None, gt=0, description=MICRO_BATCH)
     tp_size: int = Field(1, gt=0, description="tensor-parallel processes (the sequence splits over them too)")
     dp_size: int = Field(1, gt=0, description="data-parallel replicas: tp_size x dp_size processes in all")
+    trainable: list[RouterGroup] = Field(
+        ["router"], description="groups that train: the router, and shared tensors the merge combined"
+    )
+    lr_scale: dict[RouterGroup, float] = Field(
+        default_factory=dict, description="learning-rate multiplier of a trainable group (1 if not listed)"
+    )
 
     @model_validator(mode="after")
     def _split(self) -> RouterSpec:
         check_split(self.batch_size, self.micro_batch_size, self.dp_size)
+        if "router" not in self.trainable:
+            raise ValueError(f"trainable must list router (it is what this stage fits): {self.trainable}")
+        check_groups(self.trainable, self.lr_scale)
         return self
 
 

@@ -14,6 +14,7 @@ from bar.specs.declarations import (
     Group,
     LoopSpec,
     Spec,
+    check_groups,
     check_split,
 )
 
@@ -51,13 +52,7 @@ class PhaseSpec(LoopSpec):
 
     @model_validator(mode="after")
     def _unique(self) -> PhaseSpec:
-        if len(set(self.trainable)) != len(self.trainable):
-            raise ValueError(f"trainable lists a group twice: {self.trainable}")
-        idle = sorted(set(self.lr_scale) - set(self.trainable))
-        if idle:
-            raise ValueError(f"lr_scale names groups that do not train here: {idle}; trainable: {self.trainable}")
-        if any(v <= 0 for v in self.lr_scale.values()):
-            raise ValueError(f"lr_scale values must be > 0, got {self.lr_scale}")
+        check_groups(self.trainable, self.lr_scale)
         return self
 
 

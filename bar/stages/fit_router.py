@@ -1,5 +1,7 @@
-"""Stage fit_router: train only the router of the merged MoE on a stratified sample of the
-experts' SFT data (~5% each). Every other tensor is verified bit for bit unchanged.
+"""Stage fit_router: train the router of the merged MoE on a stratified sample of the experts' SFT
+data (~5% each). Only the router trains in the published recipe; `trainable` may add shared
+tensors (the merge's mean of the experts' changes, fitted to every domain at once). Every other
+tensor is verified bit for bit unchanged.
 
 The loss is the LM loss of the sample (the published recipe), plus the router z-loss and, with
 `domain_loss` > 0, a routing term (`bar.router.DomainRouting`): on every token of expert i's
@@ -46,7 +48,7 @@ def worker(specs: Specs) -> None:
 
     from bar import parallel, tokenizer
     from bar.model import build
-    from bar.model.moe import set_trainable
+    from bar.model.moe import group_of, set_trainable
     from bar.router import DomainRouting, sample
     from bar.runner import DENSE_PHASE, kept_training
     from bar.train import train as train_loop
@@ -75,18 +77,20 @@ def worker(specs: Specs) -> None:
 
     def fit(ckpt) -> list:
         load_state(model, merged)
-        set_trainable(model, ["router"], freeze_anchor_row=False)
+        set_trainable(model, spec.trainable, freeze_anchor_row=False)
         kept = tokenizer.example_items(tok, [e for _, e in picked], arch.seq_length)
         items, slots = [ids for _, ids in kept], [picked[i][0] for i, _ in kept]
         batching = dict(batch_size=spec.batch_size, seq_length=arch.seq_length, pad_id=tok.pad_token_id, seed=seed)
         batches = Batches(items, **batching)
         if spec.domain_loss:
             batches = DomainRouting(model, items, slots, spec.domain_loss, **batching)
-        log = train_loop(model, batches, spec, ckpt, desc=STAGE, micro_batch_size=spec.micro_batch_size)
+        log = train_loop(
+            model, batches, spec, ckpt, desc=STAGE, lr_scale=spec.lr_scale, micro_batch_size=spec.micro_batch_size
+        )
         after = full_state(model)
-        changed = [k for k in after if ".mlp.router." not in k and not torch.equal(after[k], merged[k])]
+        changed = [k for k in after if group_of(k) not in spec.trainable and not torch.equal(after[k], merged[k])]
         if changed:
-            raise RuntimeError(f"{STAGE}: only the router may train, but {changed[:3]} changed")
+            raise RuntimeError(f"{STAGE}: only {spec.trainable} may train, but {changed[:3]} changed")
         return log
 
     # The fit is kept after publishing (checkpoints/fit_router/train/final): a re-run that changes
@@ -125,7 +129,7 @@ def main() -> None:
         resolved=res,
         phases=[DENSE_PHASE],
         tags={"spec_hash": spec_hash(res), "merged_hash": tracking.dvc_md5("outputs/merge_experts")},
-        trainable={DENSE_PHASE: ["router"]},
+        trainable={DENSE_PHASE: specs.router.trainable},
         extra_metrics=lambda meta: {"router_examples": meta["router_examples"]},
         register=register,
     )

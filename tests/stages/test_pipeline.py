@@ -155,6 +155,32 @@ def test_the_same_specs_from_scratch_give_the_same_metrics_and_models(first, twi
     assert lock(twin.project) == first.lock
 
 
+def test_the_router_fit_trains_the_shared_tensors_it_lists_and_counts_them(twin):
+    """specs/router.yaml: trainable with embeddings and the LM head (the ablation
+    router_fits_embeddings): fit_router changes the router and exactly those, and its cost counts
+    the LM head's weight gradients. The twin ran its pipeline to the end in the test above."""
+    from safetensors.torch import load_file
+
+    project = twin.project
+    assert twin.process.wait(timeout=1800) == 0, twin.log.read_text()[-3000:]
+    merged = load_file(project / "outputs" / "merge_experts" / "model.safetensors")
+    flops = json.loads((project / "metrics" / "fit_router.json").read_text())["cost/flops"]
+    edit_yaml(project / "specs" / "router.yaml", "trainable", ["router", "embeddings", "lm_head"])
+    edit_yaml(project / "specs" / "router.yaml", "lr_scale", {"embeddings": 0.01})
+    dvc(project, "repro", "fit_router")
+    routed = load_file(project / "outputs" / "fit_router" / "model.safetensors")
+    changed = {
+        k.split(".")[0] if ".mlp.router." not in k else "router"
+        for k in merged
+        if not torch.equal(merged[k], routed[k])
+    }
+    assert changed == {"router", "embedding", "output_layer"}
+    assert json.loads((project / "metrics" / "fit_router.json").read_text())["cost/flops"] > flops
+    edit_yaml(project / "specs" / "router.yaml", "trainable", ["router", "domain_ffn"])
+    bad = dvc(project, "repro", "fit_router", check=False)
+    assert bad.returncode != 0 and "domain_ffn" in bad.stdout + bad.stderr
+
+
 def test_humaneval_scores_the_routed_model_offline_in_the_sandbox(project, tmp_path):
     """`bar humaneval`: the plumbing a user with a real base runs (a tiny model scores about 0)."""
     cmd = [sys.executable, "-m", "bar.cli", "humaneval", "--limit", "4", "--max-new-tokens", "24"]
