@@ -223,6 +223,7 @@ class LoopSpec(Spec):
 
 
 MICRO_BATCH = "rows of a forward/backward pass; a step accumulates its batch in these (null = all at once)"
+LR_SCALE = "learning-rate multiplier of a trainable group (1 if not listed)"
 
 
 def check_split(batch_size: int, micro_batch_size: int | None, dp_size: int = 1) -> None:
@@ -332,9 +333,7 @@ class RouterSpec(LoopSpec):
     trainable: list[RouterGroup] = Field(
         ["router"], description="groups that train: the router, and shared tensors the merge combined"
     )
-    lr_scale: dict[RouterGroup, float] = Field(
-        default_factory=dict, description="learning-rate multiplier of a trainable group (1 if not listed)"
-    )
+    lr_scale: dict[RouterGroup, float] = Field(default_factory=dict, description=LR_SCALE)
 
     @model_validator(mode="after")
     def _split(self) -> RouterSpec:

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from bar.specs.declarations import (
     GROUPS,
+    LR_SCALE,
     MICRO_BATCH,
     DomainName,
     Group,
@@ -46,9 +47,7 @@ class PhaseSpec(LoopSpec):
     """One phase of an expert: a loop over the parameter groups that train in it."""
 
     trainable: list[Group] = Field(min_length=1, description=f"parameter groups that train: {GROUPS}")
-    lr_scale: dict[Group, float] = Field(
-        default_factory=dict, description="learning-rate multiplier of a trainable group (1 if not listed)"
-    )
+    lr_scale: dict[Group, float] = Field(default_factory=dict, description=LR_SCALE)
 
     @model_validator(mode="after")
     def _unique(self) -> PhaseSpec:
